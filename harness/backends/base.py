@@ -1,0 +1,74 @@
+"""The protocol every backend implements (small ABCs, in the style of labgrid's drivers).
+
+A Backend plans and starts machines; a Machine is one running VM with a console, an exit we can
+wait for and a destroy() that is always safe to call, however far start() got.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..vmspec import VmSpec
+
+# How a hypervisor run ended, in words a person reads in a CI report.
+EXIT_KINDS = ("poweroff", "reboot", "halt", "triple-fault", "panic", "error", "killed")
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    kind: str
+    code: int | None
+    detail: str
+
+    def __str__(self) -> str:
+        code = "" if self.code is None else f", exit status {self.code}"
+        return f"{self.kind} ({self.detail}{code})"
+
+
+class Machine(abc.ABC):
+    """One VM started by a backend."""
+
+    spec: VmSpec
+
+    @abc.abstractmethod
+    def open_console(self, port: str = "com1"):
+        """Return a stream (with fileno()) connected to the given serial port."""
+
+    @abc.abstractmethod
+    def resume(self) -> None:
+        """Let the vCPUs run. Machines start paused so no console output is lost."""
+
+    @abc.abstractmethod
+    def poll(self) -> ExitInfo | None:
+        """The exit, if the hypervisor has exited; None while it runs."""
+
+    @abc.abstractmethod
+    def wait_exit(self, timeout: float) -> ExitInfo | None:
+        """Wait up to ``timeout`` seconds for the hypervisor to exit; None if still running."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None:
+        """Stop the VM and release everything it holds. Idempotent."""
+
+
+class Backend(abc.ABC):
+    name: str = ""
+    firmwares: tuple = ()
+
+    def unsupported(self, spec_firmware: str) -> str | None:
+        """Why this backend cannot run a firmware profile, or None if it can."""
+        if spec_firmware not in self.firmwares:
+            return f"the {self.name} backend has no {spec_firmware} firmware"
+        return None
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for reports: which hypervisor, version and accelerator."""
+
+    @abc.abstractmethod
+    def command_lines(self, spec: VmSpec) -> list[list[str]]:
+        """The exact argv lists start() would run, in order, for plans and repro."""
+
+    @abc.abstractmethod
+    def start(self, spec: VmSpec) -> Machine:
+        """Start the VM paused; the caller owns the Machine and must destroy() it."""

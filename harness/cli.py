@@ -1,0 +1,216 @@
+"""The ``refvm`` command: validate, plan, run, images.
+
+``run`` is pytest underneath (same options as the plugin, anything else passed through), so a
+CI job may call either ``refvm run`` or ``pytest``; ``plan`` shows the matrix and the exact
+hypervisor command lines without booting anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .backends import BACKENDS
+from .catalog import load_guests, load_scenarios, repo_guest_files, scenario_files
+from .errors import ConfigError, HarnessError, Problem
+from .images.cache import ImageCache, ImageUnavailable
+from .matrix import build as build_matrix
+from .model import FIRMWARES, load_guest, load_scenario
+from .paths import SCENARIOS_DIR, cache_dir
+from .yamlfile import load_file
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="qemu", choices=BACKENDS)
+    parser.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
+    parser.add_argument("--firmware", action="append", default=[], choices=FIRMWARES)
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME")
+    parser.add_argument("--artifacts", default="artifacts", metavar="DIR")
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--offline", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refvm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check guest and scenario files")
+    validate.add_argument("files", nargs="*", type=Path)
+    plan = sub.add_parser("plan", help="show the test matrix and exact command lines")
+    _selection_options(plan)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
+    _selection_options(run)
+    images = sub.add_parser("images", help="fetch, build and verify guest images")
+    images.add_argument("action", choices=("fetch", "verify"))
+    images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
+                "images": cmd_images}[args.command](args, extra)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    except HarnessError as err:
+        print(f"refvm: [{err.category}] {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("refvm: interrupted", file=sys.stderr)
+        return 130
+
+
+# validate ------------------------------------------------------------------------------------
+def _is_scenario(path: Path) -> bool:
+    if path.parent.name == "scenarios":
+        return True
+    try:
+        data = load_file(path)
+    except ConfigError:
+        return False
+    return isinstance(data, dict) and "steps" in data
+
+
+def cmd_validate(args, _extra) -> int:
+    files = args.files or repo_guest_files() + scenario_files()
+    problems: list[Problem] = []
+    for path in files:
+        if not path.is_file():
+            problems.append(Problem(str(path), 0, "(file)", "no such file"))
+            continue
+        try:
+            (load_scenario if _is_scenario(path) else load_guest)(path)
+        except ConfigError as err:
+            problems += err.problems
+    if not args.files:  # the repository as a whole: names must be unique too
+        try:
+            load_guests()
+            load_scenarios()
+        except ConfigError as err:
+            problems += [p for p in err.problems if p not in problems]
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    print(f"ok: {len(files)} file(s) valid")
+    return EXIT_OK
+
+
+# plan ----------------------------------------------------------------------------------------
+def cmd_plan(args, _extra) -> int:
+    from .pytest_plugin.state import make_backend
+    from .runner import Run
+
+    guests = load_guests(args.guest)
+    scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
+    cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
+    backend = make_backend(args.backend, args.accel, cache, guests)
+    run = Run(backend, Path(args.artifacts))
+    rows = []
+    for case, reason in build_matrix(scenarios, guests, backend, args.firmware):
+        row = {"id": case.id, "skip": reason, "commands": []}
+        if reason is None:
+            spec = run.vm_spec(case, cache.expected_path(case.guest))
+            row["commands"] = backend.command_lines(spec)
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
+                         indent=2))
+        return EXIT_OK
+    print(f"# backend: {backend.describe()}")
+    print(f"# paths below use run id {run.run_id}; each run uses its own")
+    for row in rows:
+        print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run'}")
+    for row in rows:
+        for argv in row["commands"]:
+            print(f"\n# {row['id']}\n" + " \\\n    ".join(_pairs(argv)))
+    return EXIT_OK
+
+
+def _pairs(argv: list[str]) -> list[str]:
+    """Group '-opt value' pairs on one line each, for reading; every token shell-quoted."""
+    lines, i = [shlex.quote(argv[0])], 1
+    while i < len(argv):
+        if argv[i].startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            lines.append(f"{shlex.quote(argv[i])} {shlex.quote(argv[i + 1])}")
+            i += 2
+        else:
+            lines.append(shlex.quote(argv[i]))
+            i += 1
+    return lines
+
+
+# run -----------------------------------------------------------------------------------------
+class _Outcomes:
+    """Counts results so ``refvm run`` exits 0 only when every selected case passed."""
+
+    def __init__(self):
+        self.passed = self.failed = self.runtime_skips = 0
+        self.matrix_skips: set[str] = set()
+
+    def pytest_collection_modifyitems(self, items):
+        self.matrix_skips = {i.nodeid for i in items if getattr(i, "skip_reason", None)}
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.failed += 1
+        elif report.skipped and report.nodeid not in self.matrix_skips:
+            self.runtime_skips += 1
+        elif report.passed and report.when == "call":
+            self.passed += 1
+
+
+def cmd_run(args, extra) -> int:
+    import pytest
+
+    pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
+                   "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel]
+    for option in ("guest", "firmware", "scenario"):
+        for value in getattr(args, option):
+            pytest_args += [f"--{option}", value]
+    if args.offline:
+        pytest_args.append("--offline")
+    outcomes = _Outcomes()
+    code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
+    if code != 0:
+        return code
+    if outcomes.passed == 0:
+        print("refvm: no case ran and passed", file=sys.stderr)
+        return 5
+    if outcomes.runtime_skips:
+        print(f"refvm: {outcomes.runtime_skips} selected case(s) were skipped", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# images --------------------------------------------------------------------------------------
+def cmd_images(args, _extra) -> int:
+    guests = load_guests(args.guest)
+    fetching = args.action == "fetch"
+    cache = ImageCache(cache_dir(), allow_fetch=fetching, allow_build=fetching,
+                       log=lambda text: print(f"refvm: {text}", flush=True))
+    status = EXIT_OK
+    for guest in guests:
+        try:
+            path = cache.prepare(guest, full_check=True)
+            print(f"{guest.name}: ok {path}")
+        except ImageUnavailable as err:
+            print(f"{guest.name}: missing: {err}")
+            status = EXIT_FAILED
+        except HarnessError as err:
+            print(f"{guest.name}: error: {err}")
+            status = EXIT_FAILED
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

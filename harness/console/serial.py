@@ -1,0 +1,186 @@
+"""The serial-console dialogue: wait for text, log in, run a command and get its exit status.
+
+Works on any byte stream with a file descriptor (a QEMU socket chardev, an nmdm(4) device, a
+socketpair bridged to a libvirt stream), so every backend shares this code.
+
+Three rules keep it trustworthy on real consoles:
+- every wait also watches for the family's failure patterns (a panic ends the wait at once,
+  quoting the lines around it) and for the stream closing (the hypervisor died);
+- pexpect searches only a bounded window, so a guest that floods the console costs linear time;
+- command output is cut out between unique markers the typed command line cannot contain, so
+  echoes, prompts and stray kernel messages cannot be mistaken for output or status.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pexpect
+from pexpect import fdpexpect
+
+from ..errors import GuestFailure, LoginError
+from .log import ConsoleLog
+
+SEARCH_WINDOW = 16384  # bytes pexpect searches back from new data
+READ_CHUNK = 65536
+PASSWORD_PROMPT = r"[Pp]assword:\s*$"
+AFTER_FAILURE_GRACE = 2.0  # seconds of extra console read after a panic, for the backtrace
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    output: str
+    seconds: float
+
+
+class SerialConsole:
+    """pexpect over one console stream, with the log attached to the raw reads."""
+
+    def __init__(self, stream, log: ConsoleLog, failure_patterns=(),
+                 describe_eof: Callable[[], str] | None = None):
+        self.log = log
+        self.failure_patterns = [re.compile(p) for p in failure_patterns]
+        self._describe_eof = describe_eof or (lambda: "the console stream closed")
+        self._stream = stream  # keep a reference: the fd must outlive pexpect's use of it
+        self.spawn = fdpexpect.fdspawn(stream.fileno() if hasattr(stream, "fileno") else stream,
+                                       timeout=30, maxread=READ_CHUNK,
+                                       searchwindowsize=SEARCH_WINDOW,
+                                       encoding="utf-8", codec_errors="replace")
+        self.spawn.logfile_read = log
+
+    # Low-level waiting -------------------------------------------------------------------------
+    def expect(self, patterns, timeout: float, what: str):
+        """Wait for one of ``patterns``; return (index, match).
+
+        Raises GuestFailure on a failure pattern, on timeout and when the stream ends.
+        """
+        index, match = self.try_expect(patterns, timeout, what)
+        if index is None:
+            raise GuestFailure(f"timed out after {timeout:.0f}s waiting for {what}; "
+                               f"last console lines:\n{self.log.tail()}")
+        return index, match
+
+    def try_expect(self, patterns, timeout: float, what: str):
+        """Like :meth:`expect` but returns (None, None) on timeout instead of raising."""
+        compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        all_patterns = compiled + self.failure_patterns + [pexpect.EOF, pexpect.TIMEOUT]
+        index = self.spawn.expect_list(all_patterns, timeout=max(timeout, 0.01))
+        if index < len(compiled):
+            return index, self.spawn.match
+        if index < len(compiled) + len(self.failure_patterns):
+            self._raise_failure(self.spawn.match.group(0), what)
+        if all_patterns[index] is pexpect.EOF:
+            self.log.note(f"console closed while waiting for {what}")
+            raise GuestFailure(f"{self._describe_eof()} while waiting for {what}; "
+                               f"last console lines:\n{self.log.tail()}")
+        return None, None
+
+    def _raise_failure(self, matched: str, what: str):
+        self.log.note(f"failure pattern {matched!r} seen while waiting for {what}")
+        try:  # keep reading briefly so the message can quote the backtrace that follows
+            self.spawn.expect_list([pexpect.EOF, pexpect.TIMEOUT], timeout=AFTER_FAILURE_GRACE)
+        except Exception:  # noqa: BLE001 - best effort; the failure itself is what matters
+            pass
+        raise GuestFailure(f"guest failure while waiting for {what}: {matched.strip()!r}; "
+                           f"console:\n{self.log.tail(60)}")
+
+    def drain(self, seconds: float, what: str) -> bool:
+        """Read (and log) console output for up to ``seconds``; True once the stream ended.
+
+        Used while waiting for something other than text, such as the hypervisor's exit:
+        failure patterns still end the wait at once.
+        """
+        index = self.spawn.expect_list(self.failure_patterns + [pexpect.EOF, pexpect.TIMEOUT],
+                                       timeout=seconds)
+        if index < len(self.failure_patterns):
+            self._raise_failure(self.spawn.match.group(0), what)
+        return index == len(self.failure_patterns)
+
+    # Sending ---------------------------------------------------------------------------------
+    def send_line(self, text: str, secret: bool = False) -> None:
+        self.log.note("sent " + ("(secret)" if secret else repr(text)))
+        self.spawn.send(text + "\r")
+
+    # Login -------------------------------------------------------------------------------------
+    def login(self, user: str, password: str, login_prompt: str, shell_prompt: str,
+              login_incorrect: str, timeout: float, nudge_after: float = 10.0,
+              after_login=()) -> float:
+        """Log in at the console; return the seconds it took from the first call.
+
+        Survives a prompt that only appears after a newline (it nudges after ``nudge_after``
+        seconds of console silence) and kernel messages printed over the prompt (the nudge makes
+        getty print it again). A rejected password fails at once with the guest's words.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        prompts = [login_prompt, shell_prompt]
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GuestFailure(f"no login prompt within {timeout:.0f}s; "
+                                   f"last console lines:\n{self.log.tail()}")
+            index, _ = self.try_expect(prompts, min(1.0, remaining), "the login prompt")
+            if index == 0:
+                break
+            if index == 1:  # already at a shell (autologin, or a previous session)
+                self._after_login(after_login, shell_prompt)
+                return time.monotonic() - started
+            if time.monotonic() - self.log.last_output >= nudge_after:
+                self.send_line("")
+                self.log.last_output = time.monotonic()  # nudge again only after more silence
+        self.send_line(user)
+        reply = [PASSWORD_PROMPT, login_incorrect, shell_prompt, login_prompt]
+        index, _ = self.expect(reply, 60, f"a password prompt or shell after user {user!r}")
+        if index == 0:
+            self.send_line(password, secret=True)
+            index, match = self.expect(reply[1:], 60, "a shell prompt after the password")
+            index += 1
+        if index == 1:
+            raise LoginError(f"the guest rejected the login of {user!r}: it said "
+                             f"{self.spawn.match.group(0)!r}")
+        if index == 3:
+            raise LoginError(f"the guest asked for the login again after {user!r}; "
+                             f"last console lines:\n{self.log.tail(10)}")
+        self._after_login(after_login, shell_prompt)
+        return time.monotonic() - started
+
+    def _after_login(self, commands, shell_prompt: str) -> None:
+        for command in commands:
+            self.run(command, timeout=30)
+
+    # Commands ----------------------------------------------------------------------------------
+    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
+        """Run one shell command; return its exit status and output (CRs removed).
+
+        The typed line is ``echo <B>''<tok>; CMD; echo <E>''<tok>:$?``: the shell prints the
+        markers without the quotes, so only real output can match them, never the echo.
+        """
+        if "\n" in command or "\r" in command:
+            raise ValueError(f"one line per command, got {command!r}")
+        token = secrets.token_hex(6)
+        begin, end = f"__RVB{token}__", f"__RVE{token}:"
+        started = time.monotonic()
+        self.send_line(f"echo __RVB''{token}__; {command}; echo __RVE''{token}:$?__")
+        what = f"the output of {command!r}"
+        self.expect([re.escape(begin) + r"\r?\n"], timeout, what)
+        remaining = max(timeout - (time.monotonic() - started), 0.01)
+        self.expect([re.escape(end) + r"(\d+)__"], remaining, what)
+        status = int(self.spawn.match.group(1))
+        output = self.spawn.before.replace("\r", "")
+        if output.endswith("\n"):
+            output = output[:-1]
+        seconds = time.monotonic() - started
+        self.log.note(f"command {command!r} exited {status} after {seconds:.2f}s")
+        return CommandResult(command, status, output, seconds)
+
+    def close(self) -> None:
+        """Stop reading; the log stays open (its owner closes it)."""
+        try:
+            self.spawn.close()
+        except OSError:
+            pass

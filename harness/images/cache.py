@@ -1,0 +1,241 @@
+"""The image cache: nothing is booted unless its sha256 is the pinned (or recorded) one.
+
+- Downloads land in a temp file and are renamed into place only after the hash matches.
+- Every cached file has a stamp (size, mtime, inode, sha256). Using an image costs a stat when
+  the stamp still fits; any change to the file forces a full re-hash, so a corrupted or edited
+  entry is found, never booted.
+- Built images are keyed by a hash of their recipe (all files of the recipe's folder, the
+  builder's source, the password): rebuilt only when that changes, their sha256 recorded.
+- A file lock per entry: two runs (or xdist workers) never fetch or build the same image twice,
+  and never see a half-written file.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InfraError
+from ..model import Guest
+
+CHUNK = 1 << 20
+
+
+class ImageUnavailable(Exception):
+    """The image is not in the cache and this run may not fetch or build it (a skip reason)."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock tied to ``path`` (a sibling .lock file) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".stamp.json")
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+
+
+def write_stamp(path: Path, sha256: str, extra: dict | None = None) -> None:
+    data = dict(_fingerprint(path), sha256=sha256, **(extra or {}))
+    tmp = _stamp_path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(_stamp_path(path))
+
+
+def read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def verified(path: Path, expected: str | None, full: bool = False) -> bool:
+    """True if ``path`` has the expected sha256 (or, with None, the one its stamp recorded).
+
+    Cheap when the stamp's size/mtime/inode still match, unless ``full``; otherwise re-hashes
+    and refreshes the stamp on success.
+    """
+    if not path.is_file():
+        return False
+    stamp = read_stamp(path)
+    want = expected or (stamp or {}).get("sha256")
+    if not want:
+        return False
+    fits = stamp is not None and stamp.get("sha256") == want and \
+        all(stamp.get(k) == v for k, v in _fingerprint(path).items())
+    if fits and not full:
+        return True
+    actual = sha256_of(path)
+    if actual != want:
+        return False
+    write_stamp(path, actual, {k: v for k, v in (stamp or {}).items()
+                               if k not in ("size", "mtime_ns", "ino", "sha256")})
+    return True
+
+
+class ImageCache:
+    def __init__(self, root: Path, allow_fetch: bool = True, allow_build: bool = True,
+                 log: Callable[[str], None] = print):
+        self.root = Path(root)
+        self.allow_fetch = allow_fetch
+        self.allow_build = allow_build
+        self.log = log
+
+    def prepare(self, guest: Guest, full_check: bool = False) -> Path:
+        """Return a verified local path for the guest's boot image, fetching or building it."""
+        image = guest.image
+        if image.path:
+            return self._local(guest, full_check)
+        if image.url:
+            return self._download(guest, full_check)
+        return self._build(guest, full_check)
+
+    def expected_path(self, guest: Guest) -> Path:
+        """Where the guest's image is (or will be) once prepared; nothing is fetched or built."""
+        image = guest.image
+        if image.path:
+            return image.path
+        if image.url:
+            return self.root / "images" / f"{image.sha256}.{image.format}"
+        return self.built_path(guest)
+
+    # Local file ------------------------------------------------------------------------------
+    def _local(self, guest: Guest, full_check: bool) -> Path:
+        path = guest.image.path
+        if not path.is_file():
+            raise ImageUnavailable(f"guest {guest.name}: image {path} does not exist")
+        # The stamp of a file we do not own lives in the cache, keyed by its path.
+        stamp_home = self.root / "local" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        stamp_home.mkdir(parents=True, exist_ok=True)
+        link = stamp_home / "image"
+        if not link.is_symlink() or link.resolve() != path.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(path)
+        if not verified(link, guest.image.sha256, full_check):
+            raise InfraError(f"guest {guest.name}: {path} does not have sha256 "
+                             f"{guest.image.sha256} (file: {guest.file}); refusing to boot it")
+        return path
+
+    # Download --------------------------------------------------------------------------------
+    def _download(self, guest: Guest, full_check: bool) -> Path:
+        image = guest.image
+        target = self.root / "images" / f"{image.sha256}.{image.format}"
+        with locked(target):
+            if verified(target, None, full_check) and \
+                    read_stamp(target).get("source_sha256") == image.sha256:
+                return target
+            if not self.allow_fetch:
+                raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
+                                       "downloads are off (run: refvm images fetch)")
+            target.unlink(missing_ok=True)
+            download = self._fetch(image.url, image.sha256, target.parent)
+            try:
+                unpacked = _decompress(download, image.compression, target.parent)
+            finally:
+                if download.exists() and download != target:
+                    download.unlink()
+            unpacked.replace(target)
+            write_stamp(target, sha256_of(target), {"source_sha256": image.sha256,
+                                                     "url": image.url})
+            return target
+
+    def _fetch(self, url: str, sha256: str, directory: Path) -> Path:
+        self.log(f"fetching {url}")
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".fetch-")
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                while chunk := resp.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise InfraError(f"cannot fetch {url}: {err}") from None
+        if digest.hexdigest() != sha256:
+            tmp.unlink(missing_ok=True)
+            raise InfraError(f"{url}: sha256 mismatch: expected {sha256}, "
+                             f"got {digest.hexdigest()}; the file was not kept")
+        return tmp
+
+    # Build -----------------------------------------------------------------------------------
+    def recipe_key(self, guest: Guest) -> str:
+        """Hash of everything a build depends on: recipe folder, builder source, password."""
+        from . import debian_busybox
+
+        digest = hashlib.sha256()
+        recipe_dir = guest.image.build.parent
+        for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(recipe_dir)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+        digest.update(Path(debian_busybox.__file__).read_bytes())
+        digest.update(hashlib.sha256(guest.console.password.encode()).digest())
+        return digest.hexdigest()
+
+    def built_path(self, guest: Guest) -> Path:
+        return self.root / "images" / f"{guest.name}-{self.recipe_key(guest)[:16]}.raw"
+
+    def _build(self, guest: Guest, full_check: bool) -> Path:
+        from . import debian_busybox
+
+        target = self.built_path(guest)
+        with locked(target):
+            if verified(target, None, full_check):
+                return target
+            if not self.allow_build:
+                raise ImageUnavailable(f"guest {guest.name}: image not built for this recipe "
+                                       "and builds are off (run: refvm images fetch)")
+            self.log(f"building {guest.name} from {guest.image.build}")
+            workdir = Path(tempfile.mkdtemp(prefix=f"refvm-build-{guest.name}-"))
+            try:
+                debian_busybox.build(guest.image.build, guest.console.password,
+                                     self.root / "debs", workdir, target, self.log)
+            except debian_busybox.RecipeError as err:
+                raise InfraError(f"guest {guest.name}: cannot build image: {err}") from None
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            write_stamp(target, sha256_of(target), {"recipe_key": self.recipe_key(guest)})
+            self.log(f"built {target} (sha256 {read_stamp(target)['sha256']})")
+            return target
+
+
+def _decompress(path: Path, compression: str, directory: Path) -> Path:
+    if compression == "none":
+        return path
+    tools = {"xz": ["xz", "-dc"], "gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dc"]}
+    argv = tools[compression] + [str(path)]
+    fd, out_name = tempfile.mkstemp(dir=directory, prefix=".unpack-")
+    import subprocess
+    with os.fdopen(fd, "wb") as out:
+        try:
+            subprocess.run(argv, stdout=out, check=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            Path(out_name).unlink(missing_ok=True)
+            raise InfraError(f"cannot decompress {path} with {argv[0]}: {err}") from None
+    return Path(out_name)

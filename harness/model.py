@@ -1,0 +1,182 @@
+"""Guests and scenarios as the harness sees them, loaded from YAML and checked on the way in.
+
+A guest file says *what* to boot (image, firmware it supports, how its console talks, which
+devices it can exercise). A scenario file says *what to do* with it (steps). Neither names a
+hypervisor: the same files drive QEMU, bhyve and libvirt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import schema as s
+from .errors import ConfigError, Problem
+from .yamlfile import load_file
+
+FAMILIES = ("linux", "freebsd", "windows")
+FIRMWARES = ("uefi", "csm", "bhyveload")
+DEVICES = ("virtio-blk", "nvme", "virtio-net", "uart")
+IMAGE_FORMATS = ("raw", "qcow2")
+COMPRESSIONS = ("none", "xz", "gzip", "zstd")
+# A login prompt at the end of the output, or one a kernel message was printed right over
+# ("login: [   12.3] virtio_net ..."): getty is waiting for the user name either way.
+DEFAULT_LOGIN_PROMPT = r"login:[ \t]*(?:$|(?=\[ *\d+\.\d+\]))"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Where a guest's boot disk comes from; always pinned by sha256 or by a build recipe."""
+
+    url: str | None
+    path: Path | None
+    build: Path | None
+    sha256: str | None
+    format: str
+    compression: str
+
+    @property
+    def source(self) -> str:
+        return "url" if self.url else "path" if self.path else "build"
+
+
+@dataclass(frozen=True)
+class ConsoleSpec:
+    """How to talk to the guest on its serial console."""
+
+    login_prompt: str
+    user: str
+    password: str
+    shell_prompt: str
+    boot_timeout: float
+    login_incorrect: str
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    family: str
+    description: str
+    file: Path
+    image: ImageSpec
+    memory: int  # bytes
+    cpus: int
+    firmware: tuple
+    devices: tuple
+    utc_clock: bool
+    console: ConsoleSpec
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a scenario: a registered step type plus its converted arguments."""
+
+    kind: str
+    args: dict
+    line: int
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    file: Path
+    requires: tuple
+    timeout: float
+    steps: tuple = field(default_factory=tuple)
+
+
+def _check_image(image: dict, where: s.Where) -> None:
+    sources = [k for k in ("url", "path", "build") if image[k]]
+    if len(sources) != 1:
+        where.report("give exactly one of url, path or build "
+                     f"(found {', '.join(sources) if sources else 'none'})")
+    elif sources[0] in ("url", "path") and not image["sha256"]:
+        where.child("sha256", where.line).report(
+            f"required with {sources[0]}: images are never used unverified")
+    elif sources[0] == "build" and image["sha256"]:
+        where.child("sha256", where.line).report(
+            "not allowed with build: the built image's hash is recorded by the cache")
+
+
+IMAGE = s.Map({
+    "url": s.F(s.Str(r"^https?://\S+$", "an http(s) URL")),
+    "path": s.F(s.Str()),
+    "build": s.F(s.Str(), doc="recipe file, relative to the guest file"),
+    "sha256": s.F(s.Sha256()),
+    "format": s.F(s.Enum(*IMAGE_FORMATS), default="raw"),
+    "compression": s.F(s.Enum(*COMPRESSIONS), default="none"),
+}, extra=_check_image)
+
+CONSOLE = s.Map({
+    "login_prompt": s.F(s.Regex(), default=DEFAULT_LOGIN_PROMPT),
+    "user": s.F(s.Str(), required=True),
+    "password": s.F(s.Str(nonempty=False), default=""),
+    "shell_prompt": s.F(s.Regex(), default=r"[#$>] ?$"),
+    "boot_timeout": s.F(s.Seconds(), default=300.0),
+    "login_incorrect": s.F(s.Regex(), default=r"Login incorrect|Login failed|incorrect password"),
+})
+
+
+def _check_guest(guest: dict, where: s.Where) -> None:
+    if "bhyveload" in guest["firmware"] and guest["family"] != "freebsd":
+        where.child("firmware", where.line).report("bhyveload boots FreeBSD guests only")
+
+
+GUEST = s.Map({
+    "name": s.F(s.Name(), required=True),
+    "family": s.F(s.Enum(*FAMILIES), required=True),
+    "description": s.F(s.Str(), default=""),
+    "image": s.F(IMAGE, required=True),
+    "memory": s.F(s.Size(minimum=32 << 20, multiple_of=1 << 20), default=512 << 20),
+    "cpus": s.F(s.Int(1, 256), default=1),
+    "firmware": s.F(s.ListOf(s.Enum(*FIRMWARES), unique=True, nonempty=True), required=True),
+    "devices": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
+    "utc_clock": s.F(s.Bool(), default=True, doc="RTC in UTC (bhyve -u); Windows wants false"),
+    "console": s.F(CONSOLE, required=True),
+}, extra=_check_guest)
+
+
+def load_guest(path: Path) -> Guest:
+    """Load and check one guest file; raise ConfigError listing every problem found."""
+    path = Path(path)
+    raw = load_file(path)
+    problems: list[Problem] = []
+    data = s.validate(raw, GUEST, str(path), problems)
+    if problems:
+        raise ConfigError(problems)
+    img = data["image"]
+    image = ImageSpec(
+        url=img["url"],
+        path=(path.parent / img["path"]).resolve() if img["path"] else None,
+        build=(path.parent / img["build"]).resolve() if img["build"] else None,
+        sha256=img["sha256"], format=img["format"], compression=img["compression"])
+    return Guest(
+        name=data["name"], family=data["family"], description=data["description"],
+        file=path.resolve(), image=image, memory=data["memory"], cpus=data["cpus"],
+        firmware=tuple(data["firmware"]), devices=tuple(data["devices"]),
+        utc_clock=data["utc_clock"], console=ConsoleSpec(**data["console"]))
+
+
+def _scenario_schema():
+    from .steps import step_schema  # steps register their own argument schemas
+
+    return s.Map({
+        "name": s.F(s.Name(), required=True),
+        "description": s.F(s.Str(), default=""),
+        "requires": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
+        "timeout": s.F(s.Seconds(), default=900.0),
+        "steps": s.F(s.ListOf(step_schema(), nonempty=True), required=True),
+    })
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Load and check one scenario file; raise ConfigError listing every problem found."""
+    path = Path(path)
+    raw = load_file(path)
+    problems: list[Problem] = []
+    data = s.validate(raw, _scenario_schema(), str(path), problems)
+    if problems:
+        raise ConfigError(problems)
+    steps = tuple(Step(kind, args, line) for kind, args, line in data["steps"])
+    return Scenario(name=data["name"], description=data["description"], file=path.resolve(),
+                    requires=tuple(data["requires"]), timeout=data["timeout"], steps=steps)

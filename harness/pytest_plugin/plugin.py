@@ -1,0 +1,154 @@
+"""The refvm pytest plugin: scenario YAML files are collected directly as test items.
+
+One item per guest x firmware x scenario, named like ``boot[refguest-uefi-qemu]``. Infrastructure
+problems happen in the item's setup (image, hypervisor start) and so show as pytest *errors*;
+guest problems happen in its call and show as *failures*. Every result carries the properties
+``category`` (infra | guest) and ``reason`` (one line), and failures quote the console log.
+"""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from ..backends import BACKENDS
+from ..catalog import load_scenarios
+from ..errors import ConfigError, HarnessError
+from ..images.cache import ImageUnavailable
+from ..matrix import build as build_matrix
+from ..model import FAMILIES, FIRMWARES
+from .state import RefvmState
+
+STATE_KEY = pytest.StashKey[RefvmState]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("refvm", "refvm reference-VM conformance")
+    group.addoption("--backend", default="qemu", choices=BACKENDS, help="hypervisor backend")
+    group.addoption("--guest", action="append", default=[], metavar="NAME|PATH",
+                    help="guest name or guest file (repeatable; default: the repository's guests)")
+    group.addoption("--firmware", action="append", default=[], choices=FIRMWARES,
+                    help="only these firmware profiles (repeatable)")
+    group.addoption("--scenario", action="append", default=[], metavar="NAME",
+                    help="only these scenarios (repeatable)")
+    group.addoption("--artifacts", default="artifacts", metavar="DIR",
+                    help="where console and hypervisor logs are kept (default: ./artifacts)")
+    group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                    help="QEMU accelerator; auto probes KVM with a real boot, else TCG")
+    group.addoption("--offline", action="store_true",
+                    help="never fetch or build images; cases whose image is missing are skipped")
+
+
+def pytest_configure(config):
+    config.stash[STATE_KEY] = RefvmState(config.option)
+    for name in FIRMWARES + FAMILIES + BACKENDS:
+        config.addinivalue_line("markers", f"{name}: refvm cases using {name}")
+    config.addinivalue_line("markers", "vm: the test boots a virtual machine")
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down.
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_unconfigure(config):
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.close()
+
+
+def pytest_report_header(config):
+    opts = config.option
+    return [f"refvm: backend {opts.backend}, accel {opts.accel}, artifacts {opts.artifacts}"]
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self):
+        state = self.config.stash[STATE_KEY]
+        try:
+            scenario, = load_scenarios([self.path])
+            guests = state.guests
+        except ConfigError as err:
+            raise self.CollectError(str(err)) from None
+        wanted = self.config.option.scenario
+        if wanted and scenario.name not in wanted:
+            return
+        for case, reason in build_matrix([scenario], guests, state.backend,
+                                         self.config.option.firmware):
+            item = ScenarioItem.from_parent(self, name=case.id, case=case, skip_reason=reason)
+            for marker in (case.firmware, case.guest.family, case.backend, "vm"):
+                item.add_marker(marker)
+            yield item
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, case, skip_reason, **kwargs):
+        super().__init__(**kwargs)
+        self.case = case
+        self.skip_reason = skip_reason
+        self.vm = None
+
+    @property
+    def state(self) -> RefvmState:
+        return self.config.stash[STATE_KEY]
+
+    def record(self, name: str, value) -> None:
+        self.user_properties.append((name, value))
+        if self.vm is not None:
+            self.vm.log.note(f"recorded {name} = {value}")
+
+    def setup(self):
+        """Everything before the guest runs: image, hypervisor. Problems here are infra."""
+        if self.skip_reason:
+            pytest.skip(self.skip_reason)
+        try:
+            image = self.state.image_for(self.case.guest)
+        except ImageUnavailable as err:
+            pytest.skip(str(err))
+        self.record("backend", self.state.backend.describe())
+        self.vm = self.state.run.boot(self.case, image)
+        self.record("console_log", str(self.vm.log.path))
+
+    def runtest(self):
+        self.state.run.run_steps(self.case, self.vm, self.record)
+
+    def teardown(self):
+        if self.vm is not None:
+            self.state.run.release(self.vm)
+            self.vm = None
+
+    def reportinfo(self):
+        return self.path, None, self.case.id
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (HarnessError, ConfigError)):
+            return f"[{_category(excinfo.value)}] {excinfo.value}"
+        return super().repr_failure(excinfo, style)
+
+
+def _category(exc) -> str:
+    return getattr(exc, "category", "infra")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not isinstance(item, ScenarioItem) or not report.failed:
+        return
+    exc = call.excinfo.value if call.excinfo else None
+    category = "guest" if call.when == "call" and _category(exc) == "guest" else "infra"
+    first_line = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() \
+        else type(exc).__name__
+    item.user_properties.append(("category", category))
+    item.user_properties.append(("reason", first_line))
+    report.user_properties = list(item.user_properties)

@@ -1,0 +1,147 @@
+"""Running cases: one Run per harness invocation, one BootedVM per booted guest.
+
+A Run owns everything it creates (scratch directory, VMs) under one run id, and its close()
+releases all of it; the pytest plugin calls close() at session end whatever happened, and on
+SIGTERM/SIGINT. The VM is acquired separately from the steps that use it so that, later, one
+booted VM can serve several scenarios.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .backends.base import Backend, Machine
+from .console.log import ConsoleLog
+from .console.serial import SerialConsole
+from .errors import GuestFailure
+from .families import Family, family
+from .matrix import Case
+from .paths import temp_root
+from .steps import REGISTRY
+from .vmspec import Disk, SerialPort, VmSpec
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def safe_dirname(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+@dataclass
+class BootedVM:
+    spec: VmSpec
+    machine: Machine
+    console: SerialConsole
+    log: ConsoleLog
+    closed: bool = False
+
+    def close(self) -> None:
+        """Destroy the VM and its scratch files; keep the logs. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.console.close()
+        finally:
+            self.log.close()
+            self.machine.destroy()
+            shutil.rmtree(self.spec.workdir, ignore_errors=True)
+
+
+@dataclass
+class StepContext:
+    """What a step sees: the case, the booted VM, the guest's OS family, and a recorder."""
+
+    case: Case
+    vm: BootedVM
+    family: Family
+    record: Callable[[str, object], None]
+    deadline: float
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def console(self) -> SerialConsole:
+        return self.vm.console
+
+    def remaining(self, wanted: float) -> float:
+        """A step's timeout, cut to what is left of the scenario's own timeout."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise GuestFailure(f"scenario timeout ({self.case.scenario.timeout:.0f}s) reached; "
+                               f"last console lines:\n{self.vm.log.tail()}")
+        return min(wanted, left)
+
+
+class Run:
+    def __init__(self, backend: Backend, artifacts: Path, run_id: str | None = None):
+        self.backend = backend
+        self.run_id = run_id or new_run_id()
+        self.artifacts = Path(artifacts)
+        self.workroot = temp_root() / f"refvm-{self.run_id}"
+        self._serial = 0
+        self._live: list[BootedVM] = []
+
+    def vm_spec(self, case: Case, image: Path) -> VmSpec:
+        self._serial += 1
+        guest = case.guest
+        return VmSpec(
+            name=f"refvm-{self.run_id}-{self._serial}",
+            memory_mib=guest.memory >> 20, cpus=guest.cpus, firmware=case.firmware,
+            uuid=str(uuid.uuid4()), utc_clock=guest.utc_clock,
+            workdir=self.workroot / str(self._serial),
+            logdir=self.artifacts / safe_dirname(case.id),
+            disks=(Disk(path=image, bus="virtio-blk", readonly=True, boot=True,
+                        format=guest.image.format),),
+            serials=(SerialPort("com1", "console"),))
+
+    def boot(self, case: Case, image: Path) -> BootedVM:
+        """Start the VM paused, attach the console and its log, then let it run."""
+        spec = self.vm_spec(case, image)
+        machine = self.backend.start(spec)
+        log = None
+        try:
+            log = ConsoleLog(spec.logdir / "console.log", secrets=[case.guest.console.password])
+            log.note(f"{spec.name}: {case.id}; command line in command.txt")
+
+            def describe_eof() -> str:
+                info = machine.wait_exit(5)
+                return f"the hypervisor exited: {info}" if info else "the console closed"
+
+            console = SerialConsole(machine.open_console("com1"), log,
+                                    family(case.guest.family).failure_patterns, describe_eof)
+            vm = BootedVM(spec, machine, console, log)
+            self._live.append(vm)
+            machine.resume()
+            return vm
+        except BaseException:
+            if log:
+                log.close()
+            machine.destroy()
+            shutil.rmtree(spec.workdir, ignore_errors=True)
+            raise
+
+    def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None]) -> None:
+        ctx = StepContext(case, vm, family(case.guest.family), record,
+                          deadline=time.monotonic() + case.scenario.timeout)
+        for number, step in enumerate(case.scenario.steps, 1):
+            vm.log.note(f"step {number}: {step.kind} (scenario line {step.line})")
+            REGISTRY[step.kind].run(ctx, step.args)
+
+    def release(self, vm: BootedVM) -> None:
+        if vm in self._live:
+            self._live.remove(vm)
+        vm.close()
+
+    def close(self) -> None:
+        """Destroy every VM still alive and remove the run's scratch directory."""
+        while self._live:
+            self.release(self._live[-1])
+        shutil.rmtree(self.workroot, ignore_errors=True)

@@ -1,0 +1,263 @@
+"""A small declarative schema for the harness's YAML files.
+
+Why not jsonschema: its errors point at JSON paths, not at the line a person has to edit, and it
+cannot convert ``512M`` into a number. Every kind here converts a raw YAML value into the value
+the model wants, and reports each problem it finds (all of them, not just the first) as
+``file:line: field: message`` through a shared list.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import Problem
+
+MISSING = object()
+
+# Names end up in file names, VM names, test ids and libvirt domain names: keep them boring.
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class Invalid(Exception):
+    """Raised by a kind's check; the schema turns it into a Problem at the right line."""
+
+
+@dataclass
+class Where:
+    """Where a value sits: file, dotted field path and line."""
+
+    file: str
+    field: str
+    line: int
+    problems: list
+
+    def child(self, name: str, line: int) -> "Where":
+        path = f"{self.field}.{name}" if self.field else str(name)
+        return Where(self.file, path, line, self.problems)
+
+    def report(self, message: str) -> None:
+        self.problems.append(Problem(self.file, self.line, self.field or "(top)", message))
+
+
+class Kind:
+    """Converts and checks one value. Subclasses implement :meth:`check`."""
+
+    def convert(self, value, where: Where):
+        try:
+            return self.check(value, where)
+        except Invalid as err:
+            where.report(str(err))
+            return MISSING
+
+    def check(self, value, where: Where):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _type_name(value) -> str:
+    """Name a YAML value's type the way a person writing YAML thinks of it."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, name in ((int, "a number"), (float, "a number"), (str, "a string"),
+                       (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+class Str(Kind):
+    def __init__(self, pattern: str | None = None, what: str = "", nonempty: bool = True):
+        self.pattern = re.compile(pattern) if pattern else None
+        self.what = what
+        self.nonempty = nonempty
+
+    def check(self, value, where):
+        if not isinstance(value, str):
+            raise Invalid(f"must be a string, got {_type_name(value)}")
+        if self.nonempty and not value.strip():
+            raise Invalid("must not be empty")
+        if self.pattern and not self.pattern.match(value):
+            raise Invalid(f"{value!r} is not {self.what or 'valid'}")
+        return value
+
+
+class Name(Str):
+    """A safe identifier: lower case letters, digits, '.', '_' and '-', starting alphanumeric."""
+
+    def __init__(self):
+        super().__init__(SAFE_NAME.pattern,
+                         "a safe name (a-z, 0-9, '.', '_', '-'; starting with a letter or digit)")
+
+
+class Regex(Str):
+    """A Python regular expression, compiled now so a typo is reported at load time."""
+
+    def check(self, value, where):
+        value = super().check(value, where)
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise Invalid(f"invalid regular expression: {err}") from None
+        return value
+
+
+class Sha256(Str):
+    def __init__(self):
+        super().__init__(r"^[0-9a-f]{64}$", "a sha256 (64 lower-case hex digits)")
+
+
+class Int(Kind):
+    def __init__(self, minimum: int | None = None, maximum: int | None = None):
+        self.minimum, self.maximum = minimum, maximum
+
+    def check(self, value, where):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"must be a whole number, got {_type_name(value)}")
+        if self.minimum is not None and value < self.minimum:
+            raise Invalid(f"must be at least {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise Invalid(f"must be at most {self.maximum}, got {value}")
+        return value
+
+
+class Seconds(Kind):
+    """A positive duration in seconds (int or float)."""
+
+    def check(self, value, where):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(f"must be a number of seconds, got {_type_name(value)}")
+        if value <= 0:
+            raise Invalid(f"must be positive, got {value}")
+        return float(value)
+
+
+class Bool(Kind):
+    def check(self, value, where):
+        if not isinstance(value, bool):
+            raise Invalid(f"must be true or false, got {_type_name(value)}")
+        return value
+
+
+_SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class Size(Kind):
+    """A size such as ``512M``, ``1G`` or ``4096K``; a bare number means MiB (bhyve's -m rule).
+
+    Converted to bytes. ``multiple_of`` rejects sizes a device cannot have (whole sectors).
+    """
+
+    def __init__(self, minimum: int = 1, multiple_of: int = 1):
+        self.minimum, self.multiple_of = minimum, multiple_of
+
+    def check(self, value, where):
+        if isinstance(value, bool):
+            raise Invalid("must be a size such as 512M or 1G, got true/false")
+        if isinstance(value, int):
+            size = value * _UNITS[""]
+        elif isinstance(value, str) and (m := _SIZE.match(value.strip())):
+            size = int(m.group(1)) * _UNITS[m.group(2).upper()]
+        else:
+            raise Invalid(f"must be a size such as 512M or 1G, got {value!r}")
+        if size < self.minimum:
+            raise Invalid(f"must be at least {self.minimum} bytes, got {value!r}")
+        if size % self.multiple_of:
+            raise Invalid(f"must be a multiple of {self.multiple_of} bytes, got {value!r}")
+        return size
+
+
+class Enum(Kind):
+    def __init__(self, *choices: str):
+        self.choices = choices
+
+    def check(self, value, where):
+        if not isinstance(value, str) or value not in self.choices:
+            raise Invalid(f"unknown value {value!r}; expected one of: {', '.join(self.choices)}")
+        return value
+
+
+class ListOf(Kind):
+    def __init__(self, item: Kind, unique: bool = False, nonempty: bool = False):
+        self.item, self.unique, self.nonempty = item, unique, nonempty
+
+    def check(self, value, where):
+        if not isinstance(value, list):
+            raise Invalid(f"must be a list, got {_type_name(value)}")
+        if self.nonempty and not value:
+            raise Invalid("must not be empty")
+        out, seen = [], set()
+        for index, item in enumerate(value):
+            line = value.line_of(index) if hasattr(value, "line_of") else where.line
+            item_where = Where(where.file, f"{where.field}[{index}]", line, where.problems)
+            converted = self.item.convert(item, item_where)
+            if self.unique and isinstance(converted, str):
+                if converted in seen:
+                    item_where.report(f"{converted!r} is listed twice")
+                seen.add(converted)
+            out.append(converted)
+        return out
+
+
+@dataclass
+class F:
+    """A field of a mapping: its kind, whether it is required, its default and a doc line."""
+
+    kind: Kind
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass
+class Map(Kind):
+    """A mapping with known fields; unknown keys are errors (typos must not pass silently).
+
+    ``extra`` is called with the converted dict for checks that span fields.
+    """
+
+    fields: dict = field(default_factory=dict)
+    extra: Callable[[dict, Where], None] | None = None
+
+    def check(self, value, where):
+        if not isinstance(value, dict):
+            raise Invalid(f"must be a mapping, got {_type_name(value)}")
+        out = {}
+        line_of = value.line_of if hasattr(value, "line_of") else (lambda _k: where.line)
+        for key in value:
+            if key not in self.fields:
+                known = ", ".join(sorted(self.fields))
+                where.child(str(key), line_of(key)).report(f"unknown key; known keys: {known}")
+        for name, spec in self.fields.items():
+            if name in value:
+                out[name] = spec.kind.convert(value[name], where.child(name, line_of(name)))
+            elif spec.required:
+                where.child(name, where.line).report("required field is missing")
+                out[name] = MISSING
+            else:
+                out[name] = spec.default
+        if self.extra and not any(v is MISSING for v in out.values()):
+            self.extra(out, where)
+        return out
+
+
+class FamilyMap(Kind):
+    """Either one string for every OS family, or a mapping ``{linux: ..., freebsd: ...}``."""
+
+    FAMILIES = ("linux", "freebsd", "windows")
+
+    def __init__(self, item: Kind | None = None):
+        self.item = item or Str()
+
+    def check(self, value, where):
+        if isinstance(value, dict):
+            return Map({f: F(self.item) for f in self.FAMILIES}).check(value, where)
+        return {f: self.item.check(value, where) for f in self.FAMILIES}
+
+
+def validate(value, schema: Kind, file: str, problems: list):
+    """Convert ``value`` against ``schema``; append problems; return the converted value."""
+    line = getattr(value, "line", 1) or 1
+    return schema.convert(value, Where(file, "", line, problems))

@@ -1,0 +1,124 @@
+"""Test doubles. Nothing here is used by the harness itself: unit tests only.
+
+ScriptedGuestConsole plays a guest's serial console on one end of a socketpair: a getty with a
+real password check, a shell that understands the harness's marker lines, kernel messages at
+chosen moments. End-to-end tests boot real guests instead.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+
+class ScriptedGuestConsole:
+    """A fake guest console.
+
+    ``commands`` maps a command line to (output, status). ``boot_output`` is printed before
+    the first login prompt; with ``prompt_needs_newline`` the prompt only appears after the
+    harness sends a newline; ``after_prompt`` is printed right after each login prompt (kernel
+    messages landing on top of it); ``echo`` echoes typed characters like a tty does.
+    """
+
+    def __init__(self, user="root", password="secret", commands=None, boot_output="",
+                 prompt_needs_newline=False, after_prompt="", echo=True, on_login_text="",
+                 hostname="guest"):
+        self.harness_side, self._guest = socket.socketpair()
+        self.user, self.password = user, password
+        self.commands = commands or {}
+        self.boot_output = boot_output
+        self.prompt_needs_newline = prompt_needs_newline
+        self.after_prompt = after_prompt
+        self.echo = echo
+        self.on_login_text = on_login_text
+        self.hostname = hostname
+        self.received = b""
+        self._stop = False
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+
+    # Guest side ------------------------------------------------------------------------------
+    def _send(self, text: str) -> None:
+        try:
+            self._guest.sendall(text.encode())
+        except OSError:
+            self._stop = True
+
+    def _readline(self, echo=True) -> str | None:
+        line = b""
+        while not self._stop:
+            try:
+                ch = self._guest.recv(1)
+            except OSError:
+                return None
+            if not ch:
+                return None
+            self.received += ch
+            if ch in b"\r\n":
+                if echo and self.echo:
+                    self._send("\r\n")
+                return line.decode()
+            line += ch
+            if echo and self.echo:
+                self._send(ch.decode())
+        return None
+
+    def _main(self) -> None:
+        if self.boot_output:
+            self._send(self.boot_output)
+        if self.prompt_needs_newline and self._readline() is None:
+            return
+        while not self._stop:
+            self._send(f"\r\n{self.hostname} login: ")
+            if self.after_prompt:
+                self._send(self.after_prompt)
+            user = self._readline()
+            if user is None:
+                return
+            if not user:
+                continue
+            self._send("Password: ")
+            password = self._readline(echo=False)
+            if password is None:
+                return
+            if user != self.user or password != self.password:
+                time.sleep(0.05)
+                self._send("\r\nLogin incorrect\r\n")
+                continue
+            self._send(self.on_login_text)
+            self._shell()
+            return
+
+    def _shell(self) -> None:
+        status = 0
+        while not self._stop:
+            self._send("~ # ")
+            line = self._readline()
+            if line is None:
+                return
+            for command in [c.strip() for c in line.split(";") if c.strip()]:
+                if command.startswith("echo "):
+                    text = command[5:].replace("''", "").replace("$?", str(status))
+                    self._send(text + "\r\n")
+                    continue
+                output, status = self.commands.get(command, (f"sh: {command}: not found", 127))
+                if output:
+                    self._send(output.replace("\n", "\r\n") + "\r\n")
+
+    def close(self) -> None:
+        self._stop = True
+        for sock in (self._guest, self.harness_side):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def hang_up(self) -> None:
+        """Close only the guest's end, as a hypervisor that exits does."""
+        self._stop = True
+        self._guest.close()
+
+    def say(self, text: str) -> None:
+        """Print something on the console now (e.g. a panic while the harness waits)."""
+        self._send(text)

@@ -1,0 +1,140 @@
+"""Guest and scenario files: what loads, and the one clear line each mistake produces."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.catalog import load_guests, load_scenarios
+from harness.errors import ConfigError
+from harness.model import load_guest, load_scenario
+
+GOOD_GUEST = """\
+name: tiny
+family: linux
+image:
+  path: disk.img
+  sha256: {sha}
+memory: 256M
+firmware: [uefi, csm]
+devices: [virtio-blk]
+console:
+  user: root
+  password: pw
+"""
+SHA = "a" * 64
+
+
+def write(tmp_path: Path, text: str, name="guest.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(loader, path) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        loader(path)
+    return [str(p) for p in err.value.problems]
+
+
+def test_good_guest_loads_with_defaults_and_sizes_in_bytes(tmp_path):
+    guest = load_guest(write(tmp_path, GOOD_GUEST.format(sha=SHA)))
+    assert guest.name == "tiny" and guest.memory == 256 << 20 and guest.cpus == 1
+    assert guest.firmware == ("uefi", "csm")
+    assert guest.image.path == (tmp_path / "disk.img").resolve()
+    assert guest.console.boot_timeout == 300.0
+
+
+def test_unknown_key_wrong_type_missing_field_bad_sha_each_give_one_line(tmp_path):
+    text = GOOD_GUEST.format(sha="nothex").replace("memory: 256M", "memory: lots") \
+        .replace("family: linux\n", "") + "colour: blue\n"
+    path = write(tmp_path, text)
+    lines = problems(load_guest, path)
+    # family is gone, so: name 1, image 2, path 3, sha256 4, memory 5, ..., colour 11
+    assert lines[0].startswith(f"{path}:11: colour: unknown key; known keys: console, cpus")
+    assert f"{path}:1: family: required field is missing" in lines
+    assert any(x.startswith(f"{path}:4: image.sha256: 'nothex' is not a sha256") for x in lines)
+    assert any(x.startswith(f"{path}:5: memory: must be a size such as 512M") for x in lines)
+    assert len(lines) == 4
+
+
+def test_wrong_types_name_what_was_found(tmp_path):
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace("memory: 256M", "cpus: two"))
+    assert problems(load_guest, path) == [
+        f"{path}:6: cpus: must be a whole number, got a string"]
+
+
+def test_image_needs_exactly_one_source_and_a_hash(tmp_path):
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace(f"  sha256: {SHA}\n", ""))
+    assert problems(load_guest, path) == [
+        f"{path}:3: image.sha256: required with path: images are never used unverified"]
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace(
+        "  path: disk.img\n", "  path: disk.img\n  url: https://example.org/x.img\n"))
+    assert problems(load_guest, path) == [
+        f"{path}:3: image: give exactly one of url, path or build (found url, path)"]
+
+
+def test_unsafe_name_and_unknown_firmware_are_refused(tmp_path):
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace("name: tiny", "name: ../x")
+                 .replace("[uefi, csm]", "[uefi, coreboot]"))
+    lines = problems(load_guest, path)
+    assert lines[0].startswith(f"{path}:1: name: '../x' is not a safe name")
+    assert lines[1].startswith(f"{path}:7: firmware[1]: unknown value 'coreboot'")
+
+
+def test_bhyveload_is_for_freebsd_only(tmp_path):
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace("[uefi, csm]", "[bhyveload]"))
+    assert problems(load_guest, path) == [
+        f"{path}:1: firmware: bhyveload boots FreeBSD guests only"]
+
+
+def test_yaml_syntax_error_and_duplicate_key_name_the_line(tmp_path):
+    path = write(tmp_path, "name: x\nfamily: [linux\n")
+    assert problems(load_guest, path)[0].startswith(f"{path}:3: (syntax): invalid YAML")
+    path = write(tmp_path, "name: x\nname: y\n")
+    assert problems(load_guest, path) == [f"{path}:2: name: duplicate key"]
+
+
+def test_scenario_steps_are_checked_against_the_step_registry(tmp_path):
+    path = write(tmp_path, """\
+        name: s
+        steps:
+          - login
+          - dance
+          - run: {command: true, statuz: 1}
+        """, "s.yaml")
+    lines = problems(load_scenario, path)
+    assert lines[0].startswith(f"{path}:4: steps[1]: unknown step 'dance'")
+    assert lines[1].startswith(f"{path}:5: steps[2].run.statuz: unknown key")
+    assert lines[2] == f"{path}:5: steps[2].run.command: must be a string, got true/false"
+
+
+def test_scenario_per_family_commands(tmp_path):
+    path = write(tmp_path, """\
+        name: s
+        steps:
+          - run: {command: {linux: uname -s}, output: Linux}
+        """, "s.yaml")
+    step, = load_scenario(path).steps
+    assert step.kind == "run" and step.args["command"] == {
+        "linux": "uname -s", "freebsd": None, "windows": None}
+
+
+def test_repository_files_are_valid():
+    assert [g.name for g in load_guests()] == ["refguest"]
+    assert "boot" in [s.name for s in load_scenarios()]
+
+
+def test_guest_selected_by_path_and_by_name(tmp_path):
+    path = write(tmp_path, GOOD_GUEST.format(sha=SHA))
+    assert [g.name for g in load_guests([str(path), "refguest"])] == ["tiny", "refguest"]
+    with pytest.raises(ConfigError, match="unknown guest 'nope'"):
+        load_guests(["nope"])
+
+
+def test_duplicate_guest_names_are_refused(tmp_path):
+    a = write(tmp_path, GOOD_GUEST.format(sha=SHA), "a.yaml")
+    b = write(tmp_path, GOOD_GUEST.format(sha=SHA), "b.yaml")
+    with pytest.raises(ConfigError, match="'tiny' is also the name in"):
+        load_guests([str(a), str(b)])
