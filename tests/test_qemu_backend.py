@@ -1,14 +1,13 @@
 """QEMU command lines, firmware files and the accelerator probe."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from harness import firmware as fw
 from harness.backends.qemu import QemuBackend
-from harness.backends.qemu_accel import PROBE_MESSAGE, choose, probe, probe_boot_sector
+from harness.backends.qemu_accel import choose
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
@@ -100,27 +99,19 @@ def test_vars_copy_is_private_and_a_wrong_size_is_refused(tmp_path):
         fw.check_vars_file(copy, template)
 
 
-def test_probe_sector_is_a_valid_boot_sector():
-    sector = probe_boot_sector()
-    assert len(sector) == 512 and sector.endswith(b"\x55\xaa")
-    assert sector[0x17:0x17 + len(PROBE_MESSAGE)] == PROBE_MESSAGE  # where `mov si` points
-
-
-needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
-                                reason="qemu-system-x86_64 is not installed")
-
-
-@needs_qemu
-def test_probe_really_runs_under_tcg():
-    works, why = probe("qemu-system-x86_64", "tcg")
-    assert works, why
-
-
 def test_auto_falls_back_to_tcg_and_says_why(tmp_path, monkeypatch):
     import harness.backends.qemu_accel as accel
     monkeypatch.setattr(accel, "probe", lambda *a, **k: (False, "kvm probe failed: hangs"))
     monkeypatch.setattr(accel.os, "access", lambda *a: True)
-    choice = choose("qemu-system-x86_64", "auto", tmp_path)
+    image = tmp_path / "guest.raw"
+    choice = choose("qemu-system-x86_64", "auto", tmp_path, image)
     assert choice.name == "tcg" and "hangs" in choice.reason
     with pytest.raises(InfraError, match="KVM was requested but is not usable"):
-        choose("qemu-system-x86_64", "kvm", tmp_path)  # verdict cached per host boot
+        choose("qemu-system-x86_64", "kvm", tmp_path, image)  # verdict cached per host boot
+
+
+def test_auto_without_a_probe_image_uses_tcg_and_says_why(monkeypatch):
+    import harness.backends.qemu_accel as accel
+    monkeypatch.setattr(accel.os, "access", lambda *a: True)
+    choice = choose("qemu-system-x86_64", "auto", None, None)
+    assert choice.name == "tcg" and "no reference guest image to probe with" in choice.reason

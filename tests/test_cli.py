@@ -1,0 +1,80 @@
+"""The refvm command line: validate, plan and run's selection (no VM booted here)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from harness.cli import main
+
+BAD_GUEST = textwrap.dedent("""\
+    name: broken
+    family: linux
+    image:
+      url: https://example.org/disk.img
+      sha256: 1234
+    memory: 512M
+    cpus: many
+    firmware: [uefi]
+    colour: red
+    """)
+
+
+def test_validate_repository_files_passes(capsys):
+    assert main(["validate"]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_validate_prints_one_line_per_problem_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BAD_GUEST)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{path}:9: colour: unknown key; known keys: console, cpus, description, devices, "
+        "family, firmware, image, memory, name, utc_clock",
+        f"{path}:5: image.sha256: must be a string, got a number",
+        f"{path}:7: cpus: must be a whole number, got a string",
+        f"{path}:1: console: required field is missing",
+    ]
+
+
+def test_validate_never_prints_a_traceback(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"\xff\xfe not utf-8 [")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and f"{path}:0: (file): cannot read" in proc.stderr
+
+
+def test_plan_lists_matrix_and_exact_argv(capsys):
+    assert main(["plan", "--accel", "tcg", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    ids = [case["id"] for case in plan["cases"]]
+    assert "boot[refguest-uefi-qemu]" in ids and "boot[refguest-csm-qemu]" in ids
+    uefi = next(c for c in plan["cases"] if c["id"] == "boot[refguest-uefi-qemu]")
+    argv, = uefi["commands"]
+    assert argv[0] == "qemu-system-x86_64" and "-accel" in argv and "tcg" in argv
+    assert any("OVMF_CODE" in a and "readonly=on" in a for a in argv)
+    csm = next(c for c in plan["cases"] if c["id"] == "boot[refguest-csm-qemu]")
+    assert "-bios" in csm["commands"][0]
+
+
+def test_plan_text_output_is_pasteable(capsys):
+    assert main(["plan", "--accel", "tcg", "--firmware", "csm"]) == 0
+    out = capsys.readouterr().out
+    assert "boot[refguest-csm-qemu]" in out and "uefi" not in out.split("# paths")[1].split("\n")[1]
+    assert "qemu-system-x86_64 \\\n    -name" in out
+
+
+def test_plan_rejects_unknown_guest(capsys):
+    assert main(["plan", "--guest", "nosuch"]) == 2
+    assert "unknown guest 'nosuch'" in capsys.readouterr().err
+
+
+def test_run_with_nothing_selected_is_not_success(tmp_path):
+    code = main(["run", "--scenario", "no-such-scenario", "--accel", "tcg",
+                 "--artifacts", str(tmp_path), "-q", "-p", "no:cacheprovider"])
+    assert code != 0
