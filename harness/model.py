@@ -21,6 +21,9 @@ COMPRESSIONS = ("none", "xz", "gzip", "zstd")
 # A login prompt at the end of the output, or one a kernel message was printed right over
 # ("login: [   12.3] virtio_net ..."): getty is waiting for the user name either way.
 DEFAULT_LOGIN_PROMPT = r"login:[ \t]*(?:$|(?=\[ *\d+\.\d+\]))"
+# A shell prompt at the end of the output. Line editors (busybox ash, bash) may follow it with
+# terminal queries such as ESC[6n (where is the cursor?), which must not hide the prompt.
+DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,33 @@ class Step:
 
 
 @dataclass(frozen=True)
+class DiskAttach:
+    """A scratch disk the scenario adds; the host fills ``regions`` with seeded data first."""
+
+    id: str
+    bus: str
+    size: int
+    serial: str
+    readonly: bool
+    sector_size: int | None
+    seed: int
+    regions: tuple  # of hostdata.Region
+
+
+@dataclass(frozen=True)
+class NicAttach:
+    id: str
+    model: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class SerialAttach:
+    id: str
+    port: str  # com2 .. com4 (com1 is the console)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -83,6 +113,10 @@ class Scenario:
     requires: tuple
     timeout: float
     steps: tuple = field(default_factory=tuple)
+    attach: tuple = field(default_factory=tuple)
+
+    def attachment(self, kind: type, ident: str):
+        return next(a for a in self.attach if isinstance(a, kind) and a.id == ident)
 
 
 def _check_image(image: dict, where: s.Where) -> None:
@@ -111,7 +145,7 @@ CONSOLE = s.Map({
     "login_prompt": s.F(s.Regex(), default=DEFAULT_LOGIN_PROMPT),
     "user": s.F(s.Str(), required=True),
     "password": s.F(s.Str(nonempty=False), default=""),
-    "shell_prompt": s.F(s.Regex(), default=r"[#$>] ?$"),
+    "shell_prompt": s.F(s.Regex(), default=DEFAULT_SHELL_PROMPT),
     "boot_timeout": s.F(s.Seconds(), default=300.0),
     "login_incorrect": s.F(s.Regex(), default=r"Login incorrect|Login failed|incorrect password"),
 })
@@ -157,6 +191,78 @@ def load_guest(path: Path) -> Guest:
         utc_clock=data["utc_clock"], console=ConsoleSpec(**data["console"]))
 
 
+REGION = s.Map({
+    "offset": s.F(s.Size(minimum=0), required=True),
+    "length": s.F(s.Size(minimum=512), required=True),
+    "block": s.F(s.Size(minimum=512), required=True),
+})
+
+
+def _check_disk(disk: dict, where: s.Where) -> None:
+    sector = disk["sector_size"] or 512
+    if sector not in (512, 4096):
+        where.child("sector_size", where.line).report(f"must be 512 or 4096, got {sector}")
+        return
+    if disk["size"] % sector:
+        where.report(f"size {disk['size']} is not a whole number of {sector}-byte sectors")
+    for index, r in enumerate(disk["regions"]):
+        at = where.child(f"regions[{index}]", where.line)
+        if r is s.MISSING or any(v is s.MISSING for v in r.values()):
+            continue
+        if r["block"] % sector or r["offset"] % r["block"] or r["length"] % r["block"]:
+            at.report(f"offset and length must be whole blocks, and block whole {sector}-byte "
+                      "sectors")
+        if r["offset"] + r["length"] > disk["size"]:
+            at.report(f"ends at byte {r['offset'] + r['length']}, past the disk's {disk['size']}")
+
+
+DISK = s.Map({
+    "id": s.F(s.Name(), required=True),
+    "bus": s.F(s.Enum("virtio-blk", "nvme", "ahci-hd"), default="virtio-blk"),
+    "size": s.F(s.Size(minimum=1 << 20), required=True),
+    "serial": s.F(s.Str(r"^[A-Za-z0-9-]{1,20}$", "1-20 letters, digits or '-'"), required=True),
+    "readonly": s.F(s.Bool(), default=False),
+    "sector_size": s.F(s.Int(512, 4096)),
+    "seed": s.F(s.Int(0), default=1),
+    "regions": s.F(s.ListOf(REGION), default=[]),
+}, extra=_check_disk)
+
+NIC = s.Map({
+    "id": s.F(s.Name(), required=True),
+    "model": s.F(s.Enum("virtio-net"), default="virtio-net"),
+    "mac": s.F(s.Str(r"^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$", "a lower-case MAC address"),
+               required=True),
+})
+
+SERIAL = s.Map({
+    "id": s.F(s.Name(), required=True),
+    "port": s.F(s.Enum("com2", "com3", "com4"), required=True),
+})
+
+
+class _Attachment(s.Kind):
+    """``- disk: {...}``, ``- nic: {...}`` or ``- serial: {...}``."""
+
+    KINDS = {"disk": DISK, "nic": NIC, "serial": SERIAL}
+
+    def check(self, value, where):
+        if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in self.KINDS:
+            raise s.Invalid("an attachment is a mapping with one key: disk, nic or serial")
+        (kind, body), = value.items()
+        line = value.line_of(kind) if hasattr(value, "line_of") else where.line
+        return kind, self.KINDS[kind].convert(body, where.child(kind, line))
+
+
+def _check_scenario(scenario: dict, where: s.Where) -> None:
+    ids = [body["id"] for _kind, body in scenario["attach"] if body is not s.MISSING]
+    for ident in {i for i in ids if ids.count(i) > 1}:
+        where.child("attach", where.line).report(f"id {ident!r} is used twice")
+    ports = [body["port"] for kind, body in scenario["attach"]
+             if kind == "serial" and body is not s.MISSING]
+    for port in {p for p in ports if ports.count(p) > 1}:
+        where.child("attach", where.line).report(f"port {port} is attached twice")
+
+
 def _scenario_schema():
     from .steps import step_schema  # steps register their own argument schemas
 
@@ -165,8 +271,21 @@ def _scenario_schema():
         "description": s.F(s.Str(), default=""),
         "requires": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
         "timeout": s.F(s.Seconds(), default=900.0),
+        "attach": s.F(s.ListOf(_Attachment()), default=[]),
         "steps": s.F(s.ListOf(step_schema(), nonempty=True), required=True),
-    })
+    }, extra=_check_scenario)
+
+
+def _attachment(kind: str, body: dict):
+    from .hostdata import Region
+
+    if kind == "disk":
+        regions = tuple(Region(r["offset"], r["length"], r["block"]) for r in body["regions"])
+        return DiskAttach(body["id"], body["bus"], body["size"], body["serial"],
+                          body["readonly"], body["sector_size"], body["seed"], regions)
+    if kind == "nic":
+        return NicAttach(body["id"], body["model"], body["mac"])
+    return SerialAttach(body["id"], body["port"])
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -178,5 +297,7 @@ def load_scenario(path: Path) -> Scenario:
     if problems:
         raise ConfigError(problems)
     steps = tuple(Step(kind, args, line) for kind, args, line in data["steps"])
+    attach = tuple(_attachment(kind, body) for kind, body in data["attach"])
     return Scenario(name=data["name"], description=data["description"], file=path.resolve(),
-                    requires=tuple(data["requires"]), timeout=data["timeout"], steps=steps)
+                    requires=tuple(data["requires"]), timeout=data["timeout"], steps=steps,
+                    attach=attach)

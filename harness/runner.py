@@ -24,7 +24,9 @@ from .families import Family, family
 from .matrix import Case
 from .paths import temp_root
 from .steps import REGISTRY
-from .vmspec import Disk, SerialPort, VmSpec
+from .hostdata import file_sha256, make_scratch_disk, pattern, sha256, write_region
+from .model import DiskAttach, NicAttach, SerialAttach
+from .vmspec import Disk, Nic, SerialPort, VmSpec
 
 
 def new_run_id() -> str:
@@ -42,6 +44,7 @@ class BootedVM:
     console: SerialConsole
     log: ConsoleLog
     closed: bool = False
+    facts: dict = field(default_factory=dict)  # what host-side preparation recorded
 
     def close(self) -> None:
         """Destroy the VM and its scratch files; keep the logs. Safe to call twice."""
@@ -65,7 +68,6 @@ class StepContext:
     family: Family
     record: Callable[[str, object], None]
     deadline: float
-    facts: dict = field(default_factory=dict)
 
     @property
     def console(self) -> SerialConsole:
@@ -90,22 +92,62 @@ class Run:
         self._live: list[BootedVM] = []
 
     def vm_spec(self, case: Case, image: Path) -> VmSpec:
+        """The VM for a case: the guest's boot disk plus what the scenario attaches. No I/O."""
         self._serial += 1
         guest = case.guest
+        workdir = self.workroot / str(self._serial)
+        disks = [Disk(path=image, bus="virtio-blk", readonly=True, boot=True,
+                      format=guest.image.format)]
+        nics, serials = [], [SerialPort("com1", "console")]
+        for item in case.scenario.attach:
+            if isinstance(item, DiskAttach):
+                disks.append(Disk(path=workdir / f"{item.id}.raw", bus=item.bus,
+                                  readonly=item.readonly, serial=item.serial,
+                                  sector_size=item.sector_size))
+            elif isinstance(item, NicAttach):
+                nics.append(Nic(model=item.model, mac=item.mac))
+            elif isinstance(item, SerialAttach):
+                serials.append(SerialPort(item.port, "data"))
         return VmSpec(
             name=f"refvm-{self.run_id}-{self._serial}",
             memory_mib=guest.memory >> 20, cpus=guest.cpus, firmware=case.firmware,
             uuid=str(uuid.uuid4()), utc_clock=guest.utc_clock,
-            workdir=self.workroot / str(self._serial),
-            logdir=self.artifacts / safe_dirname(case.id),
-            disks=(Disk(path=image, bus="virtio-blk", readonly=True, boot=True,
-                        format=guest.image.format),),
-            serials=(SerialPort("com1", "console"),))
+            workdir=workdir, logdir=self.artifacts / safe_dirname(case.id),
+            disks=tuple(disks), nics=tuple(nics), serials=tuple(serials))
+
+    @staticmethod
+    def prepare_attachments(case: Case, spec: VmSpec) -> dict:
+        """Create the scenario's scratch disks and write the host's patterns into them.
+
+        Returns facts for the steps: each disk's path, the sha256 of every region the host
+        wrote, and the whole-file sha256 of read-only disks (which must not change).
+        """
+        facts = {}
+        for item in case.scenario.attach:
+            if not isinstance(item, DiskAttach):
+                continue
+            path = spec.workdir / f"{item.id}.raw"
+            make_scratch_disk(path, item.size)
+            host_sha = {}
+            for region in item.regions:
+                data = pattern(item.seed, region)
+                write_region(path, region, data)
+                host_sha[region] = sha256(data)
+            facts[f"disk:{item.id}"] = {
+                "path": path, "host_sha": host_sha,
+                "file_sha": file_sha256(path) if item.readonly else None, "guest_sha": {}}
+        return facts
 
     def boot(self, case: Case, image: Path) -> BootedVM:
         """Start the VM paused, attach the console and its log, then let it run."""
         spec = self.vm_spec(case, image)
-        machine = self.backend.start(spec)
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            facts = self.prepare_attachments(case, spec)
+            machine = self.backend.start(spec)
+        except BaseException:
+            shutil.rmtree(spec.workdir, ignore_errors=True)
+            raise
         log = None
         try:
             log = ConsoleLog(spec.logdir / "console.log", secrets=[case.guest.console.password])
@@ -117,7 +159,7 @@ class Run:
 
             console = SerialConsole(machine.open_console("com1"), log,
                                     family(case.guest.family).failure_patterns, describe_eof)
-            vm = BootedVM(spec, machine, console, log)
+            vm = BootedVM(spec, machine, console, log, facts=facts)
             self._live.append(vm)
             machine.resume()
             return vm

@@ -92,8 +92,11 @@ class ScriptedGuestConsole:
 
     def _shell(self) -> None:
         status = 0
+        first = True
         while not self._stop:
-            self._send("~ # ")
+            # Like busybox ash's line editor: the first prompt asks where the cursor is.
+            self._send("~ # \x1b[6n" if first else "~ # ")
+            first = False
             line = self._readline()
             if line is None:
                 return

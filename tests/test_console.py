@@ -8,7 +8,7 @@ import pytest
 from harness.console.log import ConsoleLog
 from harness.console.serial import SerialConsole
 from harness.errors import GuestFailure, LoginError
-from harness.model import DEFAULT_LOGIN_PROMPT
+from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT
 from tests.doubles import ScriptedGuestConsole
 
 LINUX_FAILURES = (r"Kernel panic - not syncing",)
@@ -31,7 +31,7 @@ def make_console(tmp_path):
 
 
 def login(console, password="secret", timeout=20, nudge_after=0.5):
-    return console.login("root", password, DEFAULT_LOGIN_PROMPT, r"# $",
+    return console.login("root", password, DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT,
                          r"Login incorrect", timeout=timeout, nudge_after=nudge_after)
 
 

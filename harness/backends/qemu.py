@@ -179,7 +179,8 @@ def _disk_args(index: int, disk: Disk) -> list[str]:
     if disk.sector_size:
         extra += f",logical_block_size={disk.sector_size},physical_block_size={disk.sector_size}"
     if disk.bus == "virtio-blk":
-        device = f"virtio-blk-pci,drive={node}{extra}"
+        serial = f",serial={disk.serial}" if disk.serial else ""
+        device = f"virtio-blk-pci,drive={node}{serial}{extra}"
     elif disk.bus == "nvme":
         device = f"nvme,drive={node},serial={disk.serial or f'REFVM{index:04d}'}{extra}"
     elif disk.bus in ("ahci-hd", "ahci-cd"):

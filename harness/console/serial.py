@@ -179,8 +179,7 @@ class SerialConsole:
         return CommandResult(command, status, output, seconds)
 
     def close(self) -> None:
-        """Stop reading; the log stays open (its owner closes it)."""
-        try:
-            self.spawn.close()
-        except OSError:
-            pass
+        """Stop using the console. The stream belongs to whoever opened it (the Machine), and
+        the log to whoever made it: neither is closed here, so nothing is closed twice."""
+        self.spawn.logfile_read = None
+        self.log.flush()
