@@ -31,6 +31,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME")
     parser.add_argument("--artifacts", default="artifacts", metavar="DIR")
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--qemu-binary", default="qemu-system-x86_64", metavar="PATH")
     parser.add_argument("--offline", action="store_true")
 
 
@@ -113,7 +114,7 @@ def cmd_plan(args, _extra) -> int:
     guests = load_guests(args.guest)
     scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
-    backend = make_backend(args.backend, args.accel, cache, guests)
+    backend = make_backend(args.backend, args.accel, cache, guests, args.qemu_binary)
     run = Run(backend, Path(args.artifacts))
     rows = []
     for case, reason in build_matrix(scenarios, guests, backend, args.firmware):
@@ -173,7 +174,8 @@ def cmd_run(args, extra) -> int:
     import pytest
 
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
-                   "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel]
+                   "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
+                   "--qemu-binary", args.qemu_binary]
     for option in ("guest", "firmware", "scenario"):
         for value in getattr(args, option):
             pytest_args += [f"--{option}", value]

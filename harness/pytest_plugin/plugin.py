@@ -36,6 +36,8 @@ def pytest_addoption(parser):
                     help="where console and hypervisor logs are kept (default: ./artifacts)")
     group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                     help="QEMU accelerator; auto probes KVM with a real boot, else TCG")
+    group.addoption("--qemu-binary", default="qemu-system-x86_64", metavar="PATH",
+                    help="QEMU to run (default: qemu-system-x86_64 from PATH)")
     group.addoption("--offline", action="store_true",
                     help="never fetch or build images; cases whose image is missing are skipped")
 

@@ -39,7 +39,7 @@ class RefvmState:
     def backend(self):
         if self._backend is None:
             self._backend = make_backend(self.options.backend, self.options.accel,
-                                         self.cache, self.guests)
+                                         self.cache, self.guests, self.options.qemu_binary)
         return self._backend
 
     @property
@@ -69,7 +69,8 @@ class RefvmState:
             self._run.close()
 
 
-def make_backend(name: str, accel: str, cache: ImageCache, guests):
+def make_backend(name: str, accel: str, cache: ImageCache, guests,
+                 qemu_binary: str = "qemu-system-x86_64"):
     """The backend, given a built reference guest to probe KVM with when one is cached."""
     probe_image = None
     for guest in guests:
@@ -78,7 +79,8 @@ def make_backend(name: str, accel: str, cache: ImageCache, guests):
             if verified(candidate, None):
                 probe_image = candidate
                 break
-    return get_backend(name, accel=accel, cache_dir=cache.root, probe_image=probe_image)
+    return get_backend(name, accel=accel, cache_dir=cache.root, probe_image=probe_image,
+                       binary=qemu_binary)
 
 
 __all__ = ["RefvmState", "ImageUnavailable", "make_backend"]
