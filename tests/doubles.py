@@ -113,6 +113,10 @@ class ScriptedGuestConsole:
         self._stop = True
         for sock in (self._guest, self.harness_side):
             try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 sock.close()
             except OSError:
                 pass
@@ -120,6 +124,9 @@ class ScriptedGuestConsole:
     def hang_up(self) -> None:
         """Close only the guest's end, as a hypervisor that exits does."""
         self._stop = True
+        # shutdown() first: close() alone does not wake the thread blocked in recv(), and the
+        # kernel only sends EOF once that thread lets go of the socket.
+        self._guest.shutdown(socket.SHUT_RDWR)
         self._guest.close()
 
     def say(self, text: str) -> None:

@@ -194,7 +194,11 @@ class ImageCache:
         for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
             digest.update(str(path.relative_to(recipe_dir)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
-        digest.update(Path(debian_busybox.__file__).read_bytes())
+        builder = Path(debian_busybox.__file__)
+        sources = sorted(builder.parent.glob("*.py")) if builder.name == "__init__.py" \
+            else [builder]
+        for source in sources:
+            digest.update(source.read_bytes())
         digest.update(hashlib.sha256(guest.console.password.encode()).digest())
         return digest.hexdigest()
 
