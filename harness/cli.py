@@ -68,6 +68,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("refvm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `refvm plan | head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return EXIT_OK
 
 
 # validate ------------------------------------------------------------------------------------

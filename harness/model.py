@@ -214,6 +214,10 @@ def _check_disk(disk: dict, where: s.Where) -> None:
                       "sectors")
         if r["offset"] + r["length"] > disk["size"]:
             at.report(f"ends at byte {r['offset'] + r['length']}, past the disk's {disk['size']}")
+        for other in disk["regions"][:index]:
+            if other is not s.MISSING and r["offset"] < other["offset"] + other["length"] \
+                    and other["offset"] < r["offset"] + r["length"]:
+                at.report("overlaps an earlier region (each region's data must be its own)")
 
 
 DISK = s.Map({
@@ -261,6 +265,16 @@ def _check_scenario(scenario: dict, where: s.Where) -> None:
              if kind == "serial" and body is not s.MISSING]
     for port in {p for p in ports if ports.count(p) > 1}:
         where.child("attach", where.line).report(f"port {port} is attached twice")
+    attached = {(kind, body["id"]) for kind, body in scenario["attach"] if body is not s.MISSING}
+    for index, step in enumerate(scenario["steps"]):
+        if step is s.MISSING:
+            continue
+        name, args, line = step
+        for kind in ("disk", "nic", "serial"):
+            ident = args.get(kind) if isinstance(args, dict) else None
+            if isinstance(ident, str) and (kind, ident) not in attached:
+                s.Where(where.file, f"steps[{index}].{name}.{kind}", line, where.problems).report(
+                    f"no {kind} with id {ident!r} under attach")
 
 
 def _scenario_schema():

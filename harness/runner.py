@@ -68,6 +68,7 @@ class StepContext:
     family: Family
     record: Callable[[str, object], None]
     deadline: float
+    faults: frozenset = frozenset()  # injected corruption, for the harness's own tests only
 
     @property
     def console(self) -> SerialConsole:
@@ -83,8 +84,10 @@ class StepContext:
 
 
 class Run:
-    def __init__(self, backend: Backend, artifacts: Path, run_id: str | None = None):
+    def __init__(self, backend: Backend, artifacts: Path, run_id: str | None = None,
+                 faults: frozenset = frozenset()):
         self.backend = backend
+        self.faults = faults
         self.run_id = run_id or new_run_id()
         self.artifacts = Path(artifacts)
         self.workroot = temp_root() / f"refvm-{self.run_id}"
@@ -170,10 +173,15 @@ class Run:
             shutil.rmtree(spec.workdir, ignore_errors=True)
             raise
 
-    def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None]) -> None:
+    def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None],
+                  before_step: Callable | None = None) -> None:
+        """Run the scenario's steps in order. ``before_step(step, vm)`` is a hook for the
+        harness's own tests (e.g. to corrupt a disk image between two steps)."""
         ctx = StepContext(case, vm, family(case.guest.family), record,
-                          deadline=time.monotonic() + case.scenario.timeout)
+                          deadline=time.monotonic() + case.scenario.timeout, faults=self.faults)
         for number, step in enumerate(case.scenario.steps, 1):
+            if before_step:
+                before_step(step, vm)
             vm.log.note(f"step {number}: {step.kind} (scenario line {step.line})")
             REGISTRY[step.kind].run(ctx, step.args)
 

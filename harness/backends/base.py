@@ -29,6 +29,12 @@ class Machine(abc.ABC):
     """One VM started by a backend."""
 
     spec: VmSpec
+    # The model number this hypervisor's NVMe controller reports (it cannot be configured).
+    nvme_model: str = ""
+
+    @abc.abstractmethod
+    def host_address_for_guest(self) -> str:
+        """The address at which the guest reaches listeners on the host's loopback."""
 
     @abc.abstractmethod
     def open_console(self, port: str = "com1"):

@@ -120,6 +120,8 @@ class QemuBackend(Backend):
 
 
 class QemuMachine(Machine):
+    nvme_model = "QEMU NVMe Ctrl"  # hw/nvme/ctrl.c: fixed model number
+
     def __init__(self, spec: VmSpec, argv: list[str]):
         self.spec = spec
         self.log_path = spec.logdir / "qemu.log"
@@ -132,6 +134,10 @@ class QemuMachine(Machine):
             self.destroy()
             raise InfraError(f"QEMU failed to start: {err}; its log says:\n"
                              f"{tail_text(self.log_path)}") from None
+
+    def host_address_for_guest(self) -> str:
+        # QEMU user networking: connections to 10.0.2.2 go to the host's 127.0.0.1.
+        return "10.0.2.2"
 
     def open_console(self, port: str = "com1"):
         sock = connect_unix(self.spec.workdir / f"{port}.sock", 10.0)

@@ -6,15 +6,27 @@ a known family therefore needs only its YAML.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .. import schema as s
-from ..errors import ConfigError
+from ..errors import ConfigError, InfraError
 from ..yamlfile import load_file
 
 HERE = Path(__file__).parent
+
+DEVICE_OPS = (
+    "disk_by_serial", "disk_size", "disk_sector_size", "disk_read_sha256", "disk_write_random",
+    "disk_write_probe", "nvme_identity", "nic_by_mac", "nic_state", "nic_ipv4", "tcp_send",
+    "tcp_receive", "uart_device", "uart_setup", "uart_receive_start", "uart_receive_finish",
+    "uart_send", "uart_close",
+)
+# What may be put into a guest command line: values the harness made or validated. Anything
+# else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:\\-]+$")
+PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 FAMILY = s.Map({
     "family": s.F(s.Enum("linux", "freebsd", "windows"), required=True),
@@ -24,6 +36,7 @@ FAMILY = s.Map({
         "firmware": s.F(s.Str(), doc="prints UEFI or BIOS"),
         "poweroff": s.F(s.Str()),
     }), required=True),
+    "devices": s.F(s.Map({op: s.F(s.Str()) for op in DEVICE_OPS}), default={}),
 })
 
 
@@ -33,6 +46,25 @@ class Family:
     failure_patterns: tuple
     after_login: tuple
     commands: dict
+    devices: dict
+
+    def device_command(self, op: str, **values) -> str:
+        """The family's command for a device operation, with its @placeholders@ filled in."""
+        template = self.devices.get(op)
+        if not template:
+            raise InfraError(f"the {self.name} family has no command for {op!r} "
+                             f"(harness/families/{self.name}.yaml)")
+
+        def fill(match):
+            key = match.group(1)
+            if key not in values:
+                raise InfraError(f"{self.name}.yaml {op}: no value for @{key}@")
+            value = str(values[key])
+            if not SAFE_VALUE.match(value):
+                raise InfraError(f"refusing to put {value!r} into a guest command ({op})")
+            return value
+
+        return PLACEHOLDER.sub(fill, template)
 
 
 @lru_cache(maxsize=None)
@@ -44,4 +76,5 @@ def family(name: str) -> Family:
     if problems:
         raise ConfigError(problems)
     return Family(name=data["family"], failure_patterns=tuple(data["failure_patterns"]),
-                  after_login=tuple(data["after_login"]), commands=dict(data["commands"]))
+                  after_login=tuple(data["after_login"]), commands=dict(data["commands"]),
+                  devices={k: v for k, v in (data["devices"] or {}).items() if v})

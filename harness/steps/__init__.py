@@ -58,4 +58,4 @@ def step_schema() -> s.Kind:
 
 
 def _load_builtin_steps() -> None:
-    from . import basic  # noqa: F401  (registers on import)
+    from . import basic, disks, network, uart  # noqa: F401  (they register on import)

@@ -1,0 +1,84 @@
+"""virtio-net: link, address, MAC, and 8 MiB each way over TCP to a listener on the host.
+
+The host endpoint listens on loopback; the backend says at which address the guest reaches
+the host (QEMU user networking maps 10.0.2.2 to the host's loopback). Both ends hash what
+they moved; the step compares those hashes and byte counts.
+"""
+from __future__ import annotations
+
+import time
+
+from .. import schema as s
+from ..errors import GuestFailure
+from ..hostio import TcpEndpoint
+from ..model import NicAttach
+from . import register
+from .guestops import first_sha256, guest_op, integers, last_line
+
+
+def _poll(ctx, op: str, deadline: float, done, **values) -> str:
+    """Run ``op`` until ``done(last line)`` or the deadline; return the last line seen."""
+    while True:
+        value = last_line(guest_op(ctx, op, **values).output)
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
+@register("net_check", s.Map({
+    "nic": s.F(s.Name(), required=True),
+    "bytes": s.F(s.Size(minimum=1), default=8 << 20),
+    "address_timeout": s.F(s.Seconds(), default=60.0),
+}))
+def net_check(ctx, args):
+    attach = ctx.case.scenario.attachment(NicAttach, args["nic"])
+    ifname = last_line(guest_op(ctx, "nic_by_mac", mac=attach.mac).output)
+    if not ifname:
+        raise GuestFailure(f"nic {attach.id}: no interface with MAC {attach.mac} in the guest")
+    ctx.record(f"{attach.id}_interface", ifname)
+    ctx.record(f"{attach.id}_mac", attach.mac)
+    # Link and address come some seconds after boot (DHCP, the kernel's lazy link watcher).
+    deadline = time.monotonic() + args["address_timeout"]
+    state = _poll(ctx, "nic_state", deadline, lambda v: v == "up", ifname=ifname)
+    if state != "up":
+        raise GuestFailure(f"nic {attach.id} ({ifname}): link still {state!r} after "
+                           f"{args['address_timeout']:.0f}s, expected 'up'")
+    address = _poll(ctx, "nic_ipv4", deadline, bool, ifname=ifname)
+    if not address:
+        raise GuestFailure(f"nic {attach.id} ({ifname}): no IPv4 address after "
+                           f"{args['address_timeout']:.0f}s")
+    ctx.record(f"{attach.id}_address", address)
+    host = ctx.vm.machine.host_address_for_guest()
+    nbytes = args["bytes"]
+    faults = ctx.faults
+
+    # Guest -> host.
+    endpoint = TcpEndpoint("from-guest", nbytes)
+    try:
+        out = guest_op(ctx, "tcp_send", host=host, port=endpoint.port, length=nbytes).output
+        sent = first_sha256(out, "tcp_send")
+        got = endpoint.wait(30)
+    finally:
+        endpoint.close()
+    ctx.record(f"{attach.id}_guest_to_host_bytes", got.nbytes)
+    ctx.record(f"{attach.id}_guest_to_host_seconds", round(got.seconds, 2))
+    if got.error or got.nbytes != nbytes or got.sha256 != sent:
+        raise GuestFailure(f"nic {attach.id}: guest sent {nbytes} bytes with sha256 {sent}; "
+                           f"the host received {got.nbytes} bytes with sha256 {got.sha256} "
+                           f"{got.error}".rstrip())
+
+    # Host -> guest.
+    endpoint = TcpEndpoint("to-guest", nbytes, corrupt="net-to-guest" in faults)
+    try:
+        out = guest_op(ctx, "tcp_receive", host=host, port=endpoint.port).output
+        got = endpoint.wait(30)
+    finally:
+        endpoint.close()
+    count, = integers(out, "tcp_receive byte count")
+    received = first_sha256(out, "tcp_receive")
+    ctx.record(f"{attach.id}_host_to_guest_bytes", count)
+    ctx.record(f"{attach.id}_host_to_guest_seconds", round(got.seconds, 2))
+    if count != nbytes or received != endpoint.sent_sha256:
+        raise GuestFailure(f"nic {attach.id}: host sent {nbytes} bytes with sha256 "
+                           f"{endpoint.sent_sha256}; the guest received {count} bytes with "
+                           f"sha256 {received}")
