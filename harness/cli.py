@@ -121,10 +121,11 @@ def cmd_plan(args, _extra) -> int:
     run = Run(backend, Path(args.artifacts))
     rows = []
     for case, reason in build_matrix(scenarios, guests, backend, args.firmware):
-        row = {"id": case.id, "skip": reason, "commands": []}
+        row = {"id": case.id, "skip": reason, "commands": [], "adds": []}
         if reason is None:
             spec = run.vm_spec(case, cache.expected_path(case.guest))
             row["commands"] = backend.command_lines(spec)
+            row["adds"] = scenario_additions(backend, spec)
         rows.append(row)
     if args.json:
         print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
@@ -136,8 +137,21 @@ def cmd_plan(args, _extra) -> int:
         print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run'}")
     for row in rows:
         for argv in row["commands"]:
-            print(f"\n# {row['id']}\n" + " \\\n    ".join(_pairs(argv)))
+            print(f"\n# {row['id']}")
+            for piece in row["adds"]:
+                print(f"#   scenario adds: {piece}")
+            print(" \\\n    ".join(_pairs(argv)))
     return EXIT_OK
+
+
+def scenario_additions(backend, spec) -> list[str]:
+    """The command-line pieces a scenario's attachments add to the bare guest's VM."""
+    from dataclasses import replace
+
+    bare = replace(spec, disks=(spec.boot_disk,), nics=(), serials=spec.serials[:1])
+    base = {piece for argv in backend.command_lines(bare) for piece in _pairs(argv)}
+    return [piece for argv in backend.command_lines(spec) for piece in _pairs(argv)
+            if piece not in base]
 
 
 def _pairs(argv: list[str]) -> list[str]:

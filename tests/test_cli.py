@@ -78,3 +78,15 @@ def test_run_with_nothing_selected_is_not_success(tmp_path):
     code = main(["run", "--scenario", "no-such-scenario", "--accel", "tcg",
                  "--artifacts", str(tmp_path), "-q", "-p", "no:cacheprovider"])
     assert code != 0
+
+
+def test_plan_shows_what_each_device_scenario_adds(capsys):
+    assert main(["plan", "--accel", "tcg", "--json", "--firmware", "csm"]) == 0
+    cases = {c["id"]: c for c in json.loads(capsys.readouterr().out)["cases"]}
+    assert cases["boot[refguest-csm-qemu]"]["adds"] == []
+    nvme = " ".join(cases["nvme[refguest-csm-qemu]"]["adds"])
+    assert "nvme,drive=disk2,serial=RVNVME-4K,logical_block_size=4096" in nvme
+    assert "-device virtio-net-pci,netdev=net0,mac=52:54:00:5a:00:01" in \
+        cases["virtio-net[refguest-csm-qemu]"]["adds"]
+    uart = cases["uart[refguest-csm-qemu]"]["adds"]
+    assert "-serial chardev:com2" in uart
