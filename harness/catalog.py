@@ -21,7 +21,7 @@ def scenario_files(root: Path = SCENARIOS_DIR) -> list[Path]:
     return sorted(root.glob("*.yaml"))
 
 
-def _load_all(paths, loader) -> list:
+def load_all(paths, loader) -> list:
     """Load every file, collecting every problem of every file before raising."""
     loaded, problems = [], []
     for path in paths:
@@ -50,7 +50,7 @@ def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
     missing = [p for p in extra if not p.is_file()]
     if missing:
         raise ConfigError([Problem(str(p), 0, "--guest", "no such guest file") for p in missing])
-    guests = _load_all(repo_guest_files(root) + extra, load_guest)
+    guests = load_all(repo_guest_files(root) + extra, load_guest)
     if not selectors:
         return [g for g in guests if g.file.parent.parent == root.resolve()]
     by_name = {g.name: g for g in guests}
@@ -70,4 +70,4 @@ def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
 
 
 def load_scenarios(paths=None) -> list[Scenario]:
-    return _load_all(paths if paths is not None else scenario_files(), load_scenario)
+    return load_all(paths if paths is not None else scenario_files(), load_scenario)

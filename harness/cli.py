@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from .backends import BACKENDS
-from .catalog import load_guests, load_scenarios, repo_guest_files, scenario_files
+from .catalog import load_all, load_guests, load_scenarios, repo_guest_files, scenario_files
 from .errors import ConfigError, HarnessError, Problem
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="fetch, build and verify guest images")
     images.add_argument("action", choices=("fetch", "verify"))
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
+    sub.add_parser("clean", help="remove what runs that were killed left behind")
     return parser
 
 
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
-                "images": cmd_images}[args.command](args, extra)
+                "images": cmd_images, "clean": cmd_clean}[args.command](args, extra)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -71,6 +73,12 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `refvm plan | head`: the reader has gone, nothing to report
         sys.stderr.close()
         return EXIT_OK
+    except Exception as err:  # noqa: BLE001 - a bug in refvm: one line, traceback on request
+        if os.environ.get("REFVM_DEBUG"):
+            raise
+        print(f"refvm: internal error: {type(err).__name__}: {err} "
+              "(this is a bug in refvm; REFVM_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 # validate ------------------------------------------------------------------------------------
@@ -85,22 +93,18 @@ def _is_scenario(path: Path) -> bool:
 
 
 def cmd_validate(args, _extra) -> int:
+    """Check files (default: the repository's); every problem is one ``file:line: field:`` line."""
     files = args.files or repo_guest_files() + scenario_files()
-    problems: list[Problem] = []
-    for path in files:
-        if not path.is_file():
-            problems.append(Problem(str(path), 0, "(file)", "no such file"))
-            continue
+    problems: list[Problem] = [Problem(str(p), 0, "(file)", "no such file")
+                               for p in files if not p.is_file()]
+    present = [p for p in files if p.is_file()]
+    scenarios = [p for p in present if _is_scenario(p)]
+    guests = [p for p in present if p not in scenarios]
+    for paths, loader in ((guests, load_guest), (scenarios, load_scenario)):
         try:
-            (load_scenario if _is_scenario(path) else load_guest)(path)
+            load_all(paths, loader)  # also: two files may not use one name
         except ConfigError as err:
             problems += err.problems
-    if not args.files:  # the repository as a whole: names must be unique too
-        try:
-            load_guests()
-            load_scenarios()
-        except ConfigError as err:
-            problems += [p for p in err.problems if p not in problems]
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -229,6 +233,15 @@ def cmd_images(args, _extra) -> int:
             print(f"{guest.name}: error: {err}")
             status = EXIT_FAILED
     return status
+
+
+# clean ---------------------------------------------------------------------------------------
+def cmd_clean(_args, _extra) -> int:
+    from .reaper import reap
+
+    removed = reap(log=lambda text: print(f"refvm: {text}"))
+    print(f"refvm: {len(removed)} stale run(s) cleaned")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

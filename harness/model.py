@@ -119,7 +119,7 @@ class Scenario:
         return next(a for a in self.attach if isinstance(a, kind) and a.id == ident)
 
 
-def _check_image(image: dict, where: s.Where) -> None:
+def _check_image(image: dict, where: s.Where, _raw) -> None:
     sources = [k for k in ("url", "path", "build") if image[k]]
     if len(sources) != 1:
         where.report("give exactly one of url, path or build "
@@ -151,9 +151,9 @@ CONSOLE = s.Map({
 })
 
 
-def _check_guest(guest: dict, where: s.Where) -> None:
+def _check_guest(guest: dict, where: s.Where, raw) -> None:
     if "bhyveload" in guest["firmware"] and guest["family"] != "freebsd":
-        where.child("firmware", where.line).report("bhyveload boots FreeBSD guests only")
+        where.at(raw, "firmware").report("bhyveload boots FreeBSD guests only")
 
 
 GUEST = s.Map({
@@ -198,15 +198,16 @@ REGION = s.Map({
 })
 
 
-def _check_disk(disk: dict, where: s.Where) -> None:
+def _check_disk(disk: dict, where: s.Where, raw) -> None:
     sector = disk["sector_size"] or 512
     if sector not in (512, 4096):
-        where.child("sector_size", where.line).report(f"must be 512 or 4096, got {sector}")
+        where.at(raw, "sector_size").report(f"must be 512 or 4096, got {sector}")
         return
     if disk["size"] % sector:
-        where.report(f"size {disk['size']} is not a whole number of {sector}-byte sectors")
+        where.at(raw, "size").report(f"{disk['size']} is not a whole number of {sector}-byte "
+                                     "sectors")
     for index, r in enumerate(disk["regions"]):
-        at = where.child(f"regions[{index}]", where.line)
+        at = where.at(raw, "regions").at(raw["regions"], index)
         if r is s.MISSING or any(v is s.MISSING for v in r.values()):
             continue
         if r["block"] % sector or r["offset"] % r["block"] or r["length"] % r["block"]:
@@ -257,15 +258,19 @@ class _Attachment(s.Kind):
         return kind, self.KINDS[kind].convert(body, where.child(kind, line))
 
 
-def _check_scenario(scenario: dict, where: s.Where) -> None:
-    ids = [body["id"] for _kind, body in scenario["attach"] if body is not s.MISSING]
+def _check_scenario(scenario: dict, where: s.Where, _raw) -> None:
+    # Items that failed their own checks are MISSING (already reported): skip them here.
+    attach = [item for item in scenario["attach"]
+              if item is not s.MISSING and item[1] is not s.MISSING]
+    ids = [body["id"] for _kind, body in attach]
     for ident in {i for i in ids if ids.count(i) > 1}:
         where.child("attach", where.line).report(f"id {ident!r} is used twice")
-    ports = [body["port"] for kind, body in scenario["attach"]
-             if kind == "serial" and body is not s.MISSING]
+    ports = [body["port"] for kind, body in attach if kind == "serial"]
     for port in {p for p in ports if ports.count(p) > 1}:
         where.child("attach", where.line).report(f"port {port} is attached twice")
-    attached = {(kind, body["id"]) for kind, body in scenario["attach"] if body is not s.MISSING}
+    if len(attach) != len(scenario["attach"]):
+        return  # a broken attachment was reported; its ids would only cascade into more errors
+    attached = {(kind, body["id"]) for kind, body in attach}
     for index, step in enumerate(scenario["steps"]):
         if step is s.MISSING:
             continue

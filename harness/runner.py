@@ -23,6 +23,7 @@ from .errors import GuestFailure
 from .families import Family, family
 from .matrix import Case
 from .paths import temp_root
+from .reaper import claim
 from .steps import REGISTRY
 from .hostdata import file_sha256, make_scratch_disk, pattern, sha256, write_region
 from .model import DiskAttach, NicAttach, SerialAttach
@@ -91,6 +92,7 @@ class Run:
         self.run_id = run_id or new_run_id()
         self.artifacts = Path(artifacts)
         self.workroot = temp_root() / f"refvm-{self.run_id}"
+        self._claimed = False
         self._serial = 0
         self._live: list[BootedVM] = []
 
@@ -143,6 +145,9 @@ class Run:
 
     def boot(self, case: Case, image: Path) -> BootedVM:
         """Start the VM paused, attach the console and its log, then let it run."""
+        if not self._claimed:
+            claim(self.workroot)  # owner.json: lets `refvm clean` tell live runs from dead ones
+            self._claimed = True
         spec = self.vm_spec(case, image)
         spec.workdir.mkdir(parents=True, exist_ok=True)
         try:

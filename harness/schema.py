@@ -36,6 +36,14 @@ class Where:
         path = f"{self.field}.{name}" if self.field else str(name)
         return Where(self.file, path, line, self.problems)
 
+    def at(self, raw, key) -> "Where":
+        """The Where of ``raw[key]``: a mapping key or a list index, at its own line."""
+        line = raw.line_of(key) if hasattr(raw, "line_of") else self.line
+        name = f"[{key}]" if isinstance(key, int) else str(key)
+        path = f"{self.field}{name}" if isinstance(key, int) else \
+            (f"{self.field}.{name}" if self.field else name)
+        return Where(self.file, path, line, self.problems)
+
     def report(self, message: str) -> None:
         self.problems.append(Problem(self.file, self.line, self.field or "(top)", message))
 
@@ -215,11 +223,12 @@ class F:
 class Map(Kind):
     """A mapping with known fields; unknown keys are errors (typos must not pass silently).
 
-    ``extra`` is called with the converted dict for checks that span fields.
+    ``extra(converted, where, raw)`` checks what spans fields; ``raw`` is the located mapping,
+    so it can point at the line of the very field (or list item) that is wrong.
     """
 
     fields: dict = field(default_factory=dict)
-    extra: Callable[[dict, Where], None] | None = None
+    extra: Callable[[dict, Where, dict], None] | None = None
 
     def check(self, value, where):
         if not isinstance(value, dict):
@@ -239,7 +248,7 @@ class Map(Kind):
             else:
                 out[name] = spec.default
         if self.extra and not any(v is MISSING for v in out.values()):
-            self.extra(out, where)
+            self.extra(out, where, value)
         return out
 
 

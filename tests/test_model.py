@@ -86,7 +86,7 @@ def test_unsafe_name_and_unknown_firmware_are_refused(tmp_path):
 def test_bhyveload_is_for_freebsd_only(tmp_path):
     path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace("[uefi, csm]", "[bhyveload]"))
     assert problems(load_guest, path) == [
-        f"{path}:1: firmware: bhyveload boots FreeBSD guests only"]
+        f"{path}:7: firmware: bhyveload boots FreeBSD guests only"]
 
 
 def test_yaml_syntax_error_and_duplicate_key_name_the_line(tmp_path):

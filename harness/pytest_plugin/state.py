@@ -11,6 +11,7 @@ from ..backends import get_backend
 from ..catalog import load_guests
 from ..images.cache import ImageCache, ImageUnavailable, verified
 from ..paths import cache_dir
+from ..reaper import reap
 from ..runner import Run
 
 
@@ -45,6 +46,7 @@ class RefvmState:
     @property
     def run(self) -> Run:
         if self._run is None:
+            reap(log=self._say)  # what killed runs left behind, before we add our own
             self._run = Run(self.backend, Path(self.options.artifacts))
         return self._run
 

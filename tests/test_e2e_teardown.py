@@ -1,0 +1,124 @@
+"""Nothing is left behind: real runs interrupted mid-boot, and a hypervisor killed under a run.
+
+Each test starts `refvm run` in a subprocess with its own scratch root (REFVM_TMP), waits until
+QEMU is booting the guest, then interferes, and checks that no process or file of that run
+remains (after SIGKILL: once `refvm clean` ran, which must spare a live run's directory).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.reaper import claim
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU not installed"),
+]
+
+
+def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = dict(os.environ, REFVM_TMP=str(scratch))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware", "csm",
+         "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
+         "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
+        env=env, stdout=open(tmp_path / "out.log", "w"), stderr=subprocess.STDOUT)
+    return proc, scratch
+
+
+def wait_for_qemu(scratch: Path, timeout: float = 120) -> int:
+    """The pid of the run's QEMU once the guest is booting (its console has output)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pidfile in scratch.glob("refvm-*/*/qemu.pid"):
+            logs = list(scratch.parent.glob("artifacts/*/console.log"))
+            if logs and logs[0].stat().st_size > 500:
+                return int(pidfile.read_text())
+        time.sleep(0.2)
+    raise AssertionError("QEMU never started booting the guest")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def processes_mentioning(path: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(path) in line and "ps -eo" not in line]
+
+
+def wait_gone(pid: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid), f"pid {pid} still alive"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_nothing(tmp_path, signum):
+    proc, scratch = start_run(tmp_path)
+    try:
+        qemu = wait_for_qemu(scratch)
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_gone(qemu)
+    assert processes_mentioning(scratch) == []
+    assert list(scratch.iterdir()) == [], "scratch files left behind"
+    assert proc.returncode != 0
+
+
+def test_sigkilled_run_is_reaped_by_clean_which_spares_live_runs(tmp_path):
+    proc, scratch = start_run(tmp_path)
+    qemu = wait_for_qemu(scratch)
+    proc.kill()
+    proc.wait(timeout=30)
+    wait_gone(qemu)  # PR_SET_PDEATHSIG: QEMU does not outlive a killed harness
+    stale = list(scratch.glob("refvm-*"))
+    assert stale, "the killed run's scratch directory should still be there"
+    live = scratch / "refvm-livelive"
+    claim(live)  # owned by this (live) test process
+    env = dict(os.environ, REFVM_TMP=str(scratch))
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "1 stale run(s) cleaned" in out.stdout
+    assert list(scratch.iterdir()) == [live]
+
+
+def test_killed_hypervisor_is_noticed_at_once_and_named(tmp_path):
+    proc, scratch = start_run(tmp_path)
+    try:
+        qemu = wait_for_qemu(scratch)
+        os.kill(qemu, signal.SIGKILL)
+        killed_at = time.monotonic()
+        proc.wait(timeout=120)
+        noticed = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert noticed < 30, f"took {noticed:.0f}s to notice (the boot timeout is 240s)"
+    case, = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    failure = case.find("failure")
+    assert failure is not None
+    assert "the hypervisor exited: killed (QEMU killed by signal 9" in failure.get("message", "") \
+        + (failure.text or "")
+    assert list(scratch.glob("refvm-*/*")) == []
