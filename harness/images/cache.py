@@ -156,11 +156,9 @@ class ImageCache:
             target.unlink(missing_ok=True)
             download = self._fetch(image.url, image.sha256, target.parent)
             try:
-                unpacked = _decompress(download, image.compression, target.parent)
+                _decompress(download, image.compression, target.parent).replace(target)
             finally:
-                if download.exists() and download != target:
-                    download.unlink()
-            unpacked.replace(target)
+                download.unlink(missing_ok=True)  # already gone when it *was* the image
             write_stamp(target, sha256_of(target), {"source_sha256": image.sha256,
                                                      "url": image.url})
             return target

@@ -1,0 +1,161 @@
+"""The image cache, against a real HTTP server on loopback: nothing unverified is ever used."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import lzma
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InfraError
+from harness.images.cache import ImageCache, ImageUnavailable, read_stamp, verified
+from harness.model import load_guest
+
+PAYLOAD = os.urandom(256 * 1024)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Server:
+    """Serves named blobs and counts the requests for each."""
+
+    def __init__(self):
+        self.blobs: dict[str, bytes] = {}
+        self.hits: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                body = outer.blobs.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    srv = _Server()
+    yield srv
+    srv.httpd.shutdown()
+
+
+def url_guest(tmp_path: Path, url: str, sha: str, compression: str = "none"):
+    path = tmp_path / "g.yaml"
+    path.write_text(f"""\
+name: urlguest
+family: linux
+image: {{url: '{url}', sha256: {sha}, compression: {compression}}}
+firmware: [csm]
+console: {{user: root}}
+""")
+    return load_guest(path)
+
+
+def quiet_cache(tmp_path: Path, **kwargs) -> ImageCache:
+    return ImageCache(tmp_path / "cache", log=lambda _t: None, **kwargs)
+
+
+def test_download_is_verified_then_kept_and_reused(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    cache = quiet_cache(tmp_path)
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
+    path = cache.prepare(guest)
+    assert path.read_bytes() == PAYLOAD and read_stamp(path)["source_sha256"] == SHA
+    assert cache.prepare(guest) == path and server.hits["/disk.img"] == 1  # cached
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_hash_mismatch_names_both_hashes_and_keeps_nothing(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD + b"x"
+    with pytest.raises(InfraError) as err:
+        quiet_cache(tmp_path).prepare(url_guest(tmp_path, server.url + "/disk.img", SHA))
+    actual = hashlib.sha256(PAYLOAD + b"x").hexdigest()
+    assert f"expected {SHA}, got {actual}" in str(err.value)
+    kept = [p.name for p in (tmp_path / "cache/images").iterdir() if not p.name.endswith(".lock")]
+    assert kept == []
+
+
+def test_corrupted_cache_entry_is_detected_and_fetched_again(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    cache = quiet_cache(tmp_path)
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
+    path = cache.prepare(guest)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF
+    path.write_bytes(bytes(data))  # a change the stamp sees (mtime)
+    assert cache.prepare(guest).read_bytes() == PAYLOAD
+    assert server.hits["/disk.img"] == 2
+
+
+def test_corruption_hidden_from_the_stamp_is_found_by_a_full_check(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    cache = quiet_cache(tmp_path)
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
+    path = cache.prepare(guest)
+    st = path.stat()
+    with open(path, "r+b") as f:  # same size, and the mtime put back: only a hash can tell
+        f.seek(5)
+        f.write(bytes([PAYLOAD[5] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert verified(path, None) and not verified(path, None, full=True)
+    assert cache.prepare(guest, full_check=True).read_bytes() == PAYLOAD
+
+
+def test_compressed_download_is_unpacked(tmp_path, server):
+    packed = lzma.compress(PAYLOAD)
+    server.blobs["/disk.img.xz"] = packed
+    guest = url_guest(tmp_path, server.url + "/disk.img.xz", hashlib.sha256(packed).hexdigest(),
+                      compression="xz")
+    assert quiet_cache(tmp_path).prepare(guest).read_bytes() == PAYLOAD
+
+
+def test_offline_missing_image_is_a_skip_reason_not_a_download(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    with pytest.raises(ImageUnavailable, match="downloads are off"):
+        quiet_cache(tmp_path, allow_fetch=False).prepare(
+            url_guest(tmp_path, server.url + "/disk.img", SHA))
+    assert server.hits == {}
+
+
+def test_concurrent_prepares_download_once(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(quiet_cache(tmp_path).prepare(guest))
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(results)) == 1
+    assert server.hits["/disk.img"] == 1
+
+
+def test_local_image_with_wrong_hash_is_refused(tmp_path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(PAYLOAD)
+    guest = url_guest(tmp_path, "http://unused/", SHA)
+    guest = replace(guest, image=replace(guest.image, url=None, path=image, sha256="0" * 64))
+    with pytest.raises(InfraError, match="does not have sha256 0{64}"):
+        quiet_cache(tmp_path).prepare(guest)
