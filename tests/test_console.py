@@ -127,3 +127,17 @@ def test_silent_guest_times_out_with_the_last_lines(make_console):
     with pytest.raises(GuestFailure, match="no login prompt within 2s(.|\n)*GRUB loading"):
         console.login("root", "secret", r"never-matches", r"# $", r"Login incorrect",
                       timeout=2, nudge_after=60)
+
+
+def test_flood_of_25mb_before_the_prompt_is_handled_and_logged_completely(make_console,
+                                                                         tmp_path):
+    line = "[   12.345678] virtio_blk virtio2: [vdc] 131072 512-byte logical blocks\r\n"
+    count = (25 << 20) // len(line)
+    guest = ScriptedGuestConsole(boot_output=line * count, echo=False)
+    console = make_console(guest)
+    login(console, timeout=300, nudge_after=300)
+    assert console.run("echo after-flood").output == "after-flood"
+    console.log.close()
+    with open(tmp_path / "console.log", encoding="utf-8") as log:
+        logged = sum(1 for entry in log if "512-byte logical blocks" in entry)
+    assert logged == count
