@@ -92,6 +92,8 @@ console:
     assert props["category"] == "guest" and "rejected the login" in props["reason"]
     assert float(props.get("login_seconds", 0)) == 0  # never logged in
     assert "not-the-password" not in Path(props["console_log"]).read_text()
+    system_out = "".join(case.find("system-out").itertext())
+    assert "refguest login:" in system_out and "Login incorrect" in system_out
     assert_nothing_left(tmp_path)
 
 

@@ -21,6 +21,7 @@ from ..model import FAMILIES, FIRMWARES
 from .state import RefvmState
 
 STATE_KEY = pytest.StashKey[RefvmState]()
+CONSOLE_LINES_IN_REPORT = 200  # the full log stays in the artifacts directory
 
 
 def pytest_addoption(parser):
@@ -154,3 +155,9 @@ def pytest_runtest_makereport(item, call):
     item.user_properties.append(("category", category))
     item.user_properties.append(("reason", first_line))
     report.user_properties = list(item.user_properties)
+    if item.vm is not None:
+        # Report sections reach junitxml's <system-out> (written from the teardown report).
+        item.add_report_section(call.when, "stdout",
+                                f"console log {item.vm.log.path} (last "
+                                f"{CONSOLE_LINES_IN_REPORT} lines):\n"
+                                + item.vm.log.tail(CONSOLE_LINES_IN_REPORT) + "\n")
