@@ -33,6 +33,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", default="artifacts", metavar="DIR")
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     parser.add_argument("--qemu-binary", default="qemu-system-x86_64", metavar="PATH")
+    parser.add_argument("--csm-firmware", default=None, metavar="PATH")
     parser.add_argument("--offline", action="store_true")
 
 
@@ -121,15 +122,18 @@ def cmd_plan(args, _extra) -> int:
     guests = load_guests(args.guest)
     scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
-    backend = make_backend(args.backend, args.accel, cache, guests, args.qemu_binary)
+    backend = make_backend(args.backend, args, cache, guests, planning=True)
     run = Run(backend, Path(args.artifacts))
     rows = []
     for case, reason in build_matrix(scenarios, guests, backend, args.firmware):
         row = {"id": case.id, "skip": reason, "commands": [], "adds": []}
         if reason is None:
             spec = run.vm_spec(case, cache.expected_path(case.guest))
-            row["commands"] = backend.command_lines(spec)
-            row["adds"] = scenario_additions(backend, spec)
+            try:
+                row["commands"] = backend.command_lines(spec)
+                row["adds"] = scenario_additions(backend, spec)
+            except HarnessError as err:  # this one case needs what the host lacks
+                row["skip"] = str(err)
         rows.append(row)
     if args.json:
         print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
@@ -197,6 +201,8 @@ def cmd_run(args, extra) -> int:
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
                    "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
                    "--qemu-binary", args.qemu_binary]
+    if args.csm_firmware:
+        pytest_args += ["--csm-firmware", args.csm_firmware]
     for option in ("guest", "firmware", "scenario"):
         for value in getattr(args, option):
             pytest_args += [f"--{option}", value]

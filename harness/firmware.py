@@ -70,3 +70,33 @@ def make_vars_copy(template: Path, dest: Path) -> Path:
     dest.chmod(0o600)
     check_vars_file(dest, template)
     return dest
+
+
+# bhyve (FreeBSD ports sysutils/edk2, flavour bhyve, package edk2-bhyve): the port installs
+# BHYVE_UEFI.fd, BHYVE_UEFI_CODE.fd and BHYVE_UEFI_VARS.fd in share/edk2-bhyve and links the
+# same names into share/uefi-firmware "for backwards compatibility" (its Makefile).
+_EDK2_BHYVE = Path("/usr/local/share/edk2-bhyve")
+_UEFI_FIRMWARE = Path("/usr/local/share/uefi-firmware")
+
+BHYVE_UEFI_PAIR = FirmwareCandidates(
+    "bhyve UEFI firmware with a variable store (BHYVE_UEFI_CODE.fd + BHYVE_UEFI_VARS.fd)",
+    "pkg install edk2-bhyve", (
+        UefiPair(_EDK2_BHYVE / "BHYVE_UEFI_CODE.fd", _EDK2_BHYVE / "BHYVE_UEFI_VARS.fd"),
+        UefiPair(_UEFI_FIRMWARE / "BHYVE_UEFI_CODE.fd", _UEFI_FIRMWARE / "BHYVE_UEFI_VARS.fd"),
+    ))
+
+# One image, no variable store: for hosts whose bhyve cannot take a VARS file.
+BHYVE_UEFI_SINGLE = FirmwareCandidates(
+    "bhyve UEFI firmware (BHYVE_UEFI.fd)", "pkg install edk2-bhyve", (
+        _EDK2_BHYVE / "BHYVE_UEFI.fd",
+        _UEFI_FIRMWARE / "BHYVE_UEFI.fd",
+    ))
+
+# UEFI with the legacy-BIOS CSM: package uefi-edk2-bhyve-csm, gone from ports since April 2024
+# (upstream EDK2 dropped CSM in December 2023). Only an old install or a pinned copy has it.
+BHYVE_UEFI_CSM = FirmwareCandidates(
+    "bhyve UEFI firmware with CSM (BHYVE_UEFI_CSM.fd)",
+    "no package since April 2024: keep a pinned copy of uefi-edk2-bhyve-csm's "
+    "BHYVE_UEFI_CSM.fd and pass its path to the bhyve backend (csm_firmware=PATH)", (
+        _UEFI_FIRMWARE / "BHYVE_UEFI_CSM.fd",
+    ))

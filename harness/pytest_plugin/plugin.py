@@ -25,6 +25,8 @@ CONSOLE_LINES_IN_REPORT = 200  # the full log stays in the artifacts directory
 
 
 def pytest_addoption(parser):
+    parser.addini("refvm_scenario_dirs", "directories (relative to rootdir) whose YAML files "
+                  "are scenarios", type="linelist", default=["scenarios"])
     group = parser.getgroup("refvm", "refvm reference-VM conformance")
     group.addoption("--backend", default="qemu", choices=BACKENDS, help="hypervisor backend")
     group.addoption("--guest", action="append", default=[], metavar="NAME|PATH",
@@ -39,6 +41,8 @@ def pytest_addoption(parser):
                     help="QEMU accelerator; auto probes KVM with a real boot, else TCG")
     group.addoption("--qemu-binary", default="qemu-system-x86_64", metavar="PATH",
                     help="QEMU to run (default: qemu-system-x86_64 from PATH)")
+    group.addoption("--csm-firmware", default=None, metavar="PATH",
+                    help="bhyve: a pinned BHYVE_UEFI_CSM.fd (no longer packaged since 2024)")
     group.addoption("--offline", action="store_true",
                     help="never fetch or build images; cases whose image is missing are skipped")
 
@@ -69,7 +73,15 @@ def pytest_report_header(config):
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
+    """Scenario files are YAML files in the configured scenario directories, or named on the
+    command line. (Other YAML, such as tests' malformed-input corpus, is not collected.)"""
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    config = parent.config
+    dirs = [config.rootpath / d for d in config.getini("refvm_scenario_dirs")]
+    named = any(Path(arg.split("::")[0]).resolve() == file_path.resolve()
+                for arg in config.args)
+    if named or any(file_path.parent.resolve() == d.resolve() for d in dirs):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

@@ -39,8 +39,8 @@ class RefvmState:
     @property
     def backend(self):
         if self._backend is None:
-            self._backend = make_backend(self.options.backend, self.options.accel,
-                                         self.cache, self.guests, self.options.qemu_binary)
+            self._backend = make_backend(self.options.backend, self.options, self.cache,
+                                         self.guests)
         return self._backend
 
     @property
@@ -71,9 +71,13 @@ class RefvmState:
             self._run.close()
 
 
-def make_backend(name: str, accel: str, cache: ImageCache, guests,
-                 qemu_binary: str = "qemu-system-x86_64"):
-    """The backend, given a built reference guest to probe KVM with when one is cached."""
+def make_backend(name: str, options, cache: ImageCache, guests, planning: bool = False):
+    """The backend with its own options from the command line.
+
+    QEMU gets a built reference guest to probe KVM with, when one is cached. bhyve, when
+    ``planning``, may assume a FreeBSD release's bhyve on a host that has none."""
+    if name == "bhyve":
+        return get_backend("bhyve", csm_firmware=options.csm_firmware, planning=planning)
     probe_image = None
     for guest in guests:
         if guest.image.build and guest.family == "linux":
@@ -81,8 +85,8 @@ def make_backend(name: str, accel: str, cache: ImageCache, guests,
             if verified(candidate, None):
                 probe_image = candidate
                 break
-    return get_backend(name, accel=accel, cache_dir=cache.root, probe_image=probe_image,
-                       binary=qemu_binary)
+    return get_backend(name, accel=options.accel, cache_dir=cache.root, probe_image=probe_image,
+                       binary=options.qemu_binary)
 
 
 __all__ = ["RefvmState", "ImageUnavailable", "make_backend"]

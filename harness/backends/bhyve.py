@@ -1,0 +1,406 @@
+"""The bhyve backend: FreeBSD's hypervisor, run the way share/examples/bhyve/vmrun.sh runs it.
+
+One VM is a short sequence of programs: ``bhyvectl --destroy`` for a stale kernel VM of the same
+name, ``ifconfig`` for its tap interfaces, ``bhyveload`` for FreeBSD guests without UEFI, then
+``bhyve``. bhyve exits when the guest resets, powers off or halts; vmrun.sh starts it again on
+a reset (exit 0), and so do we when asked (``relaunch_on_reboot``).
+
+bhyve has no "start paused" (QEMU's -S): the guest runs from the moment bhyve starts, and a
+guest may even block until someone opens its console. So start() only prepares the host
+(stale VM gone, taps made), the runner opens the console's nmdm B side, and resume() is where
+bhyveload and bhyve actually start: nothing the guest prints is lost. A supervisor thread
+follows the programs (loader, then bhyve, relaunches) so the exit is known without polling.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import firmware as fw
+from ..errors import InfraError
+from ..process import spawn, stop, tail_text
+from ..vmspec import VmSpec
+from .base import Backend, ExitInfo, Machine
+from .bhyve_argv import (NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv, destroy_argv,
+                         nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
+from .bhyve_caps import BhyveCaps, bhyve_present, run_quietly
+
+# bhyve(8) EXIT STATUS: "0 rebooted, 1 powered off, 2 halted, 3 triple fault (amd64 only),
+# 4 exited due to an error". vmrun.sh: "0 - VM has been reset".
+BHYVE_EXITS = {0: ("reboot", "the guest rebooted"), 1: ("poweroff", "the guest powered off"),
+               2: ("halt", "the guest halted"), 3: ("triple-fault", "the guest triple-faulted"),
+               4: ("error", "bhyve exited due to an error")}
+DEFAULT_BRIDGE, DEFAULT_BRIDGE_ADDRESS = "refvmbr0", "10.210.0.1/24"
+PLAN_RELEASE = (14, 1)  # what `refvm plan` assumes on a host without bhyve
+
+
+def exit_info(code: int, reboots: int = 0, log_tail: str = "") -> ExitInfo:
+    """bhyve's exit status in words."""
+    if code < 0:
+        return ExitInfo("killed", code, f"bhyve killed by signal {-code}")
+    kind, words = BHYVE_EXITS.get(code, ("error", "bhyve exited with an unknown status"))
+    detail = f"bhyve: {words}"
+    if reboots:
+        detail += f" after {reboots} guest reboot(s) relaunched by the harness"
+    if kind == "error" and log_tail:
+        detail += ": " + log_tail.replace("\n", " | ")
+    return ExitInfo(kind, code, detail)
+
+
+@dataclass(frozen=True)
+class Programs:
+    """Where the external programs are; tests point these at a test double."""
+
+    bhyve: str = "/usr/sbin/bhyve"  # vmrun.sh: FBSDRUN=/usr/sbin/bhyve
+    bhyvectl: str = "/usr/sbin/bhyvectl"
+    bhyveload: str = "/usr/sbin/bhyveload"
+    ifconfig: str = "/sbin/ifconfig"
+    freebsd_version: str = "/bin/freebsd-version"
+    uname: str = "/usr/bin/uname"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything one VM runs, computed once by the backend and followed by the machine."""
+
+    destroy: list
+    bhyve: list
+    loader: list | None = None
+    taps: tuple = ()
+    consoles: dict = field(default_factory=dict)  # port -> nmdm B side (the harness's end)
+
+
+class BhyveBackend(Backend):
+    name = "bhyve"
+    firmwares = ("uefi", "csm", "bhyveload")
+
+    def __init__(self, programs: Programs = Programs(), caps: BhyveCaps | None = None,
+                 bridge: str = DEFAULT_BRIDGE, bridge_address: str = DEFAULT_BRIDGE_ADDRESS,
+                 nmdm_pattern: str = NMDM_PATTERN, csm_firmware: Path | None = None,
+                 uefi: fw.FirmwareCandidates = fw.BHYVE_UEFI_PAIR,
+                 uefi_single: fw.FirmwareCandidates = fw.BHYVE_UEFI_SINGLE,
+                 relaunch_on_reboot: bool = False, plan_release: tuple = PLAN_RELEASE,
+                 stop_grace: float = 5.0, planning: bool = False):
+        """``bridge``/``bridge_address``: VmSpec's "user" network has no bhyve equivalent, so
+        each such NIC gets a tap the backend creates and adds to this bridge; the guest reaches
+        the host at the bridge's address. The bridge is host setup, made once by an admin."""
+        self.programs = programs
+        self._caps = caps
+        self.bridge, self.bridge_address = bridge, bridge_address
+        self.nmdm_pattern = nmdm_pattern
+        self.csm = fw.BHYVE_UEFI_CSM  # csm_firmware: a pinned BHYVE_UEFI_CSM.fd, used instead
+        if csm_firmware:
+            self.csm = fw.FirmwareCandidates(self.csm.what, self.csm.package,
+                                             (Path(csm_firmware),))
+        self.uefi, self.uefi_single = uefi, uefi_single
+        self.relaunch_on_reboot = relaunch_on_reboot
+        self.plan_release = tuple(plan_release)
+        self.stop_grace = stop_grace
+        # Planning may assume a release's bhyve on a host without one; running may not.
+        self.planning = planning
+
+    # Host facts ------------------------------------------------------------------------------
+    @property
+    def caps(self) -> BhyveCaps:
+        """Probed once per backend (= once per run); assumed from a release without bhyve."""
+        if self._caps is None:
+            if bhyve_present(self.programs.bhyve):
+                p = self.programs
+                self._caps = BhyveCaps.probe(run_quietly, p.bhyve, p.freebsd_version, p.uname)
+            else:
+                self._caps = BhyveCaps.for_release(
+                    self.plan_release, f"{self.programs.bhyve} not found on this host")
+        return self._caps
+
+    def describe(self) -> str:
+        caps = self.caps
+        if caps.assumed:
+            return (f"bhyve: {'; '.join(caps.notes)}; command lines assume FreeBSD "
+                    f"{caps.release_name}'s bhyve and were not checked against one")
+        flags = ", ".join(f"-{f} {'yes' if on else 'no'}" for f, on in
+                          (("A", caps.acpi_flag), ("D", caps.destroy_flag)))
+        return (f"bhyve on FreeBSD {caps.release_name}: {len(caps.emulations)} PCI emulations, "
+                f"{flags}, UEFI vars file {'yes' if caps.bootrom_vars else 'no'}")
+
+    def unsupported(self, spec_firmware: str) -> str | None:
+        why = super().unsupported(spec_firmware)
+        if why:
+            return why
+        try:
+            caps = self.caps  # a failed probe is the reason for every profile
+            self._bootrom_files(spec_firmware)
+        except InfraError as err:
+            return str(err)
+        if caps.assumed and not self.planning:
+            return f"{self.programs.bhyve} not found: bhyve runs on FreeBSD hosts"
+        if spec_firmware == "bhyveload" and not caps.assumed \
+                and shutil.which(self.programs.bhyveload) is None:
+            return f"{self.programs.bhyveload} not found"
+        return None
+
+    # Firmware --------------------------------------------------------------------------------
+    def _pick(self, candidates: fw.FirmwareCandidates):
+        """The firmware file(s) to use; when planning without bhyve, the preferred ones."""
+        return candidates.candidates[0] if self.caps.assumed else candidates.find()
+
+    def _bootrom_files(self, firmware: str):
+        """(code, vars template or None) for a firmware profile; raises InfraError."""
+        caps = self.caps
+        if firmware == "bhyveload":
+            return None
+        if firmware == "csm":
+            if caps.assumed and self.csm is fw.BHYVE_UEFI_CSM:
+                raise InfraError(f"{self.csm.what} not configured; {self.csm.package}")
+            return self._pick(self.csm), None
+        if caps.bootrom_vars:
+            try:
+                pair = self._pick(self.uefi)
+                return pair.code, pair.vars_template
+            except InfraError as err:
+                missing_pair = str(err)
+        else:
+            missing_pair = caps.vars_reason()
+        try:
+            return self._pick(self.uefi_single), None
+        except InfraError as err:
+            raise InfraError(f"{missing_pair}; and {err}") from None
+
+    def _bootrom(self, spec: VmSpec):
+        files = self._bootrom_files(spec.firmware)
+        if files is None:
+            return None, None
+        code, template = files
+        return Bootrom(code, spec.workdir / "uefi-vars.fd" if template else None), template
+
+    # Command lines ---------------------------------------------------------------------------
+    def launch_plan(self, spec: VmSpec) -> LaunchPlan:
+        reasons = problems(spec, self.caps)
+        if reasons:
+            raise InfraError("; ".join(reasons))
+        p = self.programs
+        bootrom, _ = self._bootrom(spec)
+        return LaunchPlan(
+            destroy=destroy_argv(p.bhyvectl, spec.name),
+            bhyve=bhyve_argv(p.bhyve, spec, self.caps, bootrom, self.nmdm_pattern),
+            loader=bhyveload_argv(p.bhyveload, spec, self.nmdm_pattern)
+            if spec.firmware == "bhyveload" else None,
+            taps=tuple(tap_names(spec)),
+            consoles={port.name: nmdm_pair(spec.name, port.name, self.nmdm_pattern)[1]
+                      for port in spec.serials})
+
+    def command_lines(self, spec: VmSpec) -> list[list[str]]:
+        """Run order, to paste on FreeBSD: stale VM, vars copy, taps, bhyveload, bhyve.
+
+        The vars copy is shown as ``cp``; start() makes the same copy in Python (and checks
+        its size against the template)."""
+        plan = self.launch_plan(spec)
+        bootrom, template = self._bootrom(spec)
+        lines = [plan.destroy]
+        if bootrom and bootrom.vars:
+            lines.append(["cp", str(template), str(bootrom.vars)])
+        for tap in plan.taps:
+            lines += tap_create_argvs(self.programs.ifconfig, tap, self.bridge)
+        if plan.loader:
+            lines.append(plan.loader)
+        lines.append(plan.bhyve)
+        return lines
+
+    # Lifecycle -------------------------------------------------------------------------------
+    def start(self, spec: VmSpec) -> "BhyveMachine":
+        if self.caps.assumed:
+            raise InfraError(f"cannot start bhyve VMs here: {'; '.join(self.caps.notes)}")
+        plan = self.launch_plan(spec)
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        spec.logdir.mkdir(parents=True, exist_ok=True)
+        bootrom, template = self._bootrom(spec)
+        if bootrom and bootrom.vars:
+            fw.make_vars_copy(template, bootrom.vars)
+        (spec.logdir / "command.txt").write_text(
+            "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec)))
+        machine = BhyveMachine(spec, plan, self.programs, self.bridge, self.bridge_address,
+                               relaunch_on_reboot=self.relaunch_on_reboot,
+                               stop_grace=self.stop_grace)
+        try:
+            machine.prepare()
+        except BaseException:
+            machine.destroy()
+            raise
+        return machine
+
+
+class BhyveMachine(Machine):
+    nvme_model = "bhyve-NVMe"  # pci_nvme.c pci_nvme_init_ctrldata: cd->mn "bhyve-NVMe"
+
+    def __init__(self, spec: VmSpec, plan: LaunchPlan, programs: Programs, bridge: str,
+                 bridge_address: str, relaunch_on_reboot: bool = False, stop_grace: float = 5.0):
+        self.spec, self.plan, self.programs = spec, plan, programs
+        self.bridge, self.bridge_address = bridge, bridge_address
+        self.relaunch_on_reboot = relaunch_on_reboot
+        self.stop_grace = stop_grace
+        self.log_path = spec.logdir / "bhyve.log"
+        self.reboots = 0
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._stopping = False
+        self._destroyed = False
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._exit: ExitInfo | None = None
+        self._taps: list[str] = []  # the taps this machine created, to remove at destroy()
+        self._consoles: list = []
+
+    # Host preparation ------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as log:
+            log.write(f"[refvm {time.strftime('%H:%M:%S')}] {text}\n")
+
+    def _run(self, argv: list, must: bool = False) -> int:
+        """A short helper command (bhyvectl, ifconfig), logged; InfraError if it must work."""
+        status, output = run_quietly(argv, timeout=60)
+        self._note(f"$ {shlex.join(argv)} -> {status}" + (f": {output.strip()}" if output.strip()
+                                                          else ""))
+        if must and status != 0:
+            raise InfraError(f"`{shlex.join(argv)}` failed (exit {status}): "
+                             f"{output.strip()[:300]}")
+        return status
+
+    def prepare(self) -> None:
+        """Destroy a stale kernel VM of this name, then make this VM's taps."""
+        self._run(self.plan.destroy)  # fails when there is none: that is the normal case
+        if not self.plan.taps:
+            return
+        ifconfig = self.programs.ifconfig
+        if self._run([ifconfig, self.bridge]) != 0:
+            raise InfraError(
+                f"bridge {self.bridge} does not exist; create it once as root: "
+                f"`ifconfig bridge create` then `ifconfig bridgeN name {self.bridge} "
+                f"inet {self.bridge_address} up` (bridgeN as printed)")
+        for tap in self.plan.taps:
+            self._run(tap_destroy_argv(ifconfig, tap))  # a stale one from a killed run
+            create, *attach = tap_create_argvs(ifconfig, tap, self.bridge)
+            self._run(create, must=True)
+            self._taps.append(tap)
+            for argv in attach:
+                self._run(argv, must=True)
+
+    # Machine protocol ------------------------------------------------------------------------
+    def host_address_for_guest(self) -> str:
+        """The bridge's own address: the guest's tap is a member of that bridge."""
+        return self.bridge_address.split("/")[0]
+
+    def open_console(self, port: str = "com1"):
+        """The nmdm(4) B side of ``port`` as an unbuffered binary stream.
+
+        nmdm creates the pair on first open; opening B before bhyve opens A is what lets us
+        see the first byte. The tty is made raw (no echo, no line editing: a login prompt has
+        no newline) and CLOCAL (no waiting for, or hanging up on, the other side's carrier,
+        which drops each time bhyve exits and is relaunched). O_NONBLOCK only for the open."""
+        import termios
+        import tty
+
+        path = self.plan.consoles.get(port)
+        if path is None:
+            raise InfraError(f"{self.spec.name} has no serial port {port}")
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            if os.isatty(fd):
+                tty.setraw(fd)
+                attrs = termios.tcgetattr(fd)
+                attrs[2] |= termios.CLOCAL
+                termios.tcsetattr(fd, termios.TCSANOW, attrs)
+            os.set_blocking(fd, True)
+            stream = os.fdopen(fd, "r+b", buffering=0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._consoles.append(stream)
+        return stream
+
+    def resume(self) -> None:
+        """Start bhyveload (if used) and bhyve; see the module docstring for why here."""
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            self._thread = threading.Thread(target=self._supervise, daemon=True,
+                                            name=f"bhyve {self.spec.name}")
+            self._thread.start()
+
+    def poll(self) -> ExitInfo | None:
+        return self._exit if self._done.is_set() else None
+
+    def wait_exit(self, timeout: float) -> ExitInfo | None:
+        return self._exit if self._done.wait(timeout) else None
+
+    def destroy(self) -> None:
+        """Stop bhyve (SIGTERM is an ACPI power-off; SIGKILL after the grace), destroy the
+        kernel VM, remove the taps, close the consoles. Once; safe at any stage."""
+        with self._lock:
+            if self._destroyed:
+                return
+            self._destroyed = self._stopping = True
+            proc = self._proc
+        if proc is not None:
+            stop(proc, self.stop_grace)
+        if self._thread is not None:
+            self._thread.join(self.stop_grace + 5)
+        self._run(self.plan.destroy)  # vmrun.sh: "Cleanup /dev/vmm entry"
+        for tap in reversed(self._taps):
+            self._run(tap_destroy_argv(self.programs.ifconfig, tap))
+        self._taps.clear()
+        for stream in self._consoles:
+            stream.close()
+        self._consoles.clear()
+
+    # The programs, in order ------------------------------------------------------------------
+    def _supervise(self) -> None:
+        """bhyveload then bhyve; again after a guest reboot when asked (vmrun.sh's loop)."""
+        while True:
+            if self.plan.loader:
+                code = self._run_child(self.plan.loader)
+                if code is None:
+                    return
+                if code != 0:
+                    return self._finish(ExitInfo(
+                        "error", code, f"bhyveload exited {code}: "
+                        + tail_text(self.log_path, 3).replace("\n", " | ")))
+            code = self._run_child(self.plan.bhyve)
+            if code is None:
+                return
+            if code == 0 and self.relaunch_on_reboot and not self._stopping:
+                self.reboots += 1
+                self._note(f"guest reboot {self.reboots}: relaunching")
+                continue
+            return self._finish(exit_info(code, self.reboots, tail_text(self.log_path, 3)))
+
+    def _run_child(self, argv: list) -> int | None:
+        """Run one program to its end; None if destroy() came first."""
+        with self._lock:
+            if self._stopping:
+                self._finish(ExitInfo("killed", None, "stopped by the harness"))
+                return None
+            try:
+                self._proc = spawn(argv, self.log_path)
+            except OSError as err:
+                self._finish(ExitInfo("error", None, f"cannot run {argv[0]}: {err}"))
+                return None
+        code = self._proc.wait()
+        with self._lock:
+            self._proc = None
+            if self._stopping:
+                self._finish(exit_info(code) if code >= 0 else
+                             ExitInfo("killed", code, "stopped by the harness"))
+                return None
+        return code
+
+    def _finish(self, info: ExitInfo) -> None:
+        if not self._done.is_set():
+            self._exit = info
+            self._note(f"exit: {info}")
+            self._done.set()

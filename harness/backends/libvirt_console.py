@@ -1,0 +1,112 @@
+"""A libvirt console stream as a socket: what the harness's pexpect console code reads.
+
+``virDomainOpenConsole`` hands a serial port over a *libvirt stream*, not a file descriptor,
+and over a remote URI there is no local pty at all. The bridge below copies bytes between the
+stream and one end of a ``socket.socketpair()``; the other end is a plain socket with a
+fileno(), so pexpect's fdspawn (COM1) and the UART scenario's sendall/recv (COM2) work
+unchanged, locally and remotely.
+
+Two threads, one per direction, each doing blocking calls:
+- stream -> socket: ``stream.recv`` blocks until the guest prints (b'' at end of stream);
+- socket -> stream: ``sock.recv`` blocks until the harness types, then ``stream.sendAll``.
+A blocking recv on one thread does not hold up a send on the other (libvirt's RPC client
+releases the stream while it waits); tests/test_libvirt_e2e.py types into a paused guest's
+console while the reader is blocked. When either side ends, both are shut down, so pexpect sees
+EOF when the domain goes away and libvirt sees the stream finish when the harness closes.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+
+CHUNK = 65536
+
+
+class StreamBridge:
+    def __init__(self, stream, name: str):
+        self.name = name
+        self._stream = stream
+        self.sock, self._inner = socket.socketpair()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.error: str | None = None  # why the stream ended, if it ended with an error
+        self._threads = [
+            threading.Thread(target=self._stream_to_socket, name=f"{name}-out", daemon=True),
+            threading.Thread(target=self._socket_to_stream, name=f"{name}-in", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _stream_to_socket(self) -> None:
+        try:
+            while True:
+                data = self._stream.recv(CHUNK)
+                if isinstance(data, int):  # -2 (EAGAIN) only on non-blocking streams
+                    continue
+                if not data:
+                    break
+                self._inner.sendall(data)
+        except Exception as err:  # noqa: BLE001 - libvirtError or OSError: the console ended
+            self._note(err)
+        finally:
+            self._shutdown_inner()
+
+    def _socket_to_stream(self) -> None:
+        try:
+            while True:
+                data = self._inner.recv(CHUNK)
+                if not data:
+                    break
+                view = memoryview(data)
+                while view:
+                    sent = self._stream.send(bytes(view))
+                    if sent < 0:  # -2: would block (non-blocking stream only)
+                        continue
+                    view = view[sent:]
+        except Exception as err:  # noqa: BLE001
+            self._note(err)
+        finally:
+            self._finish_stream()
+            self._shutdown_inner()
+
+    def _note(self, err: Exception) -> None:
+        if not self._closed and self.error is None:
+            self.error = str(err)
+
+    def _shutdown_inner(self) -> None:
+        try:
+            self._inner.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _finish_stream(self) -> None:
+        with self._lock:
+            if getattr(self, "_stream_done", False):
+                return
+            self._stream_done = True
+        try:
+            self._stream.finish()
+        except Exception:  # noqa: BLE001 - already aborted by the far end
+            try:
+                self._stream.abort()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop both directions and release the stream. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # the writer thread sees EOF and finishes
+        except OSError:
+            pass
+        self._shutdown_inner()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._finish_stream()
+        self.sock.close()
+        self._inner.close()

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Test double standing in for bhyve, bhyvectl, bhyveload and ifconfig (never for real use).
+
+Installed under each of those names (symlinks); what it plays is the name it was called by.
+Every call appends {"prog", "argv"} to a JSON-lines call log. The control file named by the
+environment variable FAKE_BHYVE_CONTROL says:
+
+    log      the call log's path
+    exits    exit statuses per program: "bhyve": [0, 1] means the first bhyve call exits 0
+             and every later one 1; a more specific key "ifconfig:create" (program and last
+             argument) wins over "ifconfig"; anything unlisted exits 0
+    console  text bhyve (and bhyveload) write to their console device, as a guest would
+    hang     bhyve does not exit by itself: it waits for SIGTERM, then exits 1 (bhyve(8):
+             "SIGTERM  Trigger ACPI poweroff for a VM")
+
+bhyve's console is the path after "-l com1,"; bhyveload's the one after "-c". Tests give the
+backend a FIFO there instead of /dev/nmdmNA (nmdm is FreeBSD-only).
+"""
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+
+
+def console_path(prog, argv):
+    if prog == "bhyve":
+        for i, arg in enumerate(argv[:-1]):
+            if arg == "-l" and argv[i + 1].startswith("com1,"):
+                return argv[i + 1].split(",", 1)[1]
+    if prog == "bhyveload" and "-c" in argv:
+        return argv[argv.index("-c") + 1]
+    return None
+
+
+def say(path, text):
+    """Write to the console device; a FIFO nobody reads (ENXIO) is a guest nobody watches."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def main():
+    prog, argv = os.path.basename(sys.argv[0]), sys.argv[1:]
+    with open(os.environ["FAKE_BHYVE_CONTROL"]) as f:
+        control = json.load(f)
+    with open(control["log"], "a+") as log:
+        fcntl.flock(log, fcntl.LOCK_EX)
+        log.seek(0)
+        earlier = sum(1 for line in log if json.loads(line)["prog"] == prog)
+        log.write(json.dumps({"prog": prog, "argv": argv}) + "\n")
+    exits = control.get("exits", {})
+    codes = exits.get(f"{prog}:{argv[-1]}" if argv else prog, exits.get(prog, [0]))
+    code = codes[min(earlier, len(codes) - 1)]
+
+    path = console_path(prog, argv)
+    if path and control.get("console"):
+        say(path, f"{prog}: {control['console']} (run {earlier + 1})\r\n")
+    if prog == "bhyve" and control.get("hang"):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        while True:
+            time.sleep(0.1)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

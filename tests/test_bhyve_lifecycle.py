@@ -1,0 +1,245 @@
+"""bhyve VM lifecycle against tests/fake_bhyve.py: order of programs, exits, clean-up.
+
+The fake stands in for bhyve, bhyvectl, bhyveload and ifconfig and logs every call; the nmdm
+console is a FIFO (the backend's nmdm path pattern is a constructor parameter). The tests at
+the end need a real FreeBSD host and skip elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import firmware as fw
+from harness.backends.bhyve import BhyveBackend, exit_info
+from harness.backends.bhyve_argv import nmdm_pair, tap_names
+from harness.backends.bhyve_caps import BhyveCaps, run_quietly
+from harness.errors import InfraError
+from harness.vmspec import Disk, Nic, SerialPort, VmSpec
+
+from tests.doubles_bhyve import SAMPLES, FakeHost, canned_runner
+
+NAME = "refvm-life-1"
+
+
+def _freebsd_with_vmm() -> bool:
+    if not sys.platform.startswith("freebsd") or shutil.which("bhyve") is None:
+        return False
+    return subprocess.run(["kldstat", "-q", "-n", "vmm"]).returncode == 0
+
+
+needs_freebsd_vmm = pytest.mark.skipif(not _freebsd_with_vmm(),
+                                       reason="needs a FreeBSD host with vmm.ko")
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch) -> FakeHost:
+    fake = FakeHost(tmp_path / "fake")
+    monkeypatch.setenv("FAKE_BHYVE_CONTROL", str(fake.control))
+    return fake
+
+
+def make_backend(host: FakeHost, tmp_path: Path, **options) -> BhyveBackend:
+    code, template = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    code.write_bytes(b"c" * 4096)
+    template.write_bytes(b"v" * 1024)
+    caps = BhyveCaps.probe(canned_runner(SAMPLES["14.1"]), "bhyve", "freebsd-version", "uname")
+    return BhyveBackend(programs=host.programs, caps=caps, stop_grace=2.0,
+                        nmdm_pattern=str(tmp_path / "nmdm{unit}.fifo"),
+                        uefi=fw.FirmwareCandidates("uefi", "test", (fw.UefiPair(code, template),)),
+                        **options)
+
+
+def make_spec(tmp_path: Path, firmware="uefi", **extra) -> VmSpec:
+    fields = dict(name=NAME, memory_mib=256, cpus=1, firmware=firmware,
+                  uuid="00000000-0000-4000-8000-0000000000aa", utc_clock=True,
+                  workdir=tmp_path / "w", logdir=tmp_path / "logs",
+                  disks=(Disk(tmp_path / "freebsd.raw", boot=True),),
+                  serials=(SerialPort("com1"),))
+    return VmSpec(**{**fields, **extra})
+
+
+def boot(backend: BhyveBackend, spec: VmSpec):
+    """What Run.boot does: start, open COM1 (a FIFO here, nmdm on FreeBSD), then resume."""
+    os.mkfifo(nmdm_pair(spec.name, "com1", backend.nmdm_pattern)[1])
+    machine = backend.start(spec)
+    console = machine.open_console("com1")
+    machine.resume()
+    return machine, console
+
+
+def read_console(console, idle: float = 0.5) -> str:
+    data = b""
+    while select.select([console], [], [], idle)[0]:
+        data += os.read(console.fileno(), 4096)
+    return data.decode()
+
+
+def destroy_call():
+    return ["bhyvectl", f"--vm={NAME}", "--destroy"]
+
+
+def bhyve_call(backend, spec):
+    return ["bhyve"] + backend.launch_plan(spec).bhyve[1:]
+
+
+# Exits ------------------------------------------------------------------------------------------
+def test_power_off(host, tmp_path):
+    host.set(exits={"bhyve": [1]}, console="FreeBSD/amd64 (guest) login:")
+    backend, spec = make_backend(host, tmp_path), make_spec(tmp_path)
+    machine, console = boot(backend, spec)
+    info = machine.wait_exit(10)
+    assert (info.kind, info.code) == ("poweroff", 1)
+    assert "bhyve: FreeBSD/amd64 (guest) login: (run 1)" in read_console(console)
+    assert (spec.workdir / "uefi-vars.fd").read_bytes() == b"v" * 1024  # private vars copy
+    machine.destroy()
+    # the stale VM is destroyed first, the VM again at the end
+    assert host.calls() == [destroy_call(), bhyve_call(backend, spec), destroy_call()]
+    assert "bhyve" in (spec.logdir / "command.txt").read_text()
+
+
+def test_reboot_relaunches_like_vmrun_sh(host, tmp_path):
+    host.set(exits={"bhyve": [0, 1]}, console="boot")
+    backend = make_backend(host, tmp_path, relaunch_on_reboot=True)
+    spec = make_spec(tmp_path, firmware="bhyveload")
+    machine, console = boot(backend, spec)
+    info = machine.wait_exit(10)
+    assert (info.kind, info.code) == ("poweroff", 1)
+    assert "after 1 guest reboot" in info.detail and machine.reboots == 1
+    # one console across the relaunch: the loader's and both boots' output, in order
+    assert read_console(console).split("\r\n")[:4] == [
+        "bhyveload: boot (run 1)", "bhyve: boot (run 1)",
+        "bhyveload: boot (run 2)", "bhyve: boot (run 2)"]
+    machine.destroy()
+    loader = ["bhyveload"] + backend.launch_plan(spec).loader[1:]
+    bhyve = bhyve_call(backend, spec)
+    assert host.calls() == [destroy_call(), loader, bhyve, loader, bhyve, destroy_call()]
+
+
+def test_reboot_is_the_exit_unless_relaunch_was_asked_for(host, tmp_path):
+    host.set(exits={"bhyve": [0, 1]})
+    backend, spec = make_backend(host, tmp_path), make_spec(tmp_path)
+    machine, _ = boot(backend, spec)
+    assert machine.wait_exit(10) == exit_info(0)
+    assert machine.wait_exit(10).kind == "reboot"
+    machine.destroy()
+    assert [c[0] for c in host.calls()] == ["bhyvectl", "bhyve", "bhyvectl"]
+
+
+@pytest.mark.parametrize("code, kind", [(2, "halt"), (3, "triple-fault"), (4, "error"),
+                                        (9, "error")])
+def test_other_exits_in_words(host, tmp_path, code, kind):
+    host.set(exits={"bhyve": [code]})
+    machine, _ = boot(make_backend(host, tmp_path), make_spec(tmp_path))
+    info = machine.wait_exit(10)
+    machine.destroy()
+    assert (info.kind, info.code) == (kind, code)
+    assert host.calls()[-1] == destroy_call()
+
+
+def test_exit_status_table_is_bhyve_8s():
+    assert [exit_info(c).kind for c in (0, 1, 2, 3, 4)] == [
+        "reboot", "poweroff", "halt", "triple-fault", "error"]
+    assert exit_info(-9).kind == "killed"
+    assert "signal 9" in exit_info(-9).detail
+
+
+def test_bhyveload_failure_is_an_error_and_bhyve_never_runs(host, tmp_path):
+    host.set(exits={"bhyveload": [1]})
+    machine, _ = boot(make_backend(host, tmp_path), make_spec(tmp_path, firmware="bhyveload"))
+    info = machine.wait_exit(10)
+    machine.destroy()
+    assert (info.kind, info.code) == ("error", 1) and "bhyveload exited 1" in info.detail
+    assert [c[0] for c in host.calls()] == ["bhyvectl", "bhyveload", "bhyvectl"]
+
+
+# Clean-up ---------------------------------------------------------------------------------------
+def test_taps_are_made_on_the_bridge_and_removed(host, tmp_path):
+    host.set(exits={"bhyve": [1]})
+    backend = make_backend(host, tmp_path)
+    spec = make_spec(tmp_path, nics=(Nic(mac="52:54:00:00:00:07"),))
+    tap, = tap_names(spec)
+    machine, _ = boot(backend, spec)
+    machine.wait_exit(10)
+    assert machine.host_address_for_guest() == "10.210.0.1"
+    machine.destroy()
+    assert host.calls() == [
+        destroy_call(),
+        ["ifconfig", "refvmbr0"],                  # the bridge must exist
+        ["ifconfig", tap, "destroy"],              # a stale tap of a killed run
+        ["ifconfig", tap, "create"], ["ifconfig", "refvmbr0", "addm", tap],
+        ["ifconfig", tap, "up"],
+        bhyve_call(backend, spec),
+        destroy_call(), ["ifconfig", tap, "destroy"]]
+    assert f"{tap},mac=52:54:00:00:00:07" in " ".join(bhyve_call(backend, spec))
+
+
+def test_a_failed_start_still_destroys_the_vm_and_its_taps(host, tmp_path):
+    host.set(exits={"ifconfig:up": [1]})
+    spec = make_spec(tmp_path, nics=(Nic(),))
+    tap, = tap_names(spec)
+    with pytest.raises(InfraError, match=f"ifconfig {tap} up.* failed"):
+        make_backend(host, tmp_path).start(spec)
+    assert host.calls()[-2:] == [destroy_call(), ["ifconfig", tap, "destroy"]]
+    assert not any(c[0] == "bhyve" for c in host.calls())
+
+
+def test_a_missing_bridge_says_how_to_make_one(host, tmp_path):
+    host.set(exits={"ifconfig:refvmbr0": [1]})
+    with pytest.raises(InfraError, match="bridge refvmbr0 does not exist.*inet 10.210.0.1/24"):
+        make_backend(host, tmp_path).start(make_spec(tmp_path, nics=(Nic(),)))
+    assert host.calls() == [destroy_call(), ["ifconfig", "refvmbr0"], destroy_call()]
+
+
+def test_destroy_stops_a_running_guest_once(host, tmp_path):
+    host.set(hang=True)
+    machine, _ = boot(make_backend(host, tmp_path), make_spec(tmp_path))
+    time.sleep(0.5)
+    assert machine.poll() is None and machine.wait_exit(0.2) is None
+    started = time.monotonic()
+    machine.destroy()
+    machine.destroy()
+    assert time.monotonic() - started < 5  # SIGTERM was enough: no SIGKILL grace spent
+    assert machine.poll().kind == "poweroff"  # the fake honours SIGTERM as an ACPI power-off
+    assert [c[0] for c in host.calls()] == ["bhyvectl", "bhyve", "bhyvectl"]
+
+
+def test_destroy_before_resume_runs_nothing_but_the_clean_up(host, tmp_path):
+    backend, spec = make_backend(host, tmp_path), make_spec(tmp_path)
+    machine = backend.start(spec)
+    machine.destroy()
+    machine.resume()  # too late: nothing starts
+    assert machine.wait_exit(0.5) is None
+    assert host.calls() == [destroy_call(), destroy_call()]
+    assert machine.nvme_model == "bhyve-NVMe"
+
+
+# On a real FreeBSD host --------------------------------------------------------------------------
+@needs_freebsd_vmm
+def test_real_probe_reads_this_host():
+    caps = BhyveCaps.probe(run_quietly, "bhyve", "freebsd-version", "uname")
+    assert {"hostbridge", "lpc", "virtio-blk"} <= caps.emulations
+    assert {"bootrom", "com1"} <= caps.lpc_devices and caps.release >= (11, 3)
+
+
+@needs_freebsd_vmm
+def test_real_bhyve_accepts_our_command_line(tmp_path):
+    """bhyve_config(5): with config.dump=1 bhyve parses everything, prints it and exits; no VM
+    is created, so this checks our syntax against the real parser."""
+    backend = BhyveBackend()
+    if not backend.caps.config_options:
+        pytest.skip("this bhyve has no -o config.dump")
+    spec = make_spec(tmp_path, firmware="bhyveload", disks=(
+        Disk(tmp_path / "boot.raw", boot=True, readonly=True),
+        Disk(tmp_path / "n.raw", bus="nvme", sector_size=4096, serial="SN1")))
+    argv = backend.launch_plan(spec).bhyve
+    done = subprocess.run(argv[:-1] + ["-o", "config.dump=1", argv[-1]], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "sectsz=4096" in done.stdout and "ser=SN1" in done.stdout
