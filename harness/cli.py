@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .backends import BACKENDS
+from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import load_all, load_guests, load_scenarios, repo_guest_files, scenario_files
 from .errors import ConfigError, HarnessError, Problem
 from .images.cache import ImageCache, ImageUnavailable
@@ -26,7 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="qemu", choices=BACKENDS)
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     parser.add_argument("--firmware", action="append", default=[], choices=FIRMWARES)
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME")
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("action", choices=("fetch", "verify"))
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     sub.add_parser("clean", help="remove what runs that were killed left behind")
+    sub.add_parser("doctor", help="check that this host can run the suite, and say how to fix it")
     return parser
 
 
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
-                "images": cmd_images, "clean": cmd_clean}[args.command](args, extra)
+                "images": cmd_images, "clean": cmd_clean,
+                "doctor": cmd_doctor}[args.command](args, extra)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -248,6 +250,18 @@ def cmd_clean(_args, _extra) -> int:
     removed = reap(log=lambda text: print(f"refvm: {text}"))
     print(f"refvm: {len(removed)} stale run(s) cleaned")
     return EXIT_OK
+
+
+# doctor --------------------------------------------------------------------------------------
+def cmd_doctor(_args, _extra) -> int:
+    from .doctor import FAIL, checks_for_this_host
+
+    checks = checks_for_this_host(cache_dir())
+    for check in checks:
+        print(check)
+    failed = sum(c.status == FAIL for c in checks)
+    print(f"refvm: {failed} problem(s) block runs" if failed else "refvm: this host can run the suite")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ Backends are looked up by name so the CLI and the pytest plugin need not import 
 """
 from __future__ import annotations
 
+import platform
+
 from .base import Backend, ExitInfo, Machine  # noqa: F401
 
 BACKENDS = ("qemu", "bhyve")
-__all__ = ["BACKENDS", "Backend", "ExitInfo", "Machine", "get_backend"]
+# The embedded default: bhyve where it lives, QEMU everywhere else.
+DEFAULT_BACKEND = "bhyve" if platform.system() == "FreeBSD" else "qemu"
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "ExitInfo", "Machine", "get_backend"]
 
 
 def get_backend(name: str, **options) -> Backend:

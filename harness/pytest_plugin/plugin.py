@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, DEFAULT_BACKEND
 from ..catalog import load_scenarios
 from ..errors import ConfigError, HarnessError
 from ..images.cache import ImageUnavailable
@@ -28,7 +28,8 @@ def pytest_addoption(parser):
     parser.addini("refvm_scenario_dirs", "directories (relative to rootdir) whose YAML files "
                   "are scenarios", type="linelist", default=["scenarios"])
     group = parser.getgroup("refvm", "refvm reference-VM conformance")
-    group.addoption("--backend", default="qemu", choices=BACKENDS, help="hypervisor backend")
+    group.addoption("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                    help=f"hypervisor backend (default here: {DEFAULT_BACKEND})")
     group.addoption("--guest", action="append", default=[], metavar="NAME|PATH",
                     help="guest name or guest file (repeatable; default: the repository's guests)")
     group.addoption("--firmware", action="append", default=[], choices=FIRMWARES,
