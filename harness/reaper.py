@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -83,6 +84,19 @@ def _stop_hypervisors(workroot: Path) -> list[int]:
     return stopped
 
 
+def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
+                       bhyvectl: str = "bhyvectl") -> list[str]:
+    """bhyve VMs live in the kernel until destroyed: remove a dead run's (FreeBSD only)."""
+    destroyed = []
+    if not vmm_dir.is_dir():
+        return destroyed
+    for vm in sorted(vmm_dir.glob(f"refvm-{run_id}-*")):
+        subprocess.run([bhyvectl, f"--vm={vm.name}", "--destroy"], capture_output=True,
+                       timeout=60, check=False)
+        destroyed.append(vm.name)
+    return destroyed
+
+
 def reap(root: Path | None = None, log=lambda _text: None) -> list[Path]:
     """Remove every stale run directory under ``root``; return those removed."""
     root = root or temp_root()
@@ -91,6 +105,9 @@ def reap(root: Path | None = None, log=lambda _text: None) -> list[Path]:
         if not workroot.is_dir() or workroot.is_symlink() or owner_alive(workroot):
             continue
         killed = _stop_hypervisors(workroot)
+        vms = _destroy_bhyve_vms(workroot.name[len("refvm-"):])
+        if vms:
+            log(f"destroyed stale bhyve VMs {', '.join(vms)}")
         shutil.rmtree(workroot, ignore_errors=True)
         log(f"removed stale {workroot}" + (f" (stopped pids {killed})" if killed else ""))
         removed.append(workroot)

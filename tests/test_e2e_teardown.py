@@ -122,3 +122,4 @@ def test_killed_hypervisor_is_noticed_at_once_and_named(tmp_path):
     assert "the hypervisor exited: killed (QEMU killed by signal 9" in failure.get("message", "") \
         + (failure.text or "")
     assert list(scratch.glob("refvm-*/*")) == []
+

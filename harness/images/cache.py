@@ -24,6 +24,7 @@ from typing import Callable
 
 from ..errors import InfraError
 from ..model import Guest
+from ..reaper import claim
 
 CHUNK = 1 << 20
 
@@ -215,6 +216,7 @@ class ImageCache:
                                        "and builds are off (run: refvm images fetch)")
             self.log(f"building {guest.name} from {guest.image.build}")
             workdir = Path(tempfile.mkdtemp(prefix=f"refvm-build-{guest.name}-"))
+            claim(workdir)  # a live build: `refvm clean` must leave it alone
             try:
                 debian_busybox.build(guest.image.build, guest.console.password,
                                      self.root / "debs", workdir, target, self.log)
