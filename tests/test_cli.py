@@ -90,3 +90,23 @@ def test_plan_shows_what_each_device_scenario_adds(capsys):
         cases["virtio-net[refguest-csm-qemu]"]["adds"]
     uart = cases["uart[refguest-csm-qemu]"]["adds"]
     assert "-serial chardev:com2" in uart
+
+
+def test_bhyve_plan_covers_every_scenario_under_uefi_and_csm(capsys, tmp_path):
+    csm = tmp_path / "BHYVE_UEFI_CSM.fd"
+    assert main(["plan", "--backend", "bhyve", "--csm-firmware", str(csm), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert "assume FreeBSD 14.1" in plan["backend"]
+    cases = {c["id"]: c for c in plan["cases"]}
+    for scenario in ("boot", "virtio-blk", "nvme", "virtio-net", "uart"):
+        for firmware in ("uefi", "csm"):
+            case = cases[f"{scenario}[refguest-{firmware}-bhyve]"]
+            assert case["skip"] is None
+            bhyve = case["commands"][-1]
+            assert bhyve[0].endswith("/bhyve") and bhyve[-1].startswith("refvm-")
+            assert ["-s", "0,hostbridge"] == bhyve[bhyve.index("0,hostbridge") - 1:][:2]
+            assert "31,lpc" in bhyve and "-U" in bhyve
+            bootrom = next(a for a in bhyve if a.startswith("bootrom,"))
+            assert (str(csm) in bootrom) == (firmware == "csm")
+    uart = cases["uart[refguest-uefi-bhyve]"]["commands"][-1]
+    assert [a for a in uart if a.startswith("com2,/dev/nmdm")]

@@ -34,7 +34,12 @@ class Machine(abc.ABC):
 
     @abc.abstractmethod
     def host_address_for_guest(self) -> str:
-        """The address at which the guest reaches listeners on the host's loopback."""
+        """The address the guest connects to in order to reach a listener on the host."""
+
+    def host_listen_address(self) -> str:
+        """Where such a host listener binds. QEMU's user networking forwards the guest's
+        connections to loopback; a bridged backend overrides this with the bridge address."""
+        return "127.0.0.1"
 
     @abc.abstractmethod
     def open_console(self, port: str = "com1"):

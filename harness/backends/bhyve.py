@@ -291,6 +291,10 @@ class BhyveMachine(Machine):
                 self._run(argv, must=True)
 
     # Machine protocol ------------------------------------------------------------------------
+    def host_listen_address(self) -> str:
+        # The guest is on the bridge: listeners bind to the bridge's own address.
+        return self.host_address_for_guest()
+
     def host_address_for_guest(self) -> str:
         """The bridge's own address: the guest's tap is a member of that bridge."""
         return self.bridge_address.split("/")[0]

@@ -62,6 +62,8 @@ def disk_check(ctx, args):
                                f"{seen}, the host wrote {wrote}")
         moved += region.length
     ctx.record(f"{attach.id}_host_to_guest_bytes", moved)
+    ctx.record(f"{attach.id}_host_to_guest_sha256",
+               " ".join(facts["host_sha"][r] for r in attach.regions))
     ctx.record(f"{attach.id}_read_seconds", round(time.monotonic() - started, 2))
     if attach.readonly:
         result = guest_op(ctx, "disk_write_probe", check=False, dev=dev)
@@ -76,6 +78,8 @@ def disk_check(ctx, args):
         facts["guest_sha"][region] = first_sha256(out, f"write of {region}")
         moved += region.length
     ctx.record(f"{attach.id}_guest_to_host_bytes", moved)
+    ctx.record(f"{attach.id}_guest_to_host_sha256",
+               " ".join(facts["guest_sha"][r] for r in attach.regions))
     ctx.record(f"{attach.id}_write_seconds", round(time.monotonic() - started, 2))
 
 

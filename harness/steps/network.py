@@ -49,11 +49,12 @@ def net_check(ctx, args):
                            f"{args['address_timeout']:.0f}s")
     ctx.record(f"{attach.id}_address", address)
     host = ctx.vm.machine.host_address_for_guest()
+    listen = ctx.vm.machine.host_listen_address()
     nbytes = args["bytes"]
     faults = ctx.faults
 
     # Guest -> host.
-    endpoint = TcpEndpoint("from-guest", nbytes)
+    endpoint = TcpEndpoint("from-guest", nbytes, host=listen)
     try:
         out = guest_op(ctx, "tcp_send", host=host, port=endpoint.port, length=nbytes).output
         sent = first_sha256(out, "tcp_send")
@@ -61,6 +62,7 @@ def net_check(ctx, args):
     finally:
         endpoint.close()
     ctx.record(f"{attach.id}_guest_to_host_bytes", got.nbytes)
+    ctx.record(f"{attach.id}_guest_to_host_sha256", sent)
     ctx.record(f"{attach.id}_guest_to_host_seconds", round(got.seconds, 2))
     if got.error or got.nbytes != nbytes or got.sha256 != sent:
         raise GuestFailure(f"nic {attach.id}: guest sent {nbytes} bytes with sha256 {sent}; "
@@ -68,7 +70,7 @@ def net_check(ctx, args):
                            f"{got.error}".rstrip())
 
     # Host -> guest.
-    endpoint = TcpEndpoint("to-guest", nbytes, corrupt="net-to-guest" in faults)
+    endpoint = TcpEndpoint("to-guest", nbytes, host=listen, corrupt="net-to-guest" in faults)
     try:
         out = guest_op(ctx, "tcp_receive", host=host, port=endpoint.port).output
         got = endpoint.wait(30)
@@ -77,6 +79,7 @@ def net_check(ctx, args):
     count, = integers(out, "tcp_receive byte count")
     received = first_sha256(out, "tcp_receive")
     ctx.record(f"{attach.id}_host_to_guest_bytes", count)
+    ctx.record(f"{attach.id}_host_to_guest_sha256", endpoint.sent_sha256)
     ctx.record(f"{attach.id}_host_to_guest_seconds", round(got.seconds, 2))
     if count != nbytes or received != endpoint.sent_sha256:
         raise GuestFailure(f"nic {attach.id}: host sent {nbytes} bytes with sha256 "

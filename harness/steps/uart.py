@@ -41,6 +41,7 @@ def uart_check(ctx, args):
     count, = integers(out, "uart byte count")
     received = first_sha256(out, "uart_receive_finish")
     ctx.record(f"{attach.id}_host_to_guest_bytes", count)
+    ctx.record(f"{attach.id}_host_to_guest_sha256", sha256(payload))
     if count != nbytes or received != sha256(payload):
         raise GuestFailure(f"uart {attach.port}: host sent {nbytes} bytes with sha256 "
                            f"{sha256(payload)}; the guest read {count} bytes with sha256 {received}")
@@ -56,6 +57,7 @@ def uart_check(ctx, args):
     guest_op(ctx, "uart_close")
     data = result.get("data", b"")
     ctx.record(f"{attach.id}_guest_to_host_bytes", len(data))
+    ctx.record(f"{attach.id}_guest_to_host_sha256", sent)
     ctx.record(f"{attach.id}_guest_to_host_seconds", round(result.get("seconds", 0.0), 2))
     if len(data) != nbytes or sha256(data) != sent:
         raise GuestFailure(f"uart {attach.port}: guest sent {nbytes} bytes with sha256 {sent}; "
