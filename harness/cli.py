@@ -146,22 +146,34 @@ def cmd_plan(args, _extra) -> int:
     for row in rows:
         print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run'}")
     for row in rows:
+        if not row["commands"]:
+            continue
+        print(f"\n# {row['id']}")
+        for piece in row["adds"]:
+            print(f"#   scenario adds: {piece}")
         for argv in row["commands"]:
-            print(f"\n# {row['id']}")
-            for piece in row["adds"]:
-                print(f"#   scenario adds: {piece}")
             print(" \\\n    ".join(_pairs(argv)))
     return EXIT_OK
 
 
 def scenario_additions(backend, spec) -> list[str]:
-    """The command-line pieces a scenario's attachments add to the bare guest's VM."""
+    """What a scenario's attachments add to the bare guest's VM: whole commands that only the
+    scenario needs (e.g. tap set-up), and the pieces it adds to the hypervisor's command."""
     from dataclasses import replace
 
-    bare = replace(spec, disks=(spec.boot_disk,), nics=(), serials=spec.serials[:1])
-    base = {piece for argv in backend.command_lines(bare) for piece in _pairs(argv)}
-    return [piece for argv in backend.command_lines(spec) for piece in _pairs(argv)
-            if piece not in base]
+    bare = backend.command_lines(replace(spec, disks=(spec.boot_disk,), nics=(),
+                                         serials=spec.serials[:1]))
+    by_program = {argv[0]: argv for argv in bare}
+    added = []
+    for argv in backend.command_lines(spec):
+        if argv in bare:
+            continue
+        if argv[0] not in by_program:
+            added.append(shlex.join(argv))
+            continue
+        base = set(_pairs(by_program[argv[0]]))
+        added += [piece for piece in _pairs(argv) if piece not in base]
+    return added
 
 
 def _pairs(argv: list[str]) -> list[str]:

@@ -129,8 +129,10 @@ class FakeHost:
 
     def set(self, **control) -> None:
         """exits: {"bhyve": [0, 1], "ifconfig:create": [1], ...}; console: text bhyve prints;
-        hang: bhyve waits for SIGTERM (then exits 1, an ACPI power-off) instead of exiting."""
-        data = {"log": str(self.log), "exits": {}, "console": "", "hang": False}
+        hang: bhyve waits for SIGTERM (then exits 1, an ACPI power-off) instead of exiting;
+        bridge: the name `ifconfig bridge create` prints (default bridge7)."""
+        data = {"log": str(self.log), "exits": {}, "console": "", "hang": False,
+                "bridge": "bridge7"}
         data.update(control)
         self.control.write_text(json.dumps(data))
 

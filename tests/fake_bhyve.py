@@ -12,6 +12,8 @@ environment variable FAKE_BHYVE_CONTROL says:
     console  text bhyve (and bhyveload) write to their console device, as a guest would
     hang     bhyve does not exit by itself: it waits for SIGTERM, then exits 1 (bhyve(8):
              "SIGTERM  Trigger ACPI poweroff for a VM")
+    bridge   what a successful `ifconfig bridge create` prints (ifconfig(8): "the new device
+             name is printed to standard output"); default "bridge7"
 
 bhyve's console is the path after "-l com1,"; bhyveload's the one after "-c". Tests give the
 backend a FIFO there instead of /dev/nmdmNA (nmdm is FreeBSD-only).
@@ -58,6 +60,9 @@ def main():
     exits = control.get("exits", {})
     codes = exits.get(f"{prog}:{argv[-1]}" if argv else prog, exits.get(prog, [0]))
     code = codes[min(earlier, len(codes) - 1)]
+
+    if prog == "ifconfig" and argv == ["bridge", "create"] and code == 0:
+        print(control.get("bridge", "bridge7"))
 
     path = console_path(prog, argv)
     if path and control.get("console"):

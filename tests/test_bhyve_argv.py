@@ -30,6 +30,13 @@ bhyvectl(8) in the FreeBSD source tree):
   -U UUID              "Set the universally unique identifier (UUID) in the guest's System
                         Management BIOS System Information structure"
   bhyvectl --vm=N --destroy   bhyvectl(8) "Destroy the specified VM" (a stale one, first)
+  ifconfig bridge create      ifconfig(8) create: "If the interface is given without a unit
+                        number, try to create a new device with an arbitrary unit number ...
+                        the new device name is printed to standard output"; the plan shows
+                        the later lines with bridgeN where that name goes
+  ifconfig bridgeN inet A/24  ifconfig(8): "one can specify an address like 192.168.0.1/16"
+  ifconfig bridgeN addm tapN  bridge(4)/ifconfig(8) addm: make the tap a member
+  ifconfig bridgeN up         bridge(4): "all member interfaces and the bridge need to be up"
   bhyveload -c CONS -m MEM -d DISK NAME   bhyveload(8) "-c cons-dev", "-m mem-size",
                         "-d disk-path  the pathname of the guest's boot disk image"
 """
@@ -42,7 +49,8 @@ import pytest
 from harness import firmware as fw
 from harness.backends import get_backend
 from harness.backends.bhyve import BhyveBackend, Programs
-from harness.backends.bhyve_argv import nmdm_pair, tap_names, vm_number
+from harness.backends.bhyve_argv import (bridge_addresses, net_number, nmdm_pair, tap_names,
+                                         vm_number)
 from harness.backends.bhyve_caps import BhyveCaps, parse_release
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
@@ -54,6 +62,8 @@ BHYVE, BHYVECTL, BHYVELOAD, IFCONFIG = ("/usr/sbin/bhyve", "/usr/sbin/bhyvectl",
                                         "/usr/sbin/bhyveload", "/sbin/ifconfig")
 # crc32("refvm-abc-1") % 10000 = 4711: COM1 is nmdm 4711*4, COM2 the next; NIC 0 is tap 4711*8.
 COM1_A, COM2_A, TAP0 = "/dev/nmdm18844A", "/dev/nmdm18845A", "tap37688"
+# crc32("refvm-abc-1") % 254 + 1 = 2: the VM's bridge has 10.210.2.1/24, the guest 10.210.2.2/24.
+HOST_CIDR, GUEST_CIDR = "10.210.2.1/24", "10.210.2.2/24"
 
 
 def caps(release: str, **changes) -> BhyveCaps:
@@ -115,8 +125,9 @@ SLOTS = {  # after "-s 0,hostbridge -s 2,<boot disk>", before "-s 31,lpc"
     "com2": [],
 }
 MORE_PORTS = {"com2": ["-l", f"com2,{COM2_A}"]}
-TAP_LINES = [[IFCONFIG, TAP0, "create"], [IFCONFIG, "refvmbr0", "addm", TAP0],
-             [IFCONFIG, TAP0, "up"]]
+NET_LINES = [[IFCONFIG, "bridge", "create"], [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
+             [IFCONFIG, TAP0, "create"], [IFCONFIG, "bridgeN", "addm", TAP0],
+             [IFCONFIG, TAP0, "up"], [IFCONFIG, "bridgeN", "up"]]
 
 
 def expected_lines(f, release, firmware, devices) -> list[list[str]]:
@@ -131,7 +142,7 @@ def expected_lines(f, release, firmware, devices) -> list[list[str]]:
     if firmware == "uefi":
         lines.append(["cp", str(f["BHYVE_UEFI_VARS.fd"]), "/w/uefi-vars.fd"])
     if devices == "virtio-net":
-        lines += TAP_LINES
+        lines += NET_LINES
     if firmware == "bhyveload":
         lines.append([BHYVELOAD, "-c", COM1_A, "-m", "512M", "-d", "/img/refguest.raw", NAME])
     return lines + [bhyve]
@@ -185,6 +196,25 @@ def test_host_names_are_derived_from_the_vm_name_only():
     assert nmdm_pair(NAME, "com2", "/tmp/x/nmdm{unit}{side}") == ("/tmp/x/nmdm18845A",
                                                                   "/tmp/x/nmdm18845B")
     assert tap_names(refguest(devices="virtio-net")) == [TAP0]
+    assert net_number(NAME) == 2 and bridge_addresses(NAME) == (HOST_CIDR, GUEST_CIDR)
+
+
+@pytest.mark.parametrize("name", ["a", "refvm-0-1", "refvm-abc-1", "x" * 200])
+def test_network_numbers_avoid_0_and_255(name):
+    assert 1 <= net_number(name) <= 254
+    assert {net_number(f"refvm-run-{i}") for i in range(5000)} == set(range(1, 255))
+
+
+def test_two_nics_share_the_one_bridge_in_order(firmware):
+    spec = VmSpec(**{**refguest().__dict__, "nics": (Nic(mac="52:54:00:00:00:01"),
+                                                     Nic(mac="52:54:00:00:00:02"))})
+    tap0, tap1 = tap_names(spec)
+    lines = [line for line in backend(firmware).command_lines(spec) if line[0] == IFCONFIG]
+    assert lines == [[IFCONFIG, "bridge", "create"], [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
+                     [IFCONFIG, tap0, "create"], [IFCONFIG, "bridgeN", "addm", tap0],
+                     [IFCONFIG, tap0, "up"],
+                     [IFCONFIG, tap1, "create"], [IFCONFIG, "bridgeN", "addm", tap1],
+                     [IFCONFIG, tap1, "up"], [IFCONFIG, "bridgeN", "up"]]
 
 
 # What a release or host lacks: a reason, never a wrong command line -------------------------

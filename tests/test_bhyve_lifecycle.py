@@ -1,7 +1,8 @@
 """bhyve VM lifecycle against tests/fake_bhyve.py: order of programs, exits, clean-up.
 
-The fake stands in for bhyve, bhyvectl, bhyveload and ifconfig and logs every call; the nmdm
-console is a FIFO (the backend's nmdm path pattern is a constructor parameter). The tests at
+The fake stands in for bhyve, bhyvectl, bhyveload and ifconfig and logs every call (its
+`ifconfig bridge create` prints "bridge7"); the nmdm console is a FIFO (the backend's nmdm path
+pattern is a constructor parameter). The tests at
 the end need a real FreeBSD host and skip elsewhere.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from harness import firmware as fw
-from harness.backends.bhyve import BhyveBackend, exit_info
-from harness.backends.bhyve_argv import nmdm_pair, tap_names
+from harness.backends import bhyve
+from harness.backends.bhyve import BhyveBackend, address_is_local, exit_info
+from harness.backends.bhyve_argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
 from harness.backends.bhyve_caps import BhyveCaps, run_quietly
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
@@ -42,6 +44,9 @@ needs_freebsd_vmm = pytest.mark.skipif(not _freebsd_with_vmm(),
 def host(tmp_path, monkeypatch) -> FakeHost:
     fake = FakeHost(tmp_path / "fake")
     monkeypatch.setenv("FAKE_BHYVE_CONTROL", str(fake.control))
+    # The bridge address is free on a FreeBSD host without a colliding VM; here, whatever the
+    # test machine's own addresses are.
+    monkeypatch.setattr(bhyve, "address_is_local", lambda address: False)
     return fake
 
 
@@ -160,41 +165,110 @@ def test_bhyveload_failure_is_an_error_and_bhyve_never_runs(host, tmp_path):
 
 
 # Clean-up ---------------------------------------------------------------------------------------
-def test_taps_are_made_on_the_bridge_and_removed(host, tmp_path):
+HOST_CIDR, GUEST_CIDR = bridge_addresses(NAME)  # 10.210.N.1/24, 10.210.N.2/24
+
+
+def ifconfig_lines(backend, spec, bridge="bridge7"):
+    """The ifconfig lines of the plan, with the bridge name the fake printed pasted in."""
+    return [["ifconfig"] + [bridge if a == BRIDGE_PLACEHOLDER else a for a in line[1:]]
+            for line in backend.command_lines(spec) if line[0].endswith("/ifconfig")]
+
+
+def test_a_bridge_of_its_own_with_the_taps_made_and_removed(host, tmp_path):
     host.set(exits={"bhyve": [1]})
     backend = make_backend(host, tmp_path)
     spec = make_spec(tmp_path, nics=(Nic(mac="52:54:00:00:00:07"),))
     tap, = tap_names(spec)
     machine, _ = boot(backend, spec)
     machine.wait_exit(10)
-    assert machine.host_address_for_guest() == "10.210.0.1"
+    host_ip = HOST_CIDR.split("/")[0]
+    assert machine.host_address_for_guest() == machine.host_listen_address() == host_ip
+    assert host_ip.startswith("10.210.") and host_ip.endswith(".1")
+    assert machine.guest_static_ipv4() == GUEST_CIDR == host_ip[:-1] + "2/24"
+    assert machine.bridge == "bridge7"
     machine.destroy()
+    setup = [
+        ["ifconfig", "bridge", "create"],                 # prints bridge7
+        ["ifconfig", "bridge7", "inet", HOST_CIDR],       # the host's end of the VM's /24
+        ["ifconfig", tap, "create"], ["ifconfig", "bridge7", "addm", tap],
+        ["ifconfig", tap, "up"],
+        ["ifconfig", "bridge7", "up"]]
     assert host.calls() == [
         destroy_call(),
-        ["ifconfig", "refvmbr0"],                  # the bridge must exist
-        ["ifconfig", tap, "destroy"],              # a stale tap of a killed run
-        ["ifconfig", tap, "create"], ["ifconfig", "refvmbr0", "addm", tap],
-        ["ifconfig", tap, "up"],
+        ["ifconfig", tap, "destroy"],                     # a stale tap of a killed run
+        *setup,
         bhyve_call(backend, spec),
-        destroy_call(), ["ifconfig", tap, "destroy"]]
+        destroy_call(), ["ifconfig", tap, "destroy"], ["ifconfig", "bridge7", "destroy"]]
+    assert ifconfig_lines(backend, spec) == setup         # what `refvm plan` shows, in order
     assert f"{tap},mac=52:54:00:00:00:07" in " ".join(bhyve_call(backend, spec))
+    assert "bridge7 destroy -> 0" in (spec.logdir / "bhyve.log").read_text()
 
 
-def test_a_failed_start_still_destroys_the_vm_and_its_taps(host, tmp_path):
+def test_the_bridge_name_is_whatever_ifconfig_printed(host, tmp_path):
+    host.set(bridge="bridge12")
+    spec = make_spec(tmp_path, nics=(Nic(), Nic()))
+    taps = tap_names(spec)
+    machine = make_backend(host, tmp_path).start(spec)
+    machine.destroy()
+    calls = host.calls()
+    assert [["ifconfig", "bridge12", "addm", tap] in calls for tap in taps] == [True, True]
+    assert calls[-3:] == [["ifconfig", taps[1], "destroy"], ["ifconfig", taps[0], "destroy"],
+                          ["ifconfig", "bridge12", "destroy"]]
+
+
+def test_a_failed_start_still_destroys_the_vm_its_taps_and_its_bridge(host, tmp_path):
     host.set(exits={"ifconfig:up": [1]})
     spec = make_spec(tmp_path, nics=(Nic(),))
     tap, = tap_names(spec)
     with pytest.raises(InfraError, match=f"ifconfig {tap} up.* failed"):
         make_backend(host, tmp_path).start(spec)
-    assert host.calls()[-2:] == [destroy_call(), ["ifconfig", tap, "destroy"]]
+    assert host.calls()[-3:] == [destroy_call(), ["ifconfig", tap, "destroy"],
+                                 ["ifconfig", "bridge7", "destroy"]]
     assert not any(c[0] == "bhyve" for c in host.calls())
 
 
-def test_a_missing_bridge_says_how_to_make_one(host, tmp_path):
-    host.set(exits={"ifconfig:refvmbr0": [1]})
-    with pytest.raises(InfraError, match="bridge refvmbr0 does not exist.*inet 10.210.0.1/24"):
+def test_a_failed_bridge_address_destroys_the_bridge_and_makes_no_tap(host, tmp_path):
+    host.set(exits={f"ifconfig:{HOST_CIDR}": [1]})
+    spec = make_spec(tmp_path, nics=(Nic(),))
+    tap, = tap_names(spec)
+    with pytest.raises(InfraError, match=f"ifconfig bridge7 inet {HOST_CIDR}.* failed"):
+        make_backend(host, tmp_path).start(spec)
+    assert host.calls()[-3:] == [["ifconfig", "bridge7", "inet", HOST_CIDR], destroy_call(),
+                                 ["ifconfig", "bridge7", "destroy"]]
+    assert ["ifconfig", tap, "create"] not in host.calls()
+
+
+@pytest.mark.parametrize("exits, printed", [({"ifconfig:create": [1]}, "bridge7"),
+                                            ({}, ""), ({}, "bridge7\nbridge8")])
+def test_when_bridge_create_fails_nothing_more_is_made_or_destroyed(host, tmp_path, exits,
+                                                                    printed):
+    host.set(exits=exits, bridge=printed)
+    spec = make_spec(tmp_path, nics=(Nic(),))
+    tap, = tap_names(spec)
+    with pytest.raises(InfraError, match="ifconfig bridge create"):
+        make_backend(host, tmp_path).start(spec)
+    assert host.calls() == [destroy_call(), ["ifconfig", tap, "destroy"],
+                            ["ifconfig", "bridge", "create"], destroy_call()]
+
+
+def test_a_host_address_already_in_use_refuses_before_making_anything(host, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(bhyve, "address_is_local", lambda address: True)
+    with pytest.raises(InfraError, match=f"{HOST_CIDR.split('/')[0]} is already on an interface"
+                                         ".*1 in 254"):
         make_backend(host, tmp_path).start(make_spec(tmp_path, nics=(Nic(),)))
-    assert host.calls() == [destroy_call(), ["ifconfig", "refvmbr0"], destroy_call()]
+    assert host.calls() == [destroy_call(), destroy_call()]
+
+
+def test_address_is_local_binds_to_see():
+    assert address_is_local("127.0.0.1")
+    assert not address_is_local("192.0.2.1")  # TEST-NET-1 (RFC 5737): on no host
+
+
+def test_no_nics_no_bridge(host, tmp_path):
+    machine = make_backend(host, tmp_path).start(make_spec(tmp_path))
+    machine.destroy()
+    assert not any(c[0] == "ifconfig" for c in host.calls())
 
 
 def test_destroy_stops_a_running_guest_once(host, tmp_path):

@@ -41,6 +41,12 @@ class Machine(abc.ABC):
         connections to loopback; a bridged backend overrides this with the bridge address."""
         return "127.0.0.1"
 
+    def guest_static_ipv4(self) -> str | None:
+        """None: the backend's network offers DHCP (QEMU user networking does), and the guest
+        gets its address from it. Otherwise the address, in CIDR form (``10.210.7.2/24``), the
+        guest must configure on its NIC itself, because nothing on its network hands one out."""
+        return None
+
     @abc.abstractmethod
     def open_console(self, port: str = "com1"):
         """Return a stream (with fileno()) connected to the given serial port."""

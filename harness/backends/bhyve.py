@@ -1,21 +1,24 @@
 """The bhyve backend: FreeBSD's hypervisor, run the way share/examples/bhyve/vmrun.sh runs it.
 
 One VM is a short sequence of programs: ``bhyvectl --destroy`` for a stale kernel VM of the same
-name, ``ifconfig`` for its tap interfaces, ``bhyveload`` for FreeBSD guests without UEFI, then
-``bhyve``. bhyve exits when the guest resets, powers off or halts; vmrun.sh starts it again on
-a reset (exit 0), and so do we when asked (``relaunch_on_reboot``).
+name, ``ifconfig`` for its own bridge and tap interfaces, ``bhyveload`` for FreeBSD guests
+without UEFI, then ``bhyve``. bhyve exits when the guest resets, powers off or halts; vmrun.sh
+starts it again on a reset (exit 0), and so do we when asked (``relaunch_on_reboot``).
 
 bhyve has no "start paused" (QEMU's -S): the guest runs from the moment bhyve starts, and a
 guest may even block until someone opens its console. So start() only prepares the host
-(stale VM gone, taps made), the runner opens the console's nmdm B side, and resume() is where
-bhyveload and bhyve actually start: nothing the guest prints is lost. A supervisor thread
-follows the programs (loader, then bhyve, relaunches) so the exit is known without polling.
+(stale VM gone, bridge and taps made), the runner opens the console's nmdm B side, and
+resume() is where bhyveload and bhyve actually start: nothing the guest prints is lost. A
+supervisor thread follows the programs (loader, then bhyve, relaunches) so the exit is known
+without polling.
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -27,7 +30,9 @@ from ..errors import InfraError
 from ..process import spawn, stop, tail_text
 from ..vmspec import VmSpec
 from .base import Backend, ExitInfo, Machine
-from .bhyve_argv import (NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv, destroy_argv,
+from .bhyve_argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
+                         bridge_address_argv, bridge_addresses, bridge_create_argv,
+                         bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
                          nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
 from .bhyve_caps import BhyveCaps, bhyve_present, run_quietly
 
@@ -36,8 +41,19 @@ from .bhyve_caps import BhyveCaps, bhyve_present, run_quietly
 BHYVE_EXITS = {0: ("reboot", "the guest rebooted"), 1: ("poweroff", "the guest powered off"),
                2: ("halt", "the guest halted"), 3: ("triple-fault", "the guest triple-faulted"),
                4: ("error", "bhyve exited due to an error")}
-DEFAULT_BRIDGE, DEFAULT_BRIDGE_ADDRESS = "refvmbr0", "10.210.0.1/24"
+BRIDGE_NAME = re.compile(r"^(bridge[0-9]+)$", re.MULTILINE)  # what `ifconfig bridge create` prints
 PLAN_RELEASE = (14, 1)  # what `refvm plan` assumes on a host without bhyve
+
+
+def address_is_local(address: str) -> bool:
+    """Whether an interface of this host already has ``address`` (binding to it works only
+    then: FreeBSD's net.inet.ip.bindany and Linux's ip_nonlocal_bind are off by default)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def exit_info(code: int, reboots: int = 0, log_tail: str = "") -> ExitInfo:
@@ -73,6 +89,8 @@ class LaunchPlan:
     bhyve: list
     loader: list | None = None
     taps: tuple = ()
+    bridge_address: str = ""  # the host's end of the VM's own /24 (CIDR), on its bridge
+    guest_address: str = ""   # the address the guest configures itself (CIDR)
     consoles: dict = field(default_factory=dict)  # port -> nmdm B side (the harness's end)
 
 
@@ -81,18 +99,17 @@ class BhyveBackend(Backend):
     firmwares = ("uefi", "csm", "bhyveload")
 
     def __init__(self, programs: Programs = Programs(), caps: BhyveCaps | None = None,
-                 bridge: str = DEFAULT_BRIDGE, bridge_address: str = DEFAULT_BRIDGE_ADDRESS,
                  nmdm_pattern: str = NMDM_PATTERN, csm_firmware: Path | None = None,
                  uefi: fw.FirmwareCandidates = fw.BHYVE_UEFI_PAIR,
                  uefi_single: fw.FirmwareCandidates = fw.BHYVE_UEFI_SINGLE,
                  relaunch_on_reboot: bool = False, plan_release: tuple = PLAN_RELEASE,
                  stop_grace: float = 5.0, planning: bool = False):
-        """``bridge``/``bridge_address``: VmSpec's "user" network has no bhyve equivalent, so
-        each such NIC gets a tap the backend creates and adds to this bridge; the guest reaches
-        the host at the bridge's address. The bridge is host setup, made once by an admin."""
+        """VmSpec's "user" network has no bhyve equivalent: each VM with NICs gets a bridge of
+        its own, made and destroyed with the VM, holding the host's end of a per-VM /24 and one
+        tap per NIC; no DHCP server runs there, so the guest sets its address itself (see
+        bhyve_argv's module docstring for the numbering)."""
         self.programs = programs
         self._caps = caps
-        self.bridge, self.bridge_address = bridge, bridge_address
         self.nmdm_pattern = nmdm_pattern
         self.csm = fw.BHYVE_UEFI_CSM  # csm_firmware: a pinned BHYVE_UEFI_CSM.fd, used instead
         if csm_firmware:
@@ -185,27 +202,34 @@ class BhyveBackend(Backend):
             raise InfraError("; ".join(reasons))
         p = self.programs
         bootrom, _ = self._bootrom(spec)
+        host_address, guest_address = bridge_addresses(spec.name)
         return LaunchPlan(
             destroy=destroy_argv(p.bhyvectl, spec.name),
             bhyve=bhyve_argv(p.bhyve, spec, self.caps, bootrom, self.nmdm_pattern),
             loader=bhyveload_argv(p.bhyveload, spec, self.nmdm_pattern)
             if spec.firmware == "bhyveload" else None,
-            taps=tuple(tap_names(spec)),
+            taps=tuple(tap_names(spec)), bridge_address=host_address, guest_address=guest_address,
             consoles={port.name: nmdm_pair(spec.name, port.name, self.nmdm_pattern)[1]
                       for port in spec.serials})
 
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
-        """Run order, to paste on FreeBSD: stale VM, vars copy, taps, bhyveload, bhyve.
+        """Run order, to paste on FreeBSD: stale VM, vars copy, bridge and taps, bhyveload,
+        bhyve.
 
         The vars copy is shown as ``cp``; start() makes the same copy in Python (and checks
-        its size against the template)."""
+        its size against the template). The VM's bridge is named by ``ifconfig bridge
+        create`` at run time, so the lines after it say ``bridgeN``: put the name it printed
+        there, as a person pasting these would. (start() also first destroys stale taps of the
+        same units and checks that the bridge's address is free; neither is shown.)"""
         plan = self.launch_plan(spec)
         bootrom, template = self._bootrom(spec)
         lines = [plan.destroy]
         if bootrom and bootrom.vars:
             lines.append(["cp", str(template), str(bootrom.vars)])
-        for tap in plan.taps:
-            lines += tap_create_argvs(self.programs.ifconfig, tap, self.bridge)
+        if plan.taps:
+            ifconfig = self.programs.ifconfig
+            lines.append(bridge_create_argv(ifconfig))
+            lines += network_argvs(ifconfig, BRIDGE_PLACEHOLDER, plan.bridge_address, plan.taps)
         if plan.loader:
             lines.append(plan.loader)
         lines.append(plan.bhyve)
@@ -223,7 +247,7 @@ class BhyveBackend(Backend):
             fw.make_vars_copy(template, bootrom.vars)
         (spec.logdir / "command.txt").write_text(
             "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec)))
-        machine = BhyveMachine(spec, plan, self.programs, self.bridge, self.bridge_address,
+        machine = BhyveMachine(spec, plan, self.programs,
                                relaunch_on_reboot=self.relaunch_on_reboot,
                                stop_grace=self.stop_grace)
         try:
@@ -237,10 +261,9 @@ class BhyveBackend(Backend):
 class BhyveMachine(Machine):
     nvme_model = "bhyve-NVMe"  # pci_nvme.c pci_nvme_init_ctrldata: cd->mn "bhyve-NVMe"
 
-    def __init__(self, spec: VmSpec, plan: LaunchPlan, programs: Programs, bridge: str,
-                 bridge_address: str, relaunch_on_reboot: bool = False, stop_grace: float = 5.0):
+    def __init__(self, spec: VmSpec, plan: LaunchPlan, programs: Programs,
+                 relaunch_on_reboot: bool = False, stop_grace: float = 5.0):
         self.spec, self.plan, self.programs = spec, plan, programs
-        self.bridge, self.bridge_address = bridge, bridge_address
         self.relaunch_on_reboot = relaunch_on_reboot
         self.stop_grace = stop_grace
         self.log_path = spec.logdir / "bhyve.log"
@@ -253,6 +276,7 @@ class BhyveMachine(Machine):
         self._done = threading.Event()
         self._exit: ExitInfo | None = None
         self._taps: list[str] = []  # the taps this machine created, to remove at destroy()
+        self.bridge: str | None = None  # the bridge it created (name known once made)
         self._consoles: list = []
 
     # Host preparation ------------------------------------------------------------------------
@@ -261,7 +285,7 @@ class BhyveMachine(Machine):
         with open(self.log_path, "a") as log:
             log.write(f"[refvm {time.strftime('%H:%M:%S')}] {text}\n")
 
-    def _run(self, argv: list, must: bool = False) -> int:
+    def _call(self, argv: list, must: bool = False) -> tuple[int, str]:
         """A short helper command (bhyvectl, ifconfig), logged; InfraError if it must work."""
         status, output = run_quietly(argv, timeout=60)
         self._note(f"$ {shlex.join(argv)} -> {status}" + (f": {output.strip()}" if output.strip()
@@ -269,26 +293,43 @@ class BhyveMachine(Machine):
         if must and status != 0:
             raise InfraError(f"`{shlex.join(argv)}` failed (exit {status}): "
                              f"{output.strip()[:300]}")
-        return status
+        return status, output
+
+    def _run(self, argv: list, must: bool = False) -> int:
+        return self._call(argv, must)[0]
 
     def prepare(self) -> None:
-        """Destroy a stale kernel VM of this name, then make this VM's taps."""
+        """Destroy a stale kernel VM of this name, then make this VM's bridge and taps (the
+        order command_lines() shows). Whatever was made is recorded as soon as it exists, so
+        destroy() removes it however far this got."""
         self._run(self.plan.destroy)  # fails when there is none: that is the normal case
         if not self.plan.taps:
             return
         ifconfig = self.programs.ifconfig
-        if self._run([ifconfig, self.bridge]) != 0:
+        host = self.host_address_for_guest()
+        if address_is_local(host):
             raise InfraError(
-                f"bridge {self.bridge} does not exist; create it once as root: "
-                f"`ifconfig bridge create` then `ifconfig bridgeN name {self.bridge} "
-                f"inet {self.bridge_address} up` (bridgeN as printed)")
+                f"{host} is already on an interface of this host, so {self.spec.name}'s bridge "
+                f"cannot have it: another VM drew the same network number (odds 1 in 254 per "
+                f"pair of concurrent VMs; a rerun draws another), or a killed run left a bridge "
+                f"behind (find it with `ifconfig -a inet`, remove it with `ifconfig bridgeK "
+                f"destroy`)")
         for tap in self.plan.taps:
             self._run(tap_destroy_argv(ifconfig, tap))  # a stale one from a killed run
+        _, output = self._call(bridge_create_argv(ifconfig), must=True)
+        names = BRIDGE_NAME.findall(output)
+        if len(names) != 1:
+            raise InfraError(f"`{shlex.join(bridge_create_argv(ifconfig))}` printed "
+                             f"{output.strip()[:200]!r}, not the name of one new bridge")
+        self.bridge = names[0]
+        self._run(bridge_address_argv(ifconfig, self.bridge, self.plan.bridge_address), must=True)
+        for tap in self.plan.taps:
             create, *attach = tap_create_argvs(ifconfig, tap, self.bridge)
             self._run(create, must=True)
             self._taps.append(tap)
             for argv in attach:
                 self._run(argv, must=True)
+        self._run(bridge_up_argv(ifconfig, self.bridge), must=True)
 
     # Machine protocol ------------------------------------------------------------------------
     def host_listen_address(self) -> str:
@@ -296,8 +337,13 @@ class BhyveMachine(Machine):
         return self.host_address_for_guest()
 
     def host_address_for_guest(self) -> str:
-        """The bridge's own address: the guest's tap is a member of that bridge."""
-        return self.bridge_address.split("/")[0]
+        """The VM's bridge's own address (10.210.n.1): the guest's taps are its members."""
+        return self.plan.bridge_address.split("/")[0]
+
+    def guest_static_ipv4(self) -> str | None:
+        """10.210.n.2/24: nothing answers DHCP on the VM's bridge. One address per VM: with
+        several NICs, all on the one bridge, only one of them may be given it."""
+        return self.plan.guest_address or None
 
     def open_console(self, port: str = "com1"):
         """The nmdm(4) B side of ``port`` as an unbuffered binary stream.
@@ -344,7 +390,8 @@ class BhyveMachine(Machine):
 
     def destroy(self) -> None:
         """Stop bhyve (SIGTERM is an ACPI power-off; SIGKILL after the grace), destroy the
-        kernel VM, remove the taps, close the consoles. Once; safe at any stage."""
+        kernel VM, remove the taps and the bridge, close the consoles. Once; safe at any stage
+        (only what prepare() made is removed: nothing when `ifconfig bridge create` failed)."""
         with self._lock:
             if self._destroyed:
                 return
@@ -358,6 +405,9 @@ class BhyveMachine(Machine):
         for tap in reversed(self._taps):
             self._run(tap_destroy_argv(self.programs.ifconfig, tap))
         self._taps.clear()
+        if self.bridge:
+            self._run(bridge_destroy_argv(self.programs.ifconfig, self.bridge))
+            self.bridge = None
         for stream in self._consoles:
             stream.close()
         self._consoles.clear()

@@ -17,6 +17,17 @@ Host-side names derive from the VM name (crc32, so the same name always gives th
 two concurrent VMs collide with odds of 1 in 10000):
     COMn of a VM  ->  nmdm unit  vm_number * 4 + (n - 1), A side to bhyve, B side to us
     NIC i of a VM ->  tap unit   vm_number * 8 + i        (at most 8 NICs)
+
+Each VM with NICs gets its own bridge, made per run with ``ifconfig bridge create`` (which
+prints the new name: ifconfig(8) "If creation of an arbitrary device is successful, the new
+device name is printed to standard output"), so its name is only known at run time; plans show
+it as ``bridgeN``. The bridge holds the host's end of a per-VM /24, and the guest, which no DHCP
+server answers there, configures the other address itself:
+    host (bridge)  10.210.net_number.1/24        guest  10.210.net_number.2/24
+    net_number = crc32(VM name) % 254 + 1, in 1..254 (never 0 or 255)
+Two concurrent VMs get the same /24 with odds of 1 in 254 (k VMs: about k(k-1)/508, 2.4% for
+4). The backend refuses to start such a VM (the host address is already on another interface)
+rather than misroute it; run names differ per run, so a rerun draws another number.
 """
 from __future__ import annotations
 
@@ -32,6 +43,8 @@ FIRST_DEVICE_SLOT, LAST_DEVICE_SLOT = 2, 30
 COM_PORTS = ("com1", "com2", "com3", "com4")
 MAX_NICS = 8
 NMDM_PATTERN = "/dev/nmdm{unit}{side}"
+NET_PREFIX = "10.210"  # each VM's bridge: 10.210.net_number(name).0/24
+BRIDGE_PLACEHOLDER = "bridgeN"  # plans: the name `ifconfig bridge create` prints at run time
 SERIAL_MAX = 20  # bhyve_config(5): "Serial number of up to twenty characters" (ahci, nvme, vtblk)
 NVME_SECTOR_SIZES = (512, 4096, 8192)  # bhyve_config(5) nvme sectsz: "one of 512, 4096, or 8192"
 
@@ -54,6 +67,17 @@ def nmdm_pair(name: str, port: str, pattern: str = NMDM_PATTERN) -> tuple[str, s
     return pattern.format(unit=unit, side="A"), pattern.format(unit=unit, side="B")
 
 
+def net_number(name: str) -> int:
+    """The third octet of a VM's 10.210.x.0/24 (see the module docstring)."""
+    return zlib.crc32(name.encode()) % 254 + 1
+
+
+def bridge_addresses(name: str) -> tuple[str, str]:
+    """(host address on the VM's bridge, the guest's static address), both in CIDR form."""
+    n = net_number(name)
+    return f"{NET_PREFIX}.{n}.1/24", f"{NET_PREFIX}.{n}.2/24"
+
+
 def tap_names(spec: VmSpec) -> list[str]:
     base = vm_number(spec.name) * MAX_NICS
     return [f"tap{base + index}" for index in range(len(spec.nics))]
@@ -74,7 +98,7 @@ def problems(spec: VmSpec, caps: BhyveCaps) -> list[str]:
         found.append(caps.lacks_emulation(nic.model))
         if nic.network != "user":
             found.append(f"NIC {nic.mac}: network {nic.network!r} has no bhyve mapping "
-                         f"(only 'user', which becomes a tap on the harness bridge)")
+                         f"(only 'user', which becomes a tap on the VM's own bridge)")
     for port in spec.serials:
         if port.name not in COM_PORTS:
             found.append(f"serial port {port.name!r}: bhyve's LPC has only {', '.join(COM_PORTS)}")
@@ -210,10 +234,42 @@ def destroy_argv(bhyvectl: str, name: str) -> list[str]:
     return [bhyvectl, f"--vm={name}", "--destroy"]
 
 
+def bridge_create_argv(ifconfig: str) -> list[str]:
+    """ifconfig(8) ``create`` without a unit number: a new bridge(4), whose name (e.g.
+    ``bridge3``) ifconfig prints on standard output."""
+    return [ifconfig, "bridge", "create"]
+
+
+def bridge_address_argv(ifconfig: str, bridge: str, address: str) -> list[str]:
+    """ifconfig(8): ``inet`` with the netmask in CIDR notation ("one can specify an address
+    like 192.168.0.1/16"); bridge(4): "The bridge can be used as a regular host interface at
+    the same time as bridging between its member ports"."""
+    return [ifconfig, bridge, "inet", address]
+
+
+def bridge_up_argv(ifconfig: str, bridge: str) -> list[str]:
+    """bridge(4): "For the bridge to forward packets, all member interfaces and the bridge
+    need to be up"."""
+    return [ifconfig, bridge, "up"]
+
+
 def tap_create_argvs(ifconfig: str, tap: str, bridge: str) -> list[list[str]]:
     """ifconfig(8): create the tap, make it a bridge member (``addm``), bring it up."""
     return [[ifconfig, tap, "create"], [ifconfig, bridge, "addm", tap], [ifconfig, tap, "up"]]
 
 
+def network_argvs(ifconfig: str, bridge: str, address: str, taps) -> list[list[str]]:
+    """What follows ``ifconfig bridge create`` (which printed ``bridge``), in run order: the
+    host address on the bridge, each tap made and added, the bridge up."""
+    lines = [bridge_address_argv(ifconfig, bridge, address)]
+    for tap in taps:
+        lines += tap_create_argvs(ifconfig, tap, bridge)
+    return lines + [bridge_up_argv(ifconfig, bridge)]
+
+
 def tap_destroy_argv(ifconfig: str, tap: str) -> list[str]:
     return [ifconfig, tap, "destroy"]
+
+
+def bridge_destroy_argv(ifconfig: str, bridge: str) -> list[str]:
+    return [ifconfig, bridge, "destroy"]

@@ -1,15 +1,18 @@
 """virtio-net: link, address, MAC, and 8 MiB each way over TCP to a listener on the host.
 
-The host endpoint listens on loopback; the backend says at which address the guest reaches
-the host (QEMU user networking maps 10.0.2.2 to the host's loopback). Both ends hash what
-they moved; the step compares those hashes and byte counts.
+The backend says where the host listener binds and at which address the guest reaches it
+(QEMU user networking maps 10.0.2.2 to the host's loopback; bhyve's per-VM bridge has the
+host at 10.210.N.1). The guest's address comes from DHCP where the backend's network offers
+it (QEMU), and is otherwise configured by the step, as the backend says (bhyve: 10.210.N.2/24).
+Both ends hash what they moved; the step compares those hashes and byte counts.
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from .. import schema as s
-from ..errors import GuestFailure
+from ..errors import GuestFailure, InfraError
 from ..hostio import TcpEndpoint
 from ..model import NicAttach
 from . import register
@@ -25,6 +28,21 @@ def _poll(ctx, op: str, deadline: float, done, **values) -> str:
         time.sleep(1)
 
 
+def address_plan(static: str | None) -> tuple[str, dict]:
+    """How the guest gets its IPv4 address, from ``Machine.guest_static_ipv4()``:
+    ("dhcp", {}) when that is None, else ("static", the values of the family's nic_set_ipv4
+    command: ``address`` in CIDR form, and its halves ``ip`` and ``prefix``)."""
+    if static is None:
+        return "dhcp", {}
+    try:
+        iface = ipaddress.IPv4Interface(static)
+    except ValueError:
+        raise InfraError(f"the backend gave the guest a static address {static!r}, "
+                         f"not an IPv4 address in CIDR form") from None
+    return "static", {"address": iface.with_prefixlen, "ip": str(iface.ip),
+                      "prefix": iface.network.prefixlen}
+
+
 @register("net_check", s.Map({
     "nic": s.F(s.Name(), required=True),
     "bytes": s.F(s.Size(minimum=1), default=8 << 20),
@@ -37,16 +55,25 @@ def net_check(ctx, args):
         raise GuestFailure(f"nic {attach.id}: no interface with MAC {attach.mac} in the guest")
     ctx.record(f"{attach.id}_interface", ifname)
     ctx.record(f"{attach.id}_mac", attach.mac)
+    source, static = address_plan(ctx.vm.machine.guest_static_ipv4())
+    ctx.record(f"{attach.id}_address_source", source)
+    if static:  # nothing on this network hands out addresses: the guest sets its own
+        guest_op(ctx, "nic_set_ipv4", ifname=ifname, **static)
     # Link and address come some seconds after boot (DHCP, the kernel's lazy link watcher).
     deadline = time.monotonic() + args["address_timeout"]
     state = _poll(ctx, "nic_state", deadline, lambda v: v == "up", ifname=ifname)
     if state != "up":
         raise GuestFailure(f"nic {attach.id} ({ifname}): link still {state!r} after "
                            f"{args['address_timeout']:.0f}s, expected 'up'")
-    address = _poll(ctx, "nic_ipv4", deadline, bool, ifname=ifname)
+    wanted = static.get("ip")
+    address = _poll(ctx, "nic_ipv4", deadline, (lambda v: v == wanted) if wanted else bool,
+                    ifname=ifname)
     if not address:
         raise GuestFailure(f"nic {attach.id} ({ifname}): no IPv4 address after "
-                           f"{args['address_timeout']:.0f}s")
+                           f"{args['address_timeout']:.0f}s ({source})")
+    if wanted and address != wanted:
+        raise GuestFailure(f"nic {attach.id} ({ifname}): IPv4 address {address}, not the "
+                           f"static {wanted} the step configured")
     ctx.record(f"{attach.id}_address", address)
     host = ctx.vm.machine.host_address_for_guest()
     listen = ctx.vm.machine.host_listen_address()
