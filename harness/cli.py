@@ -33,6 +33,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", default="artifacts", metavar="DIR")
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     parser.add_argument("--qemu-binary", default="qemu-system-x86_64", metavar="PATH")
+    parser.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
     parser.add_argument("--csm-firmware", default=None, metavar="PATH")
     parser.add_argument("--offline", action="store_true")
 
@@ -134,6 +135,8 @@ def cmd_plan(args, _extra) -> int:
             try:
                 row["commands"] = backend.command_lines(spec)
                 row["adds"] = scenario_additions(backend, spec)
+                if hasattr(backend, "domain_xml"):  # libvirt: the domain XML is the plan
+                    row["xml"] = backend.domain_xml(spec)
             except HarnessError as err:  # this one case needs what the host lacks
                 row["skip"] = str(err)
         rows.append(row)
@@ -153,6 +156,8 @@ def cmd_plan(args, _extra) -> int:
             print(f"#   scenario adds: {piece}")
         for argv in row["commands"]:
             print(" \\\n    ".join(_pairs(argv)))
+        if row.get("xml"):
+            print(row["xml"])
     return EXIT_OK
 
 
@@ -217,6 +222,8 @@ def cmd_run(args, extra) -> int:
                    "--qemu-binary", args.qemu_binary]
     if args.csm_firmware:
         pytest_args += ["--csm-firmware", args.csm_firmware]
+    if args.backend == "libvirt":
+        pytest_args += ["--libvirt-uri", args.libvirt_uri]
     for option in ("guest", "firmware", "scenario"):
         for value in getattr(args, option):
             pytest_args += [f"--{option}", value]
@@ -260,6 +267,13 @@ def cmd_clean(_args, _extra) -> int:
     from .reaper import reap
 
     removed = reap(log=lambda text: print(f"refvm: {text}"))
+    try:  # libvirt domains of dead runs, where libvirt is installed and reachable
+        from .backends.libvirt_backend import live_run_ids, reap_domains
+        from .backends import get_backend
+        reap_domains(get_backend("libvirt").conn, live_run_ids(),
+                     log=lambda text: print(f"refvm: {text}"))
+    except (ImportError, HarnessError):
+        pass
     print(f"refvm: {len(removed)} stale run(s) cleaned")
     return EXIT_OK
 

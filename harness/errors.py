@@ -43,6 +43,11 @@ class InfraError(HarnessError):
     category = "infra"
 
 
+class Unsupported(InfraError):
+    """This host or backend cannot express the VM a case needs (no NVMe bus in this libvirt, an
+    old bhyve without a device). Not a failure of anything: the case is skipped with this."""
+
+
 class GuestFailure(HarnessError):
     """The guest misbehaved: panic, no login prompt, wrong data, unexpected exit."""
 

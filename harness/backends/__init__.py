@@ -8,7 +8,7 @@ import platform
 
 from .base import Backend, ExitInfo, Machine  # noqa: F401
 
-BACKENDS = ("qemu", "bhyve")
+BACKENDS = ("qemu", "bhyve", "libvirt")
 # The embedded default: bhyve where it lives, QEMU everywhere else.
 DEFAULT_BACKEND = "bhyve" if platform.system() == "FreeBSD" else "qemu"
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "ExitInfo", "Machine", "get_backend"]
@@ -21,4 +21,7 @@ def get_backend(name: str, **options) -> Backend:
     if name == "bhyve":
         from .bhyve import BhyveBackend
         return BhyveBackend(**options)
+    if name == "libvirt":
+        from .libvirt_backend import LibvirtBackend
+        return LibvirtBackend(**options)
     raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import firmware as fw
-from ..errors import InfraError
+from ..errors import InfraError, Unsupported
 from ..process import spawn, stop, tail_text
 from ..vmspec import VmSpec
 from .base import Backend, ExitInfo, Machine
@@ -199,7 +199,7 @@ class BhyveBackend(Backend):
     def launch_plan(self, spec: VmSpec) -> LaunchPlan:
         reasons = problems(spec, self.caps)
         if reasons:
-            raise InfraError("; ".join(reasons))
+            raise Unsupported("; ".join(reasons))
         p = self.programs
         bootrom, _ = self._bootrom(spec)
         host_address, guest_address = bridge_addresses(spec.name)

@@ -14,7 +14,7 @@ import pytest
 
 from ..backends import BACKENDS, DEFAULT_BACKEND
 from ..catalog import load_scenarios
-from ..errors import ConfigError, HarnessError
+from ..errors import ConfigError, HarnessError, Unsupported
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
@@ -42,6 +42,8 @@ def pytest_addoption(parser):
                     help="QEMU accelerator; auto probes KVM with a real boot, else TCG")
     group.addoption("--qemu-binary", default="qemu-system-x86_64", metavar="PATH",
                     help="QEMU to run (default: qemu-system-x86_64 from PATH)")
+    group.addoption("--libvirt-uri", default="qemu:///system", metavar="URI",
+                    help="libvirt connection for --backend libvirt (e.g. qemu+tcp://host/system)")
     group.addoption("--csm-firmware", default=None, metavar="PATH",
                     help="bhyve: a pinned BHYVE_UEFI_CSM.fd (no longer packaged since 2024)")
     group.addoption("--offline", action="store_true",
@@ -131,7 +133,10 @@ class ScenarioItem(pytest.Item):
         except ImageUnavailable as err:
             pytest.skip(str(err))
         self.record("backend", self.state.backend.describe())
-        self.vm = self.state.run.boot(self.case, image)
+        try:
+            self.vm = self.state.run.boot(self.case, image)
+        except Unsupported as err:  # the host cannot express this VM: a reason, not a fault
+            pytest.skip(str(err))
         self.record("console_log", str(self.vm.log.path))
 
     def runtest(self):

@@ -47,6 +47,9 @@ class RefvmState:
     def run(self) -> Run:
         if self._run is None:
             reap(log=self._say)  # what killed runs left behind, before we add our own
+            if self.options.backend == "libvirt":
+                from ..backends.libvirt_backend import live_run_ids, reap_domains
+                reap_domains(self.backend.conn, live_run_ids(), log=self._say)
             self._run = Run(self.backend, Path(self.options.artifacts))
         return self._run
 
@@ -78,6 +81,9 @@ def make_backend(name: str, options, cache: ImageCache, guests, planning: bool =
     ``planning``, may assume a FreeBSD release's bhyve on a host that has none."""
     if name == "bhyve":
         return get_backend("bhyve", csm_firmware=options.csm_firmware, planning=planning)
+    if name == "libvirt":
+        return get_backend("libvirt", uri=options.libvirt_uri,
+                           domain_type="kvm" if options.accel == "kvm" else None)
     probe_image = None
     for guest in guests:
         if guest.image.build and guest.family == "linux":

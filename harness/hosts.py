@@ -1,0 +1,194 @@
+"""Hosts files: which hypervisor hosts a matrix may use, and a pool that spreads cases over them.
+
+A hosts file is a YAML list, one entry per host::
+
+    - uri: qemu:///system            # a libvirt URI (the direct backends: this machine)
+      name: local                    # optional; defaults to the URI's host name
+      max_vms: 2                     # VMs this host runs at once (default 1)
+      firmware: [uefi, csm]          # default: uefi, csm
+      backends: [libvirt, qemu]      # default: libvirt
+    - uri: bhyve+ssh://root@bsd1/system
+      max_vms: 4
+      firmware: [uefi, bhyveload]
+
+Errors are reported like every other input file: ``file:line: field: message``.
+
+The pool turns hosts into *slots* (one per VM a host may run at once), interleaved so that
+consecutive slots sit on different hosts. Each case is pinned to one slot it can run on
+(firmware and backend), least-loaded first, deterministically: every pytest-xdist worker
+computes the same assignment at collection. The plugin then marks each case with
+``xdist_group(slot.group)`` and runs with ``--dist loadgroup``: one slot's cases run on one
+worker, one at a time, so no host ever runs more than ``max_vms`` VMs. ``for_worker`` is the
+simpler mode (one slot per worker id, gw0, gw1, ...).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from . import schema as s
+from .errors import ConfigError, InfraError, Problem
+from .yamlfile import load_text
+
+FIRMWARES = ("uefi", "csm", "bhyveload")
+BACKENDS = ("libvirt", "qemu", "bhyve")
+_URI = r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://[^\s]*/(system|session)$"
+
+
+@dataclass(frozen=True)
+class Host:
+    uri: str
+    name: str
+    max_vms: int
+    firmware: tuple
+    backends: tuple
+
+    @property
+    def local(self) -> bool:
+        return urlparse(self.uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+
+    def runs(self, firmware: str, backend: str) -> bool:
+        return firmware in self.firmware and backend in self.backends
+
+
+@dataclass(frozen=True)
+class Slot:
+    host: Host
+    index: int  # 0 .. max_vms - 1
+
+    @property
+    def group(self) -> str:
+        """The xdist_group name: all cases of one slot run on one worker, in turn."""
+        return f"{self.host.name}#{self.index}"
+
+
+def _check_host(host: dict, where: s.Where, raw) -> None:
+    if not Host(host["uri"], "", 1, (), ()).local:
+        for index, backend in enumerate(host["backends"]):
+            if backend != "libvirt":
+                where.at(raw, "backends").at(raw["backends"], index).report(
+                    f"backend {backend!r} runs its hypervisor on this machine, but "
+                    f"{host['uri']} is another host: use libvirt")
+    scheme = urlparse(host["uri"]).scheme.split("+")[0]
+    if "bhyveload" in host["firmware"] and scheme != "bhyve" \
+            and "bhyve" not in host["backends"]:
+        index = list(host["firmware"]).index("bhyveload")
+        where.at(raw, "firmware").at(raw["firmware"], index).report(
+            "bhyveload boots bhyve guests only: use a bhyve:// URI or the bhyve backend")
+
+
+HOST = s.Map({
+    "uri": s.F(s.Str(_URI, "a libvirt URI such as qemu:///system or "
+                           "qemu+tcp://host/system"), required=True),
+    "name": s.F(s.Name(), doc="defaults to the URI's host name, or 'local'"),
+    "max_vms": s.F(s.Int(minimum=1, maximum=256), default=1),
+    "firmware": s.F(s.ListOf(s.Enum(*FIRMWARES), unique=True, nonempty=True),
+                    default=["uefi", "csm"]),
+    "backends": s.F(s.ListOf(s.Enum(*BACKENDS), unique=True, nonempty=True),
+                    default=["libvirt"]),
+}, extra=_check_host)
+
+
+def _default_name(uri: str) -> str:
+    host = urlparse(uri).hostname
+    if not host or host in ("localhost", "127.0.0.1", "::1"):
+        host = "local"
+    return re.sub(r"[^a-z0-9_.-]+", "-", host.lower()).strip("-") or "local"
+
+
+def parse_hosts(text: str, filename: str) -> list[Host]:
+    """Hosts from YAML text; ConfigError listing every problem as file:line: field: message."""
+    raw = load_text(text, filename)
+    problems: list[Problem] = []
+    if not isinstance(raw, list) or not raw:
+        line = getattr(raw, "line", 1) or 1
+        raise ConfigError([Problem(filename, line, "(top)",
+                                   "must be a non-empty list of hosts (- uri: ...)")])
+    entries = s.validate(raw, s.ListOf(HOST), filename, problems)
+    hosts, seen_uri, seen_name = [], {}, {}
+    for index, entry in enumerate(entries if entries is not s.MISSING else []):
+        if entry is s.MISSING or any(v is s.MISSING for v in entry.values()):
+            continue
+        item = raw[index]
+        where = s.Where(filename, f"[{index}]", raw.line_of(index), problems)
+        name = entry["name"] or _default_name(entry["uri"])
+        if entry["uri"] in seen_uri:
+            where.at(item, "uri").report(f"{entry['uri']} is already host "
+                                         f"[{seen_uri[entry['uri']]}]")
+        elif name in seen_name:
+            field = "name" if "name" in item else "uri"
+            where.at(item, field).report(f"host name {name!r} is already used by host "
+                                         f"[{seen_name[name]}]: give this one a name")
+        seen_uri.setdefault(entry["uri"], index)
+        seen_name.setdefault(name, index)
+        hosts.append(Host(entry["uri"], name, entry["max_vms"], tuple(entry["firmware"]),
+                          tuple(entry["backends"])))
+    if problems:
+        raise ConfigError(problems)
+    return hosts
+
+
+def load_hosts(path: Path) -> list[Host]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError([Problem(str(path), 0, "--hosts", f"cannot read: {err.strerror}")]) \
+            from None
+    return parse_hosts(text, str(path))
+
+
+class HostPool:
+    def __init__(self, hosts: list[Host]):
+        if not hosts:
+            raise InfraError("the hosts file lists no host")
+        self.hosts = list(hosts)
+        # Interleaved: a0 b0 c0 a1 b1 a2 ... so the first N slots span as many hosts as can be.
+        self.slots: list[Slot] = []
+        for index in range(max(h.max_vms for h in hosts)):
+            self.slots += [Slot(h, index) for h in hosts if index < h.max_vms]
+
+    @property
+    def capacity(self) -> int:
+        return len(self.slots)
+
+    def for_worker(self, worker_id: str) -> Slot:
+        """The slot of a pytest-xdist worker ('gw0', 'gw1', ...; 'master' without xdist)."""
+        if worker_id in ("master", "", None):
+            return self.slots[0]
+        match = re.fullmatch(r"gw(\d+)", worker_id)
+        if not match:
+            raise InfraError(f"unknown pytest-xdist worker id {worker_id!r}")
+        number = int(match.group(1))
+        if number >= self.capacity:
+            raise InfraError(f"worker {worker_id} has no host: the hosts file allows "
+                             f"{self.capacity} VMs at once (the sum of max_vms); run with "
+                             f"-n {self.capacity} or fewer")
+        return self.slots[number]
+
+    def assign(self, cases) -> dict:
+        """Pin each case to a slot: ``cases`` is an ordered iterable of (key, firmware,
+        backend); returns {key: Slot or None (no host runs that firmware with that backend)}.
+
+        Least-loaded eligible slot first, ties in slot order: spreads a matrix over every host
+        that can run it, and is the same on every worker for the same collection.
+        """
+        load = {id(slot): 0 for slot in self.slots}
+        out = {}
+        for key, firmware, backend in cases:
+            eligible = [slot for slot in self.slots if slot.host.runs(firmware, backend)]
+            if not eligible:
+                out[key] = None
+                continue
+            best = min(eligible, key=lambda slot: load[id(slot)])
+            load[id(best)] += 1
+            out[key] = best
+        return out
+
+    def why_none(self, firmware: str, backend: str) -> str:
+        return (f"no host in the hosts file runs {firmware} firmware with the {backend} "
+                f"backend (hosts: " + ", ".join(
+                    f"{h.name}: {'/'.join(h.firmware)} via {'/'.join(h.backends)}"
+                    for h in self.hosts) + ")")
