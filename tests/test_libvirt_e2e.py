@@ -31,7 +31,7 @@ def _reachable(uri: str) -> str | None:
         import libvirt
     except ImportError:
         return "libvirt-python is not installed (pip install libvirt-python)"
-    from harness.backends.libvirt_backend import connect
+    from harness.backends.libvirt_connection import connect
     try:
         connect(uri).close()
     except InfraError as err:
@@ -84,7 +84,7 @@ def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL) -> tuple[dict,
 
 def assert_nothing_left(run: Run, uri: str = LOCAL) -> None:
     assert refvm_domains(uri) == [], "a refvm domain outlived its run"
-    from harness.backends.libvirt_backend import STAGE_ROOT
+    from harness.backends.libvirt_staging import STAGE_ROOT
     assert not list(STAGE_ROOT.glob(f"refvm-{run.run_id}-*")), "staged files outlived the run"
     assert not run.workroot.exists()
 
@@ -187,7 +187,8 @@ def test_reap_domains_removes_dead_runs_only():
     need(LOCAL)
     import libvirt
 
-    from harness.backends.libvirt_backend import connect, reap_domains
+    from harness.backends.libvirt_connection import connect
+    from harness.backends.libvirt_reap import reap_domains
 
     conn = connect(LOCAL)
     xml = ("<domain type='qemu'><name>{}</name><uuid>{}</uuid><memory unit='MiB'>32</memory>"

@@ -442,10 +442,10 @@ def test_version_numbers():
     assert lx.parse_version(11009001) == (11, 9, 1)
 
 
-# File access and exit words (libvirt_backend; no libvirtd needed) -----------------------------
+# File access and exit words (libvirt_staging, libvirt_machine; no libvirtd needed) -------
 
 def test_others_can_reach_needs_searchable_parents_and_a_readable_file(tmp_path):
-    from harness.backends.libvirt_backend import others_can_reach
+    from harness.backends.libvirt_staging import others_can_reach
 
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
@@ -462,7 +462,7 @@ def test_others_can_reach_needs_searchable_parents_and_a_readable_file(tmp_path)
 
 
 def test_stage_links_shared_files_and_copies_private_read_only_ones(tmp_path):
-    from harness.backends.libvirt_backend import Stage
+    from harness.backends.libvirt_staging import Stage
 
     src = tmp_path / "private"
     src.mkdir(mode=0o700)
@@ -484,7 +484,7 @@ def test_stage_links_shared_files_and_copies_private_read_only_ones(tmp_path):
 
 
 def test_run_ids_of_domain_names():
-    from harness.backends.libvirt_backend import run_id_of
+    from harness.backends.libvirt_reap import run_id_of
 
     assert run_id_of("refvm-0123abcd-7") == "0123abcd"
     assert run_id_of("refvm-0123abcd") is None and run_id_of("webserver") is None
@@ -495,7 +495,7 @@ def _machine(events=(), qmp=None):
     libvirt = pytest.importorskip("libvirt")
     import threading
 
-    from harness.backends.libvirt_backend import LibvirtMachine
+    from harness.backends.libvirt_machine import LibvirtMachine
 
     m = object.__new__(LibvirtMachine)
     m.libvirt, m._events, m._qmp_reason, m._exit = libvirt, list(events), qmp, None

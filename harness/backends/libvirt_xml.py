@@ -120,7 +120,7 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     """The <domain> element for ``spec`` under libvirt driver ``driver`` ('qemu' or 'bhyve').
 
     ``disk_paths`` maps a disk's own path to the path libvirt must open instead (a staged
-    copy of a read-only image: see libvirt_backend); absent disks use their own path.
+    copy of a read-only image: see libvirt_staging); absent disks use their own path.
     """
     if driver not in DRIVERS:
         raise InfraError(f"unknown libvirt driver {driver!r}; known: {', '.join(DRIVERS)}")

@@ -1,0 +1,269 @@
+"""One running libvirt domain: its consoles, its events, how it ended, and its teardown.
+
+Domains are *transient*, so a domain vanishes when it stops and its exit is read from events,
+not from a state that no longer exists:
+
+- QEMU driver: the first QMP ``SHUTDOWN`` event's reason (through libvirt-qemu's monitor event
+  API), in the same words as the QEMU backend. This is what tells a reboot from a power-off:
+  with ``<on_reboot>destroy</on_reboot>`` libvirt 9.0 turns a guest reset into
+  SHUTDOWN(guest)/STOPPED(shutdown) lifecycle events, exactly like a power-off (QEMU's own
+  SHUTDOWN event still says ``guest-reset``).
+- Lifecycle events (STOPPED: shutdown / destroyed / crashed / failed; CRASHED) and, while the
+  domain exists, ``virDomainGetState``'s shutoff reason. A domain that has vanished
+  (VIR_ERR_NO_DOMAIN) is judged from the last event seen.
+It is apart from the backend (which plans and starts domains) because this state lives on
+libvirt's event thread and is all about one domain after it started.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InfraError
+from ..vmspec import VmSpec
+from . import libvirt_xml as lx
+from .base import ExitInfo, Machine
+from .libvirt_connection import load_binding
+from .libvirt_console import StreamBridge
+from .libvirt_staging import Stage
+from .qemu import SHUTDOWN_REASONS
+
+if TYPE_CHECKING:
+    from .libvirt_backend import LibvirtBackend
+
+# Exit reasons ---------------------------------------------------------------------------------
+
+# How a domain stopped -> (kind, words). libvirt names the same reasons twice, as
+# VIR_DOMAIN_EVENT_STOPPED_<reason> (lifecycle event detail) and VIR_DOMAIN_SHUTOFF_<reason>
+# (virDomainGetState reason), with different numbers; the state has two more reasons.
+_STOP_REASONS = (
+    ("SHUTDOWN", "poweroff", "the guest shut down"),
+    ("DESTROYED", "killed", "destroyed by the host"),
+    ("CRASHED", "panic", "the guest crashed"),
+    ("MIGRATED", "error", "migrated away"),
+    ("SAVED", "error", "saved to a file"),
+    ("FAILED", "error", "the hypervisor failed"),
+    ("FROM_SNAPSHOT", "error", "reverted to a snapshot"),
+)
+_SHUTOFF_ONLY_REASONS = (
+    ("DAEMON", "error", "libvirtd restarted and lost it"),
+    ("UNKNOWN", "error", "shut off for an unknown reason"),
+)
+
+
+def _reason_words(libvirt, prefix: str, reasons) -> dict:
+    """{libvirt.<prefix><reason>: (kind, words)} for each (reason, kind, words)."""
+    return {getattr(libvirt, prefix + reason): (kind, words) for reason, kind, words in reasons}
+
+
+def _stopped_words(libvirt) -> dict:
+    """VIR_DOMAIN_EVENT_STOPPED_* -> (kind, words)."""
+    return _reason_words(libvirt, "VIR_DOMAIN_EVENT_STOPPED_", _STOP_REASONS)
+
+
+def _shutoff_words(libvirt) -> dict:
+    """VIR_DOMAIN_SHUTOFF_* (virDomainGetState reason) -> (kind, words)."""
+    return _reason_words(libvirt, "VIR_DOMAIN_SHUTOFF_", _STOP_REASONS + _SHUTOFF_ONLY_REASONS)
+
+
+class LibvirtMachine(Machine):
+    def __init__(self, backend: LibvirtBackend, spec: VmSpec, dom, stage: Stage | None,
+                 nvram: Path | None):
+        self.libvirt = load_binding()
+        self.backend = backend
+        self.conn = backend.conn
+        self.spec = spec
+        self.dom = dom
+        self.nvme_model = "QEMU NVMe Ctrl" if backend.driver == "qemu" else "bhyve-NVMe"
+        self._stage = stage
+        self._nvram = nvram
+        self._bridges: list[StreamBridge] = []
+        self._changed = threading.Condition()
+        self._events: list[tuple] = []   # (kind, detail) lifecycle events, in order
+        self._qmp_reason: str | None = None
+        self._exit: ExitInfo | None = None
+        self._destroyed = False
+        self._callbacks: list[int] = []
+        self._qmp_callback: int | None = None
+        self._last_state = "paused"
+        self._register()
+
+    def _register(self) -> None:
+        libvirt = self.libvirt
+        try:
+            self._callbacks.append(self.conn.domainEventRegisterAny(
+                self.dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
+        except libvirt.libvirtError as err:
+            self.destroy()
+            raise InfraError(f"cannot watch {self.spec.name}'s events: "
+                             f"{err.get_error_message()}") from None
+        if self.backend.driver == "qemu":
+            try:
+                import libvirt_qemu
+                self._qmp_callback = libvirt_qemu.qemuMonitorEventRegister(
+                    self.conn, self.dom, "SHUTDOWN", self._on_qmp_shutdown, None, 0)
+            except (ImportError, libvirt.libvirtError):
+                pass  # a reboot then reads as a power-off: see the module docstring
+
+    # Event callbacks (libvirt's event thread) --------------------------------------------------
+    def _on_lifecycle(self, _conn, _dom, event: int, detail: int, _opaque) -> None:
+        with self._changed:
+            self._events.append((event, detail))
+            self._changed.notify_all()
+
+    def _on_qmp_shutdown(self, _conn, _dom, _event, _sec, _usec, details, _opaque) -> None:
+        import json
+        try:
+            reason = json.loads(details or "{}").get("reason")
+        except ValueError:
+            reason = None
+        with self._changed:
+            if self._qmp_reason is None and reason:  # the first: later ones are libvirt's kill
+                self._qmp_reason = reason
+            self._changed.notify_all()
+
+    # Machine protocol ----------------------------------------------------------------------
+    def host_address_for_guest(self) -> str:
+        if self.backend.driver == "qemu":
+            return "10.0.2.2"  # <interface type='user'>: QEMU user networking
+        if self.backend.host_address:
+            return self.backend.host_address
+        raise InfraError(f"the libvirt bhyve backend needs host_address= (the address of "
+                         f"bridge {self.backend.bridge} on the host) for network scenarios")
+
+    def host_listen_address(self) -> str:
+        # QEMU user networking forwards 10.0.2.2 to the host's loopback; on a bhyve bridge
+        # the listener binds to the bridge's own address.
+        if self.backend.driver == "qemu":
+            return "127.0.0.1"
+        return self.host_address_for_guest()
+
+    def guest_static_ipv4(self) -> str | None:
+        # QEMU user networking has DHCP; a plain bhyve bridge has none unless configured.
+        return self.backend.guest_ipv4 if self.backend.driver == "bhyve" else None
+
+    def open_console(self, port: str = "com1"):
+        alias = lx.console_alias(self.spec, port)
+        libvirt = self.libvirt
+        try:
+            stream = self.conn.newStream(0)
+            self.dom.openConsole(alias, stream, 0)
+        except libvirt.libvirtError as err:
+            raise InfraError(f"cannot open {self.spec.name}'s {port} ({alias}) through "
+                             f"libvirt: {err.get_error_message()}") from None
+        bridge = StreamBridge(stream, f"{self.spec.name}-{port}")
+        self._bridges.append(bridge)
+        return bridge.sock
+
+    def resume(self) -> None:
+        try:
+            self.dom.resume()
+        except self.libvirt.libvirtError as err:
+            raise InfraError(f"cannot resume {self.spec.name}: {err.get_error_message()}") \
+                from None
+        self._last_state = "running"
+
+    def poll(self) -> ExitInfo | None:
+        if self._exit is not None:
+            return self._exit
+        libvirt = self.libvirt
+        try:
+            state, reason = self.dom.state()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise InfraError(f"lost {self.spec.name} at {self.backend.uri}: "
+                                 f"{err.get_error_message()}") from None
+            return self._vanished()
+        if state == libvirt.VIR_DOMAIN_SHUTOFF:
+            kind, words = _shutoff_words(libvirt).get(reason, ("error", f"shutoff {reason}"))
+            return self._set_exit(kind, words)
+        if state == libvirt.VIR_DOMAIN_CRASHED:
+            return self._set_exit("panic", "the guest crashed (domain state crashed)")
+        self._last_state = {libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "running")
+        return None
+
+    def _vanished(self) -> ExitInfo:
+        """The transient domain is gone: judge by the events (they may trail the state)."""
+        libvirt = self.libvirt
+        deadline = time.monotonic() + 2.0
+        with self._changed:
+            while self._stopped_event() is None and time.monotonic() < deadline:
+                self._changed.wait(0.1)
+            stopped = self._stopped_event()
+        if stopped is not None:
+            kind, words = _stopped_words(libvirt).get(stopped, ("error", f"stopped {stopped}"))
+            if any(e == libvirt.VIR_DOMAIN_EVENT_CRASHED for e, _ in self._events):
+                kind, words = "panic", "the guest crashed"
+            return self._set_exit(kind, words)
+        return self._set_exit("killed", f"the domain vanished; last seen {self._last_state}")
+
+    def _stopped_event(self):
+        for event, detail in reversed(self._events):
+            if event == self.libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                return detail
+        return None
+
+    def _set_exit(self, kind: str, words: str) -> ExitInfo:
+        qmp = self._qmp_reason
+        if qmp in SHUTDOWN_REASONS:  # QEMU's own reason is the precise one (guest-reset)
+            kind, words = SHUTDOWN_REASONS[qmp], f"{words}; QEMU: {qmp}"
+        self._exit = ExitInfo(kind, None, f"libvirt: {words}")
+        return self._exit
+
+    def wait_exit(self, timeout: float) -> ExitInfo | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.poll()
+            if info is not None:
+                return info
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            with self._changed:
+                self._changed.wait(min(left, 0.5))
+
+    def destroy(self) -> None:
+        """Destroy the domain however far start got; close consoles; remove staged files."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        libvirt = self.libvirt
+        try:
+            if self._exit is None:
+                try:
+                    if self.dom.isActive():
+                        self.dom.destroy()
+                        self._set_exit("killed", "destroyed by the harness")
+                except libvirt.libvirtError:
+                    pass  # already gone
+            try:
+                if self.dom.isPersistent():  # never ours, but leave nothing defined
+                    self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                pass
+        finally:
+            for bridge in self._bridges:
+                bridge.close()
+            self._bridges.clear()
+            for callback in self._callbacks:
+                try:
+                    self.conn.domainEventDeregisterAny(callback)
+                except libvirt.libvirtError:
+                    pass
+            self._callbacks.clear()
+            if self._qmp_callback is not None:
+                try:
+                    import libvirt_qemu
+                    libvirt_qemu.qemuMonitorEventDeregister(self.conn, self._qmp_callback)
+                except (ImportError, libvirt.libvirtError):
+                    pass
+                self._qmp_callback = None
+            if self._stage is not None:
+                self._stage.remove()
+            if self._nvram is not None:
+                try:
+                    self._nvram.unlink()
+                except FileNotFoundError:
+                    pass
