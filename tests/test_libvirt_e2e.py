@@ -69,10 +69,12 @@ def refvm_domains(uri: str = LOCAL) -> list[str]:
     return [line for line in out.split() if line.startswith("refvm-")]
 
 
-def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL) -> tuple[dict, Run]:
+def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL,
+             name: str = "boot") -> tuple[dict, Run]:
+    """Boot the reference guest through libvirt and run one scenario's steps on it."""
     guest, image = refguest
     run = Run(backend(uri), tmp_path / "artifacts")
-    case = Case(scenario("boot"), guest, firmware, "libvirt")
+    case = Case(scenario(name), guest, firmware, "libvirt")
     recorded: dict = {}
     try:
         vm = run.boot(case, image)
@@ -107,15 +109,7 @@ def test_boot_scenario_passes_through_qemu_system(tmp_path, refguest, firmware):
 def test_device_scenarios_pass_through_qemu_system(tmp_path, refguest, name):
     """COM2 as a raw data channel over a second libvirt console stream; writable scratch disks
     chowned to libvirt-qemu and back by libvirt's DAC driver; user-mode virtio-net."""
-    guest, image = refguest
-    run = Run(backend(), tmp_path / "artifacts")
-    case = Case(scenario(name), guest, "uefi", "libvirt")
-    recorded: dict = {}
-    try:
-        vm = run.boot(case, image)
-        run.run_steps(case, vm, recorded.__setitem__)
-    finally:
-        run.close()
+    recorded, run = run_boot(tmp_path, refguest, "uefi", name=name)
     assert recorded["exit"] == "poweroff"
     assert_nothing_left(run)
 

@@ -6,20 +6,21 @@ stream and one end of a ``socket.socketpair()``; the other end is a plain socket
 fileno(), so pexpect's fdspawn (COM1) and the UART scenario's sendall/recv (COM2) work
 unchanged, locally and remotely.
 
-Two threads, one per direction, each doing blocking calls:
-- stream -> socket: ``stream.recv`` blocks until the guest prints (b'' at end of stream);
-- socket -> stream: ``sock.recv`` blocks until the harness types, then ``stream.sendAll``.
-A blocking recv on one thread does not hold up a send on the other (libvirt's RPC client
-releases the stream while it waits); tests/test_libvirt_e2e.py types into a paused guest's
-console while the reader is blocked. When either side ends, both are shut down, so pexpect sees
-EOF when the domain goes away and libvirt sees the stream finish when the harness closes.
+Two threads, one per direction. The stream is non-blocking (VIR_STREAM_NONBLOCK): libvirt's
+event-loop thread moves incoming data into the stream's queue, and the threads here poll it,
+backing off briefly when it is empty (-2, EAGAIN). Blocking recv and send on one stream from
+two threads stalled in practice, leaving part of a line in libvirt's client until more output
+came. When either side ends, both are shut down, so pexpect sees EOF when the domain goes away
+and libvirt sees the stream finish when the harness closes.
 """
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 CHUNK = 65536
+POLL_INTERVAL = 0.005  # seconds between looks at an empty stream
 
 
 class StreamBridge:
@@ -44,7 +45,8 @@ class StreamBridge:
         try:
             while True:
                 data = self._stream.recv(CHUNK)
-                if isinstance(data, int):  # -2 (EAGAIN) only on non-blocking streams
+                if isinstance(data, int):  # -2: nothing queued yet (EAGAIN)
+                    time.sleep(POLL_INTERVAL)
                     continue
                 if not data:
                     break
@@ -63,7 +65,8 @@ class StreamBridge:
                 view = memoryview(data)
                 while view:
                     sent = self._stream.send(bytes(view))
-                    if sent < 0:  # -2: would block (non-blocking stream only)
+                    if sent < 0:  # -2: would block (EAGAIN)
+                        time.sleep(POLL_INTERVAL)
                         continue
                     view = view[sent:]
         except Exception as err:  # noqa: BLE001

@@ -148,7 +148,10 @@ class LibvirtMachine(Machine):
         alias = lx.console_alias(self.spec, port)
         libvirt = self.libvirt
         try:
-            stream = self.conn.newStream(0)
+            # Non-blocking: libvirt's event-loop thread queues incoming data and the bridge
+            # polls. Blocking recv and send on one stream from two threads can stall with
+            # bytes left in the client (seen: a prompt cut short until more output came).
+            stream = self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
             self.dom.openConsole(alias, stream, 0)
         except libvirt.libvirtError as err:
             raise InfraError(f"cannot open {self.spec.name}'s {port} ({alias}) through "
