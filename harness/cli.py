@@ -135,8 +135,7 @@ def cmd_plan(args, _extra) -> int:
             try:
                 row["commands"] = backend.command_lines(spec)
                 row["adds"] = scenario_additions(backend, spec)
-                if hasattr(backend, "domain_xml"):  # libvirt: the domain XML is the plan
-                    row["xml"] = backend.domain_xml(spec)
+                row["details"] = backend.plan_details(spec)
             except HarnessError as err:  # this one case needs what the host lacks
                 row["skip"] = str(err)
         rows.append(row)
@@ -156,8 +155,8 @@ def cmd_plan(args, _extra) -> int:
             print(f"#   scenario adds: {piece}")
         for argv in row["commands"]:
             print(" \\\n    ".join(_pairs(argv)))
-        if row.get("xml"):
-            print(row["xml"])
+        if row.get("details"):
+            print(row["details"])
     return EXIT_OK
 
 

@@ -159,3 +159,18 @@ def test_local_image_with_wrong_hash_is_refused(tmp_path):
     guest = replace(guest, image=replace(guest.image, url=None, path=image, sha256="0" * 64))
     with pytest.raises(InfraError, match="does not have sha256 0{64}"):
         quiet_cache(tmp_path).prepare(guest)
+
+
+def test_temp_files_of_a_killed_download_are_removed_by_the_next_fetch(tmp_path, server):
+    server.blobs["/disk.img"] = PAYLOAD
+    cache = quiet_cache(tmp_path)
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
+    images = tmp_path / "cache" / "images"
+    images.mkdir(parents=True)
+    target = cache.expected_path(guest)
+    stale = [images / f".fetch-{target.name}-abc123", images / f".unpack-{target.name}-def456"]
+    other = images / ".fetch-someotherimage.raw-xyz"  # another entry's: not ours to remove
+    for path in stale + [other]:
+        path.write_bytes(b"partial")
+    cache.prepare(guest)
+    assert not any(path.exists() for path in stale) and other.exists()

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 from ..vmspec import VmSpec
 
-# How a hypervisor run ended, in words a person reads in a CI report.
-EXIT_KINDS = ("poweroff", "reboot", "halt", "triple-fault", "panic", "error", "killed")
-
-
 @dataclass(frozen=True)
 class ExitInfo:
+    """How a hypervisor run ended, in words a person reads in a CI report. ``kind`` is one of
+    poweroff, reboot, halt, triple-fault, panic, error, killed."""
+
     kind: str
     code: int | None
     detail: str
@@ -85,6 +84,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
         """The exact argv lists start() would run, in order, for plans and repro."""
+
+    def plan_details(self, spec: VmSpec) -> str | None:
+        """Anything a plan should show beyond the command lines (libvirt: the domain XML)."""
+        return None
 
     @abc.abstractmethod
     def start(self, spec: VmSpec) -> Machine:

@@ -142,6 +142,9 @@ class LibvirtBackend(Backend):
         """What start() amounts to, as a command a person can rerun (the XML is in logdir)."""
         return [["virsh", "-c", self.uri, "create", "--paused", str(spec.logdir / "domain.xml")]]
 
+    def plan_details(self, spec: VmSpec) -> str:
+        return self.domain_xml(spec)
+
     def domain_xml(self, spec: VmSpec, disk_paths: dict | None = None,
                    firmware: lx.FirmwareFiles | None = None) -> str:
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""

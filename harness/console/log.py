@@ -25,7 +25,6 @@ class ConsoleLog:
         self._start = clock()
         self._partial = ""
         self._tail = deque(maxlen=tail_lines)
-        self.bytes_seen = 0
         self.last_output = self._start
 
     # The file-like interface pexpect uses -------------------------------------------------
@@ -34,7 +33,6 @@ class ConsoleLog:
             data = data.decode("utf-8", "replace")
         if not data:
             return
-        self.bytes_seen += len(data)
         self.last_output = self._clock()
         lines = (self._partial + data).split("\n")
         self._partial = lines.pop()

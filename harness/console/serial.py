@@ -144,10 +144,10 @@ class SerialConsole:
         if index == 3:
             raise LoginError(f"the guest asked for the login again after {user!r}; "
                              f"last console lines:\n{self.log.tail(10)}")
-        self._after_login(after_login, shell_prompt)
+        self._after_login(after_login)
         return time.monotonic() - started
 
-    def _after_login(self, commands, shell_prompt: str) -> None:
+    def _after_login(self, commands) -> None:
         for command in commands:
             self.run(command, timeout=30)
 

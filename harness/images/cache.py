@@ -155,18 +155,23 @@ class ImageCache:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
                                        "downloads are off (run: refvm images fetch)")
             target.unlink(missing_ok=True)
-            download = self._fetch(image.url, image.sha256, target.parent)
+            # Temp files of a download killed earlier: this entry's lock is ours, so no live
+            # download of this entry can own them.
+            for stale in target.parent.glob(f".*-{target.name}-*"):
+                stale.unlink(missing_ok=True)
+            download = self._fetch(image.url, image.sha256, target)
             try:
-                _decompress(download, image.compression, target.parent).replace(target)
+                _decompress(download, image.compression, target).replace(target)
             finally:
                 download.unlink(missing_ok=True)  # already gone when it *was* the image
             write_stamp(target, sha256_of(target), {"source_sha256": image.sha256,
                                                      "url": image.url})
             return target
 
-    def _fetch(self, url: str, sha256: str, directory: Path) -> Path:
+    def _fetch(self, url: str, sha256: str, target: Path) -> Path:
+        """Download next to ``target``, into a temp file named after it (see _download)."""
         self.log(f"fetching {url}")
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".fetch-")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".fetch-{target.name}-")
         tmp = Path(tmp_name)
         digest = hashlib.sha256()
         try:
@@ -229,12 +234,12 @@ class ImageCache:
             return target
 
 
-def _decompress(path: Path, compression: str, directory: Path) -> Path:
+def _decompress(path: Path, compression: str, target: Path) -> Path:
     if compression == "none":
         return path
     tools = {"xz": ["xz", "-dc"], "gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dc"]}
     argv = tools[compression] + [str(path)]
-    fd, out_name = tempfile.mkstemp(dir=directory, prefix=".unpack-")
+    fd, out_name = tempfile.mkstemp(dir=target.parent, prefix=f".unpack-{target.name}-")
     import subprocess
     with os.fdopen(fd, "wb") as out:
         try:
