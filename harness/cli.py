@@ -16,6 +16,7 @@ from pathlib import Path
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import load_all, load_guests, load_scenarios, repo_guest_files, scenario_files
 from .errors import ConfigError, HarnessError, Problem
+from .hosts import HostPool, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
 from .model import FIRMWARES, load_guest, load_scenario
@@ -36,6 +37,12 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
     parser.add_argument("--csm-firmware", default=None, metavar="PATH")
     parser.add_argument("--offline", action="store_true")
+    _hosts_option(parser)
+
+
+def _hosts_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hosts", default=None, metavar="FILE", type=Path,
+                        help="a hosts file (YAML): spread the matrix over these libvirt hosts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     images = sub.add_parser("images", help="fetch, build and verify guest images")
     images.add_argument("action", choices=("fetch", "verify"))
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
-    sub.add_parser("clean", help="remove what runs that were killed left behind")
+    clean = sub.add_parser("clean", help="remove what runs that were killed left behind")
+    clean.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
+    _hosts_option(clean)
     sub.add_parser("doctor", help="check that this host can run the suite, and say how to fix it")
     return parser
 
@@ -125,17 +134,36 @@ def cmd_plan(args, _extra) -> int:
     guests = load_guests(args.guest)
     scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
-    backend = make_backend(args.backend, args, cache, guests, planning=True)
-    run = Run(backend, Path(args.artifacts))
+    pool = HostPool(load_hosts(args.hosts)) if args.hosts else None
+    host_backends: dict[str, object] = {}
+
+    def backend_for(host):
+        key = host.uri if host else ""
+        if key not in host_backends:
+            host_backends[key] = make_backend(args.backend, args, cache, guests,
+                                              planning=True, uri=host and host.uri)
+        return host_backends[key]
+
+    backend = pool.offer(args.backend) if pool else backend_for(None)
+    run = Run(None, Path(args.artifacts))
+    matrix = build_matrix(scenarios, guests, backend, args.firmware)
+    hosts = pool.assign((case.id, case.firmware, case.backend)
+                        for case, reason in matrix if reason is None) if pool else {}
     rows = []
-    for case, reason in build_matrix(scenarios, guests, backend, args.firmware):
+    for case, reason in matrix:
         row = {"id": case.id, "skip": reason, "commands": [], "adds": []}
+        host = hosts.get(case.id)
+        if pool and reason is None and host is None:
+            row["skip"] = reason = pool.why_none(case.firmware, case.backend)
+        if host is not None:
+            row["host"] = {"name": host.host.name, "uri": host.host.uri, "slot": host.group}
         if reason is None:
+            case_backend = backend_for(host and host.host)
             spec = run.vm_spec(case, cache.expected_path(case.guest))
             try:
-                row["commands"] = backend.command_lines(spec)
-                row["adds"] = scenario_additions(backend, spec)
-                row["details"] = backend.plan_details(spec)
+                row["commands"] = case_backend.command_lines(spec)
+                row["adds"] = scenario_additions(case_backend, spec)
+                row["details"] = case_backend.plan_details(spec)
             except HarnessError as err:  # this one case needs what the host lacks
                 row["skip"] = str(err)
         rows.append(row)
@@ -146,11 +174,15 @@ def cmd_plan(args, _extra) -> int:
     print(f"# backend: {backend.describe()}")
     print(f"# paths below use run id {run.run_id}; each run uses its own")
     for row in rows:
-        print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run'}")
+        where = f" on {row['host']['slot']}" if row.get("host") else ""
+        print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run' + where}")
     for row in rows:
         if not row["commands"]:
             continue
         print(f"\n# {row['id']}")
+        if row.get("host"):
+            print(f"#   host: {row['host']['name']} ({row['host']['uri']}), "
+                  f"slot {row['host']['slot']}")
         for piece in row["adds"]:
             print(f"#   scenario adds: {piece}")
         for argv in row["commands"]:
@@ -228,6 +260,8 @@ def cmd_run(args, extra) -> int:
             pytest_args += [f"--{option}", value]
     if args.offline:
         pytest_args.append("--offline")
+    if args.hosts:
+        pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
     outcomes = _Outcomes()
     code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
     if code != 0:
@@ -239,6 +273,14 @@ def cmd_run(args, extra) -> int:
         print(f"refvm: {outcomes.runtime_skips} selected case(s) were skipped", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _parallel_options(hosts_file: Path, extra: list[str]) -> list[str]:
+    """``-n <capacity>`` for a pool run, unless the pytest arguments choose their own."""
+    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
+        return []
+    capacity = HostPool(load_hosts(hosts_file)).capacity
+    return ["-n", str(capacity)] if capacity > 1 else []
 
 
 # images --------------------------------------------------------------------------------------
@@ -262,19 +304,31 @@ def cmd_images(args, _extra) -> int:
 
 
 # clean ---------------------------------------------------------------------------------------
-def cmd_clean(_args, _extra) -> int:
+def cmd_clean(args, _extra) -> int:
+    """Dead runs' scratch directories and kernel VMs here, and their libvirt domains on
+    --libvirt-uri or on every host of --hosts (a host that does not answer is reported)."""
     from .reaper import reap
 
-    removed = reap(log=lambda text: print(f"refvm: {text}"))
-    try:  # libvirt domains of dead runs, where libvirt is installed and reachable
-        from .backends.libvirt_backend import live_run_ids, reap_domains
-        from .backends import get_backend
-        reap_domains(get_backend("libvirt").conn, live_run_ids(),
-                     log=lambda text: print(f"refvm: {text}"))
-    except (ImportError, HarnessError):
-        pass
-    print(f"refvm: {len(removed)} stale run(s) cleaned")
-    return EXIT_OK
+    def say(text: str) -> None:
+        print(f"refvm: {text}")
+
+    removed = reap(log=say)
+    uris = [h.uri for h in load_hosts(args.hosts) if "libvirt" in h.backends] \
+        if args.hosts else [args.libvirt_uri]
+    status = EXIT_OK
+    for uri in uris:
+        try:  # libvirt domains of dead runs, where libvirt is installed and reachable
+            from .backends.libvirt_backend import live_run_ids, reap_domains
+            from .backends import get_backend
+            reap_domains(get_backend("libvirt", uri=uri).conn, live_run_ids(), log=say)
+        except ImportError:
+            break
+        except HarnessError as err:
+            if args.hosts:  # a host the user named: not reaching it is worth an exit status
+                say(f"{uri}: {err}")
+                status = EXIT_FAILED
+    say(f"{len(removed)} stale run(s) cleaned")
+    return status
 
 
 # doctor --------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ consecutive slots sit on different hosts. Each case is pinned to one slot it can
 (firmware and backend), least-loaded first, deterministically: every pytest-xdist worker
 computes the same assignment at collection. The plugin then marks each case with
 ``xdist_group(slot.group)`` and runs with ``--dist loadgroup``: one slot's cases run on one
-worker, one at a time, so no host ever runs more than ``max_vms`` VMs. ``for_worker`` is the
-simpler mode (one slot per worker id, gw0, gw1, ...).
+worker, one at a time, so no host ever runs more than ``max_vms`` VMs. Without ``-n`` the same
+assignment runs in turn in one process. (A static assignment, not a scheduler of our own:
+pytest-xdist hands each worker its groups, libvirt's remote protocol reaches the hosts.)
 """
 from __future__ import annotations
 
@@ -154,20 +155,6 @@ class HostPool:
     def capacity(self) -> int:
         return len(self.slots)
 
-    def for_worker(self, worker_id: str) -> Slot:
-        """The slot of a pytest-xdist worker ('gw0', 'gw1', ...; 'master' without xdist)."""
-        if worker_id in ("master", "", None):
-            return self.slots[0]
-        match = re.fullmatch(r"gw(\d+)", worker_id)
-        if not match:
-            raise InfraError(f"unknown pytest-xdist worker id {worker_id!r}")
-        number = int(match.group(1))
-        if number >= self.capacity:
-            raise InfraError(f"worker {worker_id} has no host: the hosts file allows "
-                             f"{self.capacity} VMs at once (the sum of max_vms); run with "
-                             f"-n {self.capacity} or fewer")
-        return self.slots[number]
-
     def assign(self, cases) -> dict:
         """Pin each case to a slot: ``cases`` is an ordered iterable of (key, firmware,
         backend); returns {key: Slot or None (no host runs that firmware with that backend)}.
@@ -187,8 +174,29 @@ class HostPool:
             out[key] = best
         return out
 
+    def offer(self, backend: str) -> "PoolOffer":
+        return PoolOffer(self, backend)
+
     def why_none(self, firmware: str, backend: str) -> str:
         return (f"no host in the hosts file runs {firmware} firmware with the {backend} "
                 f"backend (hosts: " + ", ".join(
                     f"{h.name}: {'/'.join(h.firmware)} via {'/'.join(h.backends)}"
                     for h in self.hosts) + ")")
+
+
+@dataclass(frozen=True)
+class PoolOffer:
+    """What a pool offers one backend, in the shape the matrix reads (``name``,
+    ``unsupported``): a firmware is runnable when at least one host runs it with the backend."""
+
+    pool: HostPool
+    name: str
+
+    def unsupported(self, firmware: str) -> str | None:
+        if any(host.runs(firmware, self.name) for host in self.pool.hosts):
+            return None
+        return self.pool.why_none(firmware, self.name)
+
+    def describe(self) -> str:
+        return f"{self.name} on a pool of {len(self.pool.hosts)} host(s): " + ", ".join(
+            f"{h.name} ({h.uri}, max_vms {h.max_vms})" for h in self.pool.hosts)

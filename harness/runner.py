@@ -85,7 +85,7 @@ class StepContext:
 
 
 class Run:
-    def __init__(self, backend: Backend, artifacts: Path, run_id: str | None = None,
+    def __init__(self, backend: Backend | None, artifacts: Path, run_id: str | None = None,
                  faults: frozenset = frozenset()):
         self.backend = backend
         self.faults = faults
@@ -143,8 +143,14 @@ class Run:
                 "file_sha": file_sha256(path) if item.readonly else None, "guest_sha": {}}
         return facts
 
-    def boot(self, case: Case, image: Path) -> BootedVM:
-        """Start the VM paused, attach the console and its log, then let it run."""
+    def boot(self, case: Case, image: Path, backend: Backend | None = None) -> BootedVM:
+        """Start the VM paused, attach the console and its log, then let it run.
+
+        ``backend`` overrides the run's own: a run over a pool of hosts has one per host
+        (and then no default)."""
+        backend = backend or self.backend
+        if backend is None:
+            raise ValueError("Run.boot needs a backend: this run has no default one")
         if not self._claimed:
             claim(self.workroot)  # owner.json: lets `refvm clean` tell live runs from dead ones
             self._claimed = True
@@ -152,7 +158,7 @@ class Run:
         spec.workdir.mkdir(parents=True, exist_ok=True)
         try:
             facts = self.prepare_attachments(case, spec)
-            machine = self.backend.start(spec)
+            machine = backend.start(spec)
         except BaseException:
             shutil.rmtree(spec.workdir, ignore_errors=True)
             raise

@@ -104,16 +104,16 @@ def test_slots_interleave_hosts_up_to_each_max_vms():
     assert pool().capacity == 6
 
 
-def test_workers_get_one_slot_each_spread_over_hosts():
-    p = pool()
-    assert p.for_worker("master").group == "local#0"
-    assert [p.for_worker(f"gw{n}").host.name for n in range(3)] == \
-        ["local", "build2.example", "bsd1"]
-    with pytest.raises(InfraError, match=r"worker gw6 has no host: the hosts file allows 6 VMs "
-                                         r"at once \(the sum of max_vms\); run with -n 6"):
-        p.for_worker("gw6")
-    with pytest.raises(InfraError, match="unknown pytest-xdist worker id 'w1'"):
-        p.for_worker("w1")
+def test_the_pool_offers_a_firmware_when_any_host_runs_it_with_the_backend():
+    offer = pool().offer("libvirt")
+    assert offer.name == "libvirt"
+    assert offer.unsupported("uefi") is None and offer.unsupported("bhyveload") is None
+    qemu = pool().offer("qemu")
+    assert qemu.unsupported("csm") is None  # local runs the qemu backend
+    assert qemu.unsupported("bhyveload").startswith(
+        "no host in the hosts file runs bhyveload firmware with the qemu backend")
+    assert pool().offer("bhyve").unsupported("uefi") is not None
+    assert "bsd1 (bhyve+ssh://root@bsd1/system, max_vms 1)" in offer.describe()
 
 
 def test_a_matrix_spreads_over_every_host_that_can_run_it_within_max_vms():

@@ -4,9 +4,15 @@ One item per guest x firmware x scenario, named like ``boot[refguest-uefi-qemu]`
 problems happen in the item's setup (image, hypervisor start) and so show as pytest *errors*;
 guest problems happen in its call and show as *failures*. Every result carries the properties
 ``category`` (infra | guest) and ``reason`` (one line), and failures quote the console log.
+
+With ``--hosts FILE`` the matrix is spread over a pool of hosts (harness/hosts.py): each case is
+pinned to one host slot at collection, marked ``xdist_group(<host>#<slot>)``, and ``-n N``
+runs with ``--dist loadgroup`` so that pytest-xdist gives each slot's cases to one worker, in
+turn. Every result then carries ``host`` (and ``worker``) properties.
 """
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -18,9 +24,11 @@ from ..errors import ConfigError, HarnessError, Unsupported
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
+from . import workers
 from .state import RefvmState
 
 STATE_KEY = pytest.StashKey[RefvmState]()
+CONTROLLER_KEY = pytest.StashKey[workers.Controller]()
 CONSOLE_LINES_IN_REPORT = 200  # the full log stays in the artifacts directory
 
 
@@ -46,18 +54,56 @@ def pytest_addoption(parser):
                     help="libvirt connection for --backend libvirt (e.g. qemu+tcp://host/system)")
     group.addoption("--csm-firmware", default=None, metavar="PATH",
                     help="bhyve: a pinned BHYVE_UEFI_CSM.fd (no longer packaged since 2024)")
+    group.addoption("--hosts", default=None, metavar="FILE",
+                    help="a hosts file (YAML): spread the matrix over these libvirt hosts; "
+                         "with -n N (pytest-xdist) N cases run at once, max_vms per host")
     group.addoption("--offline", action="store_true",
                     help="never fetch or build images; cases whose image is missing are skipped")
 
 
 def pytest_configure(config):
-    config.stash[STATE_KEY] = RefvmState(config.option)
+    try:
+        config.stash[STATE_KEY] = state = RefvmState(config.option)
+    except ConfigError as err:  # a bad hosts file: file:line: field: message, no traceback
+        raise pytest.UsageError(str(err)) from None
+    if state.pool is not None:
+        _distribute_by_host(config)
     for name in FIRMWARES + FAMILIES + BACKENDS:
         config.addinivalue_line("markers", f"{name}: refvm cases using {name}")
     config.addinivalue_line("markers", "vm: the test boots a virtual machine")
-    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down.
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    if workers.is_worker(config):
+        workers.register_worker()
+    elif workers.uses_workers(config):
+        controller = config.stash[CONTROLLER_KEY] = workers.Controller()
+
+        def forward_and_stop(signum, _frame):
+            controller.forward(signum)
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, forward_and_stop)
+        signal.signal(signal.SIGINT, forward_and_stop)
+    elif signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _distribute_by_host(config) -> None:
+    """With -n, a pool needs --dist loadgroup: one host slot's cases on one worker, in turn.
+
+    pytest-xdist turns a bare -n into --dist load, which would let two workers run one
+    slot's cases at once (more VMs on a host than its max_vms): loadgroup replaces it.
+    Workers parse only the command line, so a worker is told too (xdist's own flag for
+    "tag items with their xdist_group"; tests/test_pool_e2e.py checks the groups hold)."""
+    if hasattr(config, "workerinput"):  # an xdist worker: its master chose loadgroup
+        config.option.loadgroup = True
+        return
+    dist = getattr(config.option, "dist", "no")
+    if not getattr(config.option, "numprocesses", None) or dist == "loadgroup":
+        return
+    if dist not in ("no", "load"):
+        raise pytest.UsageError(f"--hosts runs with --dist loadgroup (one worker per host "
+                                f"slot), not --dist {dist}")
+    config.option.dist = "loadgroup"
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -68,11 +114,41 @@ def pytest_unconfigure(config):
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.close()
+    controller = config.stash.get(CONTROLLER_KEY, None)
+    if controller is not None:
+        controller.close()
 
 
 def pytest_report_header(config):
     opts = config.option
-    return [f"refvm: backend {opts.backend}, accel {opts.accel}, artifacts {opts.artifacts}"]
+    lines = [f"refvm: backend {opts.backend}, accel {opts.accel}, artifacts {opts.artifacts}"]
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.pool is not None:
+        lines.append(f"refvm: hosts {opts.hosts}: {state.backend.describe()}; "
+                     f"{state.pool.capacity} VM(s) at once at most")
+    return lines
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Pin every runnable case to a host slot of the pool (the same on every xdist worker,
+    which collect the same items in the same order). First, so that pytest-xdist reads the
+    groups; so -k/-m deselection comes after it: select with --scenario, --firmware and
+    --guest to keep the spread even."""
+    state = config.stash[STATE_KEY]
+    if state.pool is None:
+        return
+    runnable = [item for item in items
+                if isinstance(item, ScenarioItem) and not item.skip_reason]
+    slots = state.pool.assign((item.nodeid, item.case.firmware, item.case.backend)
+                              for item in runnable)
+    for item in runnable:
+        slot = slots[item.nodeid]
+        if slot is None:
+            item.skip_reason = state.pool.why_none(item.case.firmware, item.case.backend)
+            continue
+        item.host = slot.host
+        item.add_marker(pytest.mark.xdist_group(slot.group))
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -113,6 +189,7 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kwargs)
         self.case = case
         self.skip_reason = skip_reason
+        self.host = None  # the pool's host that runs this case (with --hosts)
         self.vm = None
 
     @property
@@ -132,9 +209,16 @@ class ScenarioItem(pytest.Item):
             image = self.state.image_for(self.case.guest)
         except ImageUnavailable as err:
             pytest.skip(str(err))
-        self.record("backend", self.state.backend.describe())
+        backend = self.state.backend_for(self.host)
+        if self.host is not None:
+            self.record("host", f"{self.host.name} {self.host.uri}")
+            self.record("worker", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+            why = backend.unsupported(self.case.firmware)
+            if why:
+                pytest.skip(f"host {self.host.name}: {why}")
+        self.record("backend", backend.describe())
         try:
-            self.vm = self.state.run.boot(self.case, image)
+            self.vm = self.state.run.boot(self.case, image, backend)
         except Unsupported as err:  # the host cannot express this VM: a reason, not a fault
             pytest.skip(str(err))
         self.record("console_log", str(self.vm.log.path))
