@@ -98,6 +98,9 @@ def test_a_two_host_pool_runs_the_whole_matrix_on_both_hosts(tmp_path, pool):
         workers_by_host[r["host"]].add(r["worker"])
     assert set(workers_by_host) == {f"unix-socket {LOCAL}", f"tcp-loopback {REMOTE}"}
     assert all(len(w) == 1 for w in workers_by_host.values()), workers_by_host
+    # ... and the run ends saying so, host by host (10 cases, least-loaded: 5 each)
+    assert f"unix-socket ({LOCAL}, max_vms 1): 5 passed" in proc.stdout
+    assert f"tcp-loopback ({REMOTE}, max_vms 1): 5 passed" in proc.stdout
     assert leftovers(tmp_path, scratch) == []
 
 

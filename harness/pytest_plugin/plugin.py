@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,21 @@ def pytest_runtest_makereport(item, call):
                                 f"console log {item.vm.log.path} (last "
                                 f"{CONSOLE_LINES_IN_REPORT} lines):\n"
                                 + item.vm.log.tail(CONSOLE_LINES_IN_REPORT) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """A pool run ends with one line per host: what it ran and how that went."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.pool is None:
+        return
+    by_host: dict[str, Counter] = defaultdict(Counter)
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            host = dict(getattr(report, "user_properties", ())).get("host")
+            if host and (report.when == "call" or not report.passed):
+                by_host[host][outcome] += 1
+    terminalreporter.section("refvm hosts")
+    for host in state.pool.hosts:
+        counts = by_host.get(f"{host.name} {host.uri}", Counter())
+        text = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "no case"
+        terminalreporter.write_line(f"{host.name} ({host.uri}, max_vms {host.max_vms}): {text}")
