@@ -1,23 +1,33 @@
 """End to end through libvirtd: the reference guest boots under qemu:///system (TCG) and over
 libvirt's remote protocol (qemu+tcp://127.0.0.1/system, set up by .ci/libvirt-setup), driven
-by harness.runner.Run exactly as the plugin drives it, and leaves no domain behind.
+by harness.runner.Run exactly as the plugin drives it, and leaves no domain behind: not even
+when the harness is SIGKILLed (domains are started with auto-destroy). NVMe runs on libvirt 9.0,
+whose domain capabilities have no nvme bus, as QEMU's own device through <qemu:commandline>.
 
 Skipped, with the reason, when the libvirt binding is missing or libvirtd does not answer.
 """
 from __future__ import annotations
 
+import json
+import os
+import select
+import shutil
+import signal
 import subprocess
+import sys
 import time
 import uuid
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from harness.catalog import load_guests, load_scenarios
-from harness.errors import InfraError
+from harness.errors import GuestFailure, InfraError
 from harness.images.cache import ImageCache
 from harness.matrix import Case
-from harness.paths import cache_dir
+from harness.paths import REPO_ROOT, cache_dir, temp_root
 from harness.runner import Run
+from tests.test_e2e_devices import flip_byte_before_verify
 
 LOCAL = "qemu:///system"
 REMOTE = "qemu+tcp://127.0.0.1/system"
@@ -69,8 +79,8 @@ def refvm_domains(uri: str = LOCAL) -> list[str]:
     return [line for line in out.split() if line.startswith("refvm-")]
 
 
-def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL,
-             name: str = "boot") -> tuple[dict, Run]:
+def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL, name: str = "boot",
+             before_step=None) -> tuple[dict, Run]:
     """Boot the reference guest through libvirt and run one scenario's steps on it."""
     guest, image = refguest
     run = Run(backend(uri), tmp_path / "artifacts")
@@ -78,7 +88,7 @@ def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL,
     recorded: dict = {}
     try:
         vm = run.boot(case, image)
-        run.run_steps(case, vm, recorded.__setitem__)
+        run.run_steps(case, vm, recorded.__setitem__, before_step)
     finally:
         run.close()
     return recorded, run
@@ -157,24 +167,134 @@ def test_guest_reboot_is_reported_as_reboot(tmp_path, refguest):
     assert_nothing_left(run)
 
 
-def test_host_without_nvme_bus_is_an_infra_error_naming_it(tmp_path, refguest):
-    """Checked against the connected libvirt's domain capabilities before anything starts."""
-    from xml.etree import ElementTree as ET
+def nvme_bus_offered() -> bool:
+    from harness.backends.libvirt_xml import offers_disk_bus
+    return offers_disk_bus(backend().domain_capabilities(), "nvme")
 
-    b = backend()
-    caps = ET.fromstring(b.domain_capabilities())
-    if "nvme" in [v.text for v in caps.findall("devices/disk/enum[@name='bus']/value")]:
-        pytest.skip("this libvirt supports NVMe disks")
-    guest, image = refguest
-    run = Run(b, tmp_path / "artifacts")
-    case = Case(scenario("nvme"), guest, "csm", "libvirt")
-    try:
-        with pytest.raises(InfraError, match=r"<target dev='nvme0n1' bus='nvme'>: disk bus "
-                                             r"'nvme' is not supported"):
-            run.boot(case, image)
-    finally:
-        run.close()
+
+@pytest.mark.parametrize("firmware", ["uefi", "csm"])
+def test_nvme_scenario_passes_through_qemu_system(tmp_path, refguest, firmware):
+    """Two controllers with the scenario's serials and 512/4096-byte sectors. Where libvirt
+    lists no nvme disk bus (9.0 here), as QEMU's own -device nvme in <qemu:commandline>, its
+    writable scratch files lent to libvirt-qemu for the run."""
+    lent = {}
+
+    def owners(step, vm):
+        if step.kind == "disk_check" and not lent:
+            lent.update({d.path.name: d.path.stat().st_uid for d in vm.spec.disks[1:]})
+
+    recorded, run = run_boot(tmp_path, refguest, firmware, name="nvme", before_step=owners)
+    assert recorded["exit"] == "poweroff"
+    assert (recorded["ns512_serial"], recorded["ns4k_serial"]) == ("RVNVME-512", "RVNVME-4K")
+    assert recorded["ns4k_model"] == "QEMU NVMe Ctrl"
+    assert recorded["ns512_verified_regions"] == 2 and recorded["ns4k_verified_regions"] == 2
+    case_dir, = (tmp_path / "artifacts").iterdir()
+    domain = ET.fromstring((case_dir / "domain.xml").read_text())
+    if nvme_bus_offered():
+        assert len(domain.findall("devices/disk/target[@bus='nvme']")) == 2
+    else:
+        from harness.backends.libvirt_xml import qemu_args
+        assert domain.find("devices/disk/target[@bus='nvme']") is None
+        assert [json.loads(a) for a in qemu_args(domain) if a.startswith("{")] == [
+            {"driver": "nvme", "drive": "disk1", "serial": "RVNVME-512"},
+            {"driver": "nvme", "drive": "disk2", "serial": "RVNVME-4K",
+             "logical_block_size": 4096, "physical_block_size": 4096}]
+        assert "-device nvme" in domain.findtext("description")
+        qemu_user = int(subprocess.run(["id", "-u", "libvirt-qemu"], capture_output=True,
+                                       text=True, check=True).stdout)
+        assert lent == {"ns512.raw": qemu_user, "ns4k.raw": qemu_user}
+    assert_nothing_left(run)
+
+
+def test_plan_shows_the_nvme_domain_xml(tmp_path, capsys):
+    """`refvm plan --backend libvirt --scenario nvme`: run, not skipped, with the XML."""
+    need(LOCAL)
+    from harness.cli import main
+
+    assert main(["plan", "--backend", "libvirt", "--scenario", "nvme", "--offline",
+                 "--artifacts", str(tmp_path), "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    assert [c["id"] for c in cases] == ["nvme[refguest-uefi-libvirt]",
+                                        "nvme[refguest-csm-libvirt]"]
+    for case in cases:
+        assert case["skip"] is None
+        domain = ET.fromstring(case["details"])
+        if nvme_bus_offered():
+            assert len(domain.findall("devices/disk/target[@bus='nvme']")) == 2
+        else:
+            from harness.backends.libvirt_xml import qemu_args
+            assert "<qemu:commandline>" in case["details"]
+            assert json.loads(qemu_args(domain)[-1])["logical_block_size"] == 4096
+
+
+def test_nvme_flipped_byte_in_the_image_fails_verify_through_libvirt(tmp_path, refguest):
+    """The guest's writes are in the very file the host verifies (no copy in between)."""
+    with pytest.raises(GuestFailure, match="disk ns4k: 8M at offset 4M in 1M blocks: the guest "
+                                           "wrote sha256 [0-9a-f]{64}, the image file holds"):
+        run_boot(tmp_path, refguest, "csm", name="nvme",
+                 before_step=flip_byte_before_verify("ns4k", 0))
     assert refvm_domains() == []
+
+
+# A child that boots one domain through Run, says its name and run id, then waits to be killed.
+BOOT_AND_WAIT = """
+import sys, time
+from harness.backends.libvirt_backend import LibvirtBackend
+from harness.catalog import load_guests, load_scenarios
+from harness.matrix import Case
+from harness.runner import Run
+
+guest, = load_guests(["refguest"])
+boot, = [s for s in load_scenarios() if s.name == "boot"]
+run = Run(LibvirtBackend("qemu:///system", domain_type="qemu"), sys.argv[2])
+vm = run.boot(Case(boot, guest, "csm", "libvirt"), sys.argv[1])
+print(vm.spec.name, run.run_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest):
+    """VIR_DOMAIN_START_AUTODESTROY: libvirtd destroys the domain when the connection that
+    created it closes, and the kernel closes it when the harness dies, however it dies."""
+    _guest, image = refguest
+    child = subprocess.Popen([sys.executable, "-c", BOOT_AND_WAIT, str(image),
+                              str(tmp_path / "artifacts")], cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = run_id = None
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 120)
+        line = child.stdout.readline() if ready else ""
+        assert line, f"the child booted nothing: {child.poll()=}, stderr: " \
+                     f"{child.stderr.read() if child.poll() is not None else '(running)'}"
+        name, run_id = line.split()
+        assert name in refvm_domains()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        killed = time.monotonic()
+        while name in refvm_domains() and time.monotonic() - killed < 10:
+            time.sleep(0.2)
+        gone_after = time.monotonic() - killed
+        assert name not in refvm_domains(), "the domain outlived its SIGKILLed harness"
+        print(f"domain gone {gone_after:.1f}s after SIGKILL")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if name and name in refvm_domains():
+            subprocess.run(["virsh", "-c", LOCAL, "destroy", name], capture_output=True)
+        if run_id:
+            shutil.rmtree(temp_root() / f"refvm-{run_id}", ignore_errors=True)
+    # The reaper still has the staging directory to remove, but no domain.
+    from harness.backends.libvirt_connection import connect
+    from harness.backends.libvirt_reap import live_run_ids, reap_domains
+    from harness.backends.libvirt_staging import STAGE_ROOT
+
+    conn = connect(LOCAL)
+    try:
+        assert name not in reap_domains(conn, live_run_ids())
+    finally:
+        conn.close()
+    assert not (STAGE_ROOT / name).exists()
 
 
 def test_reap_domains_removes_dead_runs_only():

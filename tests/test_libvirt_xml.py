@@ -6,6 +6,8 @@ the section of docs/drvbhyve.rst (or formatdomain.rst) it follows.
 """
 from __future__ import annotations
 
+import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -524,3 +526,168 @@ def test_exit_words_from_lifecycle_events_and_qemu_reasons():
 def test_a_vanished_domain_without_events_is_judged_by_its_last_state():
     m, _ = _machine()
     assert str(m._vanished()) == "killed (libvirt: the domain vanished; last seen running)"
+
+
+# NVMe as QEMU's own device (QEMU driver without the nvme disk bus) ---------------------------
+
+QEMU_ARGS = lx.Options(nvme_as_qemu_args=True)
+NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def test_offers_disk_bus_reads_the_domain_capabilities():
+    assert not lx.offers_disk_bus(QEMU_CAPS, "nvme") and lx.offers_disk_bus(QEMU_CAPS, "sata")
+    with_nvme = QEMU_CAPS.replace("<value>sata</value>", "<value>sata</value><value>nvme</value>")
+    assert lx.offers_disk_bus(with_nvme, "nvme")
+
+
+def test_nvme_disks_become_qemu_drive_and_device_args():
+    # -drive file=,format=,if=none,id=disk<position>,readonly=on|off, then the device as JSON
+    # (QEMU creates key=value -device options before libvirt's JSON ones: see nvme_qemu_args)
+    d = lx.build_domain(spec(disks=DEVICE_DISKS), "qemu", OVMF, QEMU_ARGS)
+    assert [t.get("bus") for t in d.findall("devices/disk/target")] == ["virtio", "virtio", "sata"]
+    assert [t.get("dev") for t in d.findall("devices/disk/target")] == ["vda", "vdb", "sda"]
+    assert lx.qemu_args(d) == [
+        "-drive", "file=/w/1/ns512.raw,format=raw,if=none,id=disk2,readonly=off",
+        "-device", '{"driver":"nvme","drive":"disk2","serial":"RVNS512"}',
+        "-drive", "file=/w/1/ns4k.raw,format=raw,if=none,id=disk3,readonly=off",
+        "-device", '{"driver":"nvme","drive":"disk3","serial":"RVNS4K",'
+                   '"logical_block_size":4096,"physical_block_size":4096}']
+    assert d[list(d).index(d.find("uuid")) + 1].tag == "description"
+    assert "ns512.raw, ns4k.raw are QEMU's own -device nvme" in d.findtext("description")
+    assert "list no 'nvme' disk bus" in d.findtext("description")
+
+
+@pytest.mark.parametrize("disk", [
+    Disk(Path("/w/1/a.raw"), bus="nvme", serial="RV-A"),
+    Disk(Path("/w/1/b.raw"), bus="nvme", serial="RV-B", sector_size=4096, readonly=True),
+    Disk(Path("/w/1/c.raw"), bus="nvme"),  # no serial: the QEMU backend's default one
+    Disk(Path("/w/1/d.raw"), bus="nvme", serial="RV-D", boot=True),
+])
+def test_nvme_qemu_args_carry_the_qemu_backends_properties(disk):
+    """The same drive and device properties as harness/backends/qemu.py for the same disk."""
+    from harness.backends.qemu import _disk_args
+
+    def props(text: str) -> dict:
+        return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+    drive, device = lx.nvme_qemu_args(3, disk, disk.path)[1::2]
+    qemu_drive, qemu_device = _disk_args(3, disk)[1::2]
+    assert props(drive) == props(qemu_drive)
+    ours = {k: str(v) for k, v in json.loads(device).items()}
+    assert ours.pop("driver") == qemu_device.split(",")[0] == "nvme"
+    assert ours == props(qemu_device)
+
+
+def test_qemu_args_use_the_staged_path_with_commas_doubled_and_readonly_on():
+    disks = (Disk(Path("/img/ref.raw"), readonly=True, boot=True),
+             Disk(Path("/w/1/ro.raw"), bus="nvme", serial="RO", readonly=True))
+    d = lx.build_domain(spec(disks=disks), "qemu", OVMF, QEMU_ARGS,
+                        {Path("/w/1/ro.raw"): Path("/stage/a,b/0-ro.raw")})
+    assert lx.qemu_args(d)[1] == "file=/stage/a,,b/0-ro.raw,format=raw,if=none,id=disk1," \
+                                 "readonly=on"
+
+
+def test_qemu_args_serialize_in_libvirts_qemu_namespace():
+    text = lx.to_xml(lx.build_domain(spec(disks=DEVICE_DISKS), "qemu", OVMF, QEMU_ARGS))
+    assert text.startswith('<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" '
+                           'type="qemu">')
+    assert "<qemu:commandline>\n    <qemu:arg value=\"-drive\" />" in text
+    parsed = ET.fromstring(text)
+    assert parsed.find(f"{NS}commandline") is not None
+    assert len(parsed.findall(f"{NS}commandline/{NS}arg")) == 8
+
+
+def test_without_the_fallback_there_is_no_qemu_namespace():
+    d = qemu_domain(disks=DEVICE_DISKS)
+    assert lx.qemu_args(d) == [] and d.find("description") is None
+    assert "xmlns:qemu" not in lx.to_xml(d)
+
+
+def test_bhyve_keeps_the_nvme_bus_whatever_the_option():
+    options = lx.Options(domain_type="bhyve", cpu_mode=None, nmdm_unit=40,
+                         nvme_as_qemu_args=True)
+    d = lx.build_domain(spec(disks=[Disk(Path("/img/ref.raw"), readonly=True, boot=True),
+                                    Disk(Path("/w/1/a.raw"), bus="nvme")]),
+                        "bhyve", BHYVE_UEFI, options)
+    assert [t.get("bus") for t in d.findall("devices/disk/target")] == ["virtio", "nvme"]
+    assert lx.qemu_args(d) == []
+
+
+def test_qemu_args_pass_on_libvirt_9_with_dac_only_and_are_refused_under_apparmor():
+    d = lx.build_domain(spec(disks=DEVICE_DISKS), "qemu", OVMF, QEMU_ARGS)
+    lx.check_capabilities(d, QEMU_CAPS, WHERE, security_models=("none", "dac"))
+    with pytest.raises(InfraError) as err:
+        lx.check_capabilities(d, QEMU_CAPS, WHERE, security_models=("apparmor", "dac"))
+    assert "<qemu:commandline> NVMe disk files: this host confines QEMU with AppArmor" \
+        in str(err.value)
+
+
+# bhyve data ports ------------------------------------------------------------------------------
+
+def test_nmdm_slave_of_a_port_comes_from_the_domain_xml():
+    text = lx.to_xml(bhyve_domain())
+    assert lx.nmdm_slave(text, "com1") == "/dev/nmdm40B"
+    assert lx.nmdm_slave(text, "com2") == "/dev/nmdm41B"
+    with pytest.raises(InfraError, match="no nmdm serial port for com3"):
+        lx.nmdm_slave(text, "com3")
+
+
+def test_remote_bhyve_host_cannot_reach_a_data_port():
+    # bhyve_driver.c bhyveDomainOpenConsole: dev_name unused, always vm->def->serials[0]
+    where = "libvirt 11.9.0 at bhyve+ssh://host/system"
+    with pytest.raises(lx.Unsupported) as err:
+        lx.check_capabilities(bhyve_domain(), BHYVE_CAPS, where, (11, 9, 0), local=False)
+    assert "<serial> com2: libvirt's bhyve driver opens only the first serial port" \
+        in str(err.value)
+    assert "/dev/nmdm41B cannot be opened from here" in str(err.value)
+    lx.check_capabilities(bhyve_domain(), BHYVE_CAPS, where, (11, 9, 0), local=True)
+    console_only = bhyve_domain(serials=(SerialPort("com1"),))
+    lx.check_capabilities(console_only, BHYVE_CAPS, where, (11, 9, 0), local=False)
+
+
+# QEMU's user and the files it must write (libvirt_staging) --------------------------------------
+
+HOST_CAPS = """\
+<capabilities>
+  <host>
+    <secmodel><model>none</model><doi>0</doi></secmodel>
+    <secmodel>
+      <model>dac</model><doi>0</doi>
+      <baselabel type='kvm'>+64055:+107</baselabel>
+      <baselabel type='qemu'>+64055:+64055</baselabel>
+    </secmodel>
+  </host>
+</capabilities>
+"""
+
+
+def test_qemu_user_and_security_models_from_the_host_capabilities():
+    from harness.backends.libvirt_staging import qemu_owner, security_models
+
+    assert qemu_owner(HOST_CAPS, "qemu") == (64055, 64055)
+    assert qemu_owner(HOST_CAPS, "kvm") == (64055, 107)
+    assert qemu_owner(HOST_CAPS, "bhyve") is None
+    assert security_models(HOST_CAPS) == ("none", "dac")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_stage_lends_a_writable_file_to_qemus_user_and_gives_it_back(tmp_path):
+    """libvirt chowns only the files its <disk> elements name; a file passed as QEMU
+    arguments is chowned by the stage for the run (QEMU must open it read-write)."""
+    from harness.backends.libvirt_staging import Stage
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    writable, readonly = closed / "disk.raw", closed / "ro.raw"
+    for path in (writable, readonly):
+        path.write_bytes(b"x")
+        path.chmod(0o644)
+    stage = Stage(tmp_path / "stage" / "refvm-0123abcd-1")
+    lent = stage.reachable(writable, readonly=False, owner=(64055, 64056))
+    kept = stage.reachable(readonly, readonly=True, owner=(64055, 64056))
+    assert lent.parent == stage.root and lent.stat().st_ino == writable.stat().st_ino
+    assert (lent.stat().st_uid, lent.stat().st_gid) == (64055, 64056)
+    assert (kept.stat().st_uid, kept.stat().st_gid) == (os.getuid(), os.getgid())
+    stage.remove()
+    assert (writable.stat().st_uid, writable.stat().st_gid) == (os.getuid(), os.getgid())
+    assert not stage.root.exists()

@@ -69,6 +69,30 @@ def exit_info(code: int, reboots: int = 0, log_tail: str = "") -> ExitInfo:
     return ExitInfo(kind, code, detail)
 
 
+def open_nmdm(path):
+    """An nmdm(4) B side (the harness's end of a bhyve COM port) as an unbuffered binary stream.
+
+    The tty is made raw (no echo, no line editing: a login prompt has no newline) and CLOCAL
+    (no waiting for, or hanging up on, the other side's carrier, which drops each time bhyve
+    exits and is relaunched). O_NONBLOCK only for the open. Shared with the libvirt backend,
+    which opens the B sides libvirt's bhyve driver cannot hand over as console streams."""
+    import termios
+    import tty
+
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        if os.isatty(fd):
+            tty.setraw(fd)
+            attrs = termios.tcgetattr(fd)
+            attrs[2] |= termios.CLOCAL
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "r+b", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @dataclass(frozen=True)
 class Programs:
     """Where the external programs are; tests point these at a test double."""
@@ -346,30 +370,12 @@ class BhyveMachine(Machine):
         return self.plan.guest_address or None
 
     def open_console(self, port: str = "com1"):
-        """The nmdm(4) B side of ``port`` as an unbuffered binary stream.
-
-        nmdm creates the pair on first open; opening B before bhyve opens A is what lets us
-        see the first byte. The tty is made raw (no echo, no line editing: a login prompt has
-        no newline) and CLOCAL (no waiting for, or hanging up on, the other side's carrier,
-        which drops each time bhyve exits and is relaunched). O_NONBLOCK only for the open."""
-        import termios
-        import tty
-
+        """The nmdm(4) B side of ``port`` (see open_nmdm). nmdm creates the pair on first
+        open; opening B before bhyve opens A is what lets us see the first byte."""
         path = self.plan.consoles.get(port)
         if path is None:
             raise InfraError(f"{self.spec.name} has no serial port {port}")
-        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        try:
-            if os.isatty(fd):
-                tty.setraw(fd)
-                attrs = termios.tcgetattr(fd)
-                attrs[2] |= termios.CLOCAL
-                termios.tcsetattr(fd, termios.TCSANOW, attrs)
-            os.set_blocking(fd, True)
-            stream = os.fdopen(fd, "r+b", buffering=0)
-        except BaseException:
-            os.close(fd)
-            raise
+        stream = open_nmdm(path)
         self._consoles.append(stream)
         return stream
 

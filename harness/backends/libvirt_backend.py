@@ -2,9 +2,14 @@
 
 One backend talks to one libvirt URI: ``qemu:///system`` (domain type 'qemu', i.e. TCG, unless
 ``domain_type='kvm'``), ``qemu+tcp://host/system``, ``bhyve:///system`` ... Domains are
-*transient* (``virDomainCreateXML``), named after the VmSpec (refvm-<run id>-<n>), started
-paused (VIR_DOMAIN_START_PAUSED) so the console is attached through ``virDomainOpenConsole``
-before the first byte, then resumed. This module holds what is about the host and the plan:
+*transient* (``virDomainCreateXML``), named after the VmSpec (refvm-<run id>-<n>), and started
+with VIR_DOMAIN_START_AUTODESTROY: libvirtd destroys them when the connection that created them
+closes, so a harness that is SIGKILLed leaves no running domain (the reaper still removes dead
+runs' staging directories). The QEMU driver also starts them paused (VIR_DOMAIN_START_PAUSED)
+so the console is attached through ``virDomainOpenConsole`` before the first byte, then
+resumed; libvirt's bhyve driver refuses that flag (bhyveDomainCreateXML accepts only AUTODESTROY
+and VALIDATE) and cannot suspend, so there the domain runs from the start (see
+LibvirtMachine.resume). This module holds what is about the host and the plan:
 host facts, firmware, the checked domain XML, and start(). The rest has its own module:
 libvirt_connection (binding, event loop, connect), libvirt_staging (file access for
 libvirt's QEMU user), libvirt_machine (a running domain and how it ended), libvirt_reap
@@ -25,7 +30,7 @@ from .base import Backend
 from .libvirt_connection import connect, is_local, load_binding
 from .libvirt_machine import LibvirtMachine
 from .libvirt_reap import live_run_ids, reap_domains
-from .libvirt_staging import STAGE_ROOT, Stage
+from .libvirt_staging import STAGE_ROOT, Stage, qemu_owner, security_models
 
 __all__ = ["LibvirtBackend", "LibvirtMachine", "live_run_ids", "reap_domains"]
 
@@ -37,7 +42,9 @@ class LibvirtBackend(Backend):
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
                  host_address: str | None = None, guest_ipv4: str | None = None,
                  ovmf: fw.FirmwareCandidates = fw.QEMU_OVMF,
-                 seabios: fw.FirmwareCandidates = fw.QEMU_SEABIOS):
+                 seabios: fw.FirmwareCandidates = fw.QEMU_SEABIOS, conn=None):
+        """``conn``: an open connection to ``uri`` to use instead of opening one (unit tests
+        pass a test double of the driver they check)."""
         self.uri = uri
         self.driver = "bhyve" if urlparse(uri).scheme.split("+")[0] == "bhyve" else "qemu"
         # /dev/kvm may exist and still hang guests (nested hosts): TCG unless asked for kvm.
@@ -49,8 +56,9 @@ class LibvirtBackend(Backend):
         self.ovmf, self.seabios = ovmf, seabios
         self.firmwares = ("uefi", "csm", "bhyveload") if self.driver == "bhyve" \
             else ("uefi", "csm")
-        self._conn = None
+        self._conn = conn
         self._caps: dict = {}
+        self._host_caps: str | None = None
 
     # Host facts ------------------------------------------------------------------------------
     @property
@@ -75,7 +83,14 @@ class LibvirtBackend(Backend):
             hv_text = f"{self.conn.getType()} {'.'.join(map(str, hv))}"
         except Exception:  # noqa: BLE001 - describe() is for reports only
             hv_text = "hypervisor version unknown"
-        return f"{self.where()}: {hv_text}; domain type {self.domain_type}"
+        text = f"{self.where()}: {hv_text}; domain type {self.domain_type}"
+        try:
+            if self.nvme_as_qemu_args():
+                text += ("; NVMe disks as QEMU's -device nvme through <qemu:commandline> (this "
+                         "libvirt lists no nvme disk bus)")
+        except InfraError:
+            pass  # describe() is for reports only; start() says what is wrong
+        return text
 
     def domain_capabilities(self) -> str:
         key = (self.domain_type, self.driver)
@@ -89,6 +104,24 @@ class LibvirtBackend(Backend):
                 raise InfraError(f"{self.where()} reports no capabilities for domain type "
                                  f"{self.domain_type!r}: {err.get_error_message()}") from None
         return self._caps[key]
+
+    def host_capabilities(self) -> str:
+        """``virConnectGetCapabilities``: the host's security drivers and QEMU's user."""
+        if self._host_caps is None:
+            libvirt = load_binding()
+            try:
+                self._host_caps = self.conn.getCapabilities()
+            except libvirt.libvirtError as err:
+                raise InfraError(f"{self.where()} reports no host capabilities: "
+                                 f"{err.get_error_message()}") from None
+        return self._host_caps
+
+    def nvme_as_qemu_args(self) -> bool:
+        """Whether NVMe disks go to QEMU as its own arguments: the QEMU driver, when the
+        domain capabilities list no nvme disk bus (libvirt 9.0). The bhyve driver keeps
+        <target bus='nvme'>, gated on its libvirt version instead (libvirt_xml)."""
+        return self.driver == "qemu" and not lx.offers_disk_bus(self.domain_capabilities(),
+                                                                "nvme")
 
     # Firmware ---------------------------------------------------------------------------------
     def _offered_loaders(self) -> list[str]:
@@ -135,12 +168,26 @@ class LibvirtBackend(Backend):
         cpu = None
         if self.driver == "qemu":
             cpu = "host-passthrough" if self.domain_type == "kvm" else "maximum"
-        return lx.Options(domain_type=self.domain_type, cpu_mode=cpu, bridge=self.bridge)
+        return lx.Options(domain_type=self.domain_type, cpu_mode=cpu, bridge=self.bridge,
+                          nvme_as_qemu_args=self.nvme_as_qemu_args())
+
+    def start_flags(self) -> int:
+        """virDomainCreateXML flags: AUTODESTROY always (both drivers take it), PAUSED only
+        for the QEMU driver (bhyveDomainCreateXML's virCheckFlags rejects it)."""
+        libvirt = load_binding()
+        flags = libvirt.VIR_DOMAIN_START_AUTODESTROY
+        if self.driver == "qemu":
+            flags |= libvirt.VIR_DOMAIN_START_PAUSED
+        return flags
 
     # Plans ------------------------------------------------------------------------------------
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
-        """What start() amounts to, as a command a person can rerun (the XML is in logdir)."""
-        return [["virsh", "-c", self.uri, "create", "--paused", str(spec.logdir / "domain.xml")]]
+        """What start() amounts to, as a command a person can rerun (the XML is in logdir).
+
+        Without ``--autodestroy``, which start() does use: virsh's connection ends when virsh
+        does, so the domain a person started would be destroyed at once."""
+        paused = ["--paused"] if self.driver == "qemu" else []
+        return [["virsh", "-c", self.uri, "create", *paused, str(spec.logdir / "domain.xml")]]
 
     def plan_details(self, spec: VmSpec) -> str:
         return self.domain_xml(spec)
@@ -150,8 +197,10 @@ class LibvirtBackend(Backend):
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""
         domain = lx.build_domain(spec, self.driver, firmware or self.firmware_for(spec),
                                  self.options(), disk_paths)
+        models = security_models(self.host_capabilities()) if lx.qemu_args(domain) else ()
         lx.check_capabilities(domain, self.domain_capabilities(), self.where(),
-                              self.version() if self.driver == "bhyve" else None)
+                              self.version() if self.driver == "bhyve" else None,
+                              local=self.local, security_models=models)
         return lx.to_xml(domain)
 
     # Lifecycle -------------------------------------------------------------------------------
@@ -166,8 +215,10 @@ class LibvirtBackend(Backend):
                 fw.make_vars_copy(firmware.vars_template, firmware.nvram)
             disk_paths = {}
             if stage is not None:
+                options = self.options()
                 for disk in spec.disks:
-                    disk_paths[disk.path] = stage.reachable(disk.path, disk.readonly)
+                    owner = self._qemu_owner() if lx.uses_qemu_args(disk, options) else None
+                    disk_paths[disk.path] = stage.reachable(disk.path, disk.readonly, owner)
                 if firmware.nvram is not None:
                     firmware = dataclasses.replace(
                         firmware, nvram=stage.reachable(firmware.nvram, readonly=False))
@@ -176,7 +227,7 @@ class LibvirtBackend(Backend):
             (spec.logdir / "command.txt").write_text(
                 " ".join(self.command_lines(spec)[0]) + "\n")
             try:
-                dom = self.conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+                dom = self.conn.createXML(xml, self.start_flags())
             except libvirt.libvirtError as err:
                 raise InfraError(f"{self.where()} refused to start {spec.name}: "
                                  f"{err.get_error_message()}{self._qemu_log_tail(spec)}") from None
@@ -186,6 +237,9 @@ class LibvirtBackend(Backend):
             raise
         return LibvirtMachine(self, spec, dom, stage,
                               spec.workdir / "uefi-vars.fd" if self.local else None)
+
+    def _qemu_owner(self) -> tuple[int, int] | None:
+        return qemu_owner(self.host_capabilities(), self.domain_type)
 
     def _qemu_log_tail(self, spec: VmSpec) -> str:
         log = Path("/var/log/libvirt/qemu") / f"{spec.name}.log"

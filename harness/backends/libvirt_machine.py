@@ -13,6 +13,11 @@ not from a state that no longer exists:
   (VIR_ERR_NO_DOMAIN) is judged from the last event seen.
 It is apart from the backend (which plans and starts domains) because this state lives on
 libvirt's event thread and is all about one domain after it started.
+
+Consoles are libvirt streams (virDomainOpenConsole), except on libvirt's bhyve driver for any
+port but the first: bhyveDomainOpenConsole ignores the device name and always opens serials[0]'s
+nmdm device, so a data port (COM2) is reached by opening its nmdm B side, named in the live
+domain XML, directly (local hosts only; libvirt_xml refuses remote ones before start).
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InfraError
+from ..errors import InfraError, Unsupported
 from ..vmspec import VmSpec
 from . import libvirt_xml as lx
 from .base import ExitInfo, Machine
+from .bhyve import open_nmdm
 from .libvirt_connection import load_binding
 from .libvirt_console import StreamBridge
 from .libvirt_staging import Stage
@@ -80,6 +86,7 @@ class LibvirtMachine(Machine):
         self._stage = stage
         self._nvram = nvram
         self._bridges: list[StreamBridge] = []
+        self._ttys: list = []  # nmdm B sides opened directly (bhyve data ports)
         self._changed = threading.Condition()
         self._events: list[tuple] = []   # (kind, detail) lifecycle events, in order
         self._qmp_reason: str | None = None
@@ -87,7 +94,8 @@ class LibvirtMachine(Machine):
         self._destroyed = False
         self._callbacks: list[int] = []
         self._qmp_callback: int | None = None
-        self._last_state = "paused"
+        # The QEMU driver starts domains paused; the bhyve driver cannot (see resume()).
+        self._last_state = "paused" if backend.driver == "qemu" else "running"
         self._register()
 
     def _register(self) -> None:
@@ -146,6 +154,8 @@ class LibvirtMachine(Machine):
 
     def open_console(self, port: str = "com1"):
         alias = lx.console_alias(self.spec, port)
+        if self.backend.driver == "bhyve" and alias != "serial0":
+            return self._open_nmdm(port)
         libvirt = self.libvirt
         try:
             # Non-blocking: libvirt's event-loop thread queues incoming data and the bridge
@@ -160,7 +170,36 @@ class LibvirtMachine(Machine):
         self._bridges.append(bridge)
         return bridge.sock
 
+    def _open_nmdm(self, port: str):
+        """A bhyve data port's nmdm B side, which virDomainOpenConsole cannot reach (it always
+        opens the first serial port: see the module docstring)."""
+        if not self.backend.local:
+            raise Unsupported(f"cannot reach {self.spec.name}'s {port} at {self.backend.uri}: "
+                              f"libvirt's bhyve driver opens only the first serial port as a "
+                              f"console stream, and a remote host's nmdm device is out of reach")
+        libvirt = self.libvirt
+        try:
+            path = lx.nmdm_slave(self.dom.XMLDesc(0), port)
+        except libvirt.libvirtError as err:
+            raise InfraError(f"cannot read {self.spec.name}'s domain XML for its {port}: "
+                             f"{err.get_error_message()}") from None
+        try:
+            stream = open_nmdm(path)
+        except OSError as err:
+            raise InfraError(f"cannot open {self.spec.name}'s {port} ({path}): {err}") from None
+        self._ttys.append(stream)
+        return stream
+
     def resume(self) -> None:
+        """Let the paused domain run (QEMU driver).
+
+        A no-op on libvirt's bhyve driver: it cannot start a domain paused
+        (bhyveDomainCreateXML rejects VIR_DOMAIN_START_PAUSED) and has no suspend/resume, so
+        the domain is running already. The console is attached right after create, and bhyve's
+        UEFI firmware or bhyveload take seconds before the guest's first byte, so in practice
+        nothing the guest prints is lost."""
+        if self.backend.driver == "bhyve":
+            return
         try:
             self.dom.resume()
         except self.libvirt.libvirtError as err:
@@ -250,6 +289,9 @@ class LibvirtMachine(Machine):
             for bridge in self._bridges:
                 bridge.close()
             self._bridges.clear()
+            for tty in self._ttys:
+                tty.close()
+            self._ttys.clear()
             for callback in self._callbacks:
                 try:
                     self.conn.domainEventDeregisterAny(callback)

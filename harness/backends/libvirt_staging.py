@@ -13,9 +13,15 @@ tmpdir. The least surprising fix that needs no change to libvirt's configuration
 - read-only disks carry ``<seclabel model='dac' relabel='no'/>`` so libvirt never chowns the
   shared cached image; writable disks and the per-VM UEFI vars copy are chowned to libvirt-qemu
   by libvirt's DAC driver (dynamic_ownership, on by default) for the run and given back to root
-  when the domain stops.
+  when the domain stops;
+- a writable file that no <disk> names (an NVMe disk passed as QEMU arguments, libvirt_xml) is
+  never chowned by libvirt: QEMU, as libvirt-qemu, could read the root-owned 0644 scratch file
+  but not open it read-write, and would refuse to start. The harness chowns it to the user
+  libvirt runs QEMU as (the DAC ``<baselabel>`` of the host capabilities) and gives it back in
+  remove(), as libvirt does for the files it knows.
 For a URI naming another host, paths are used as they are: the images and scratch directories
-must exist at the same paths there (nothing is staged or copied across hosts).
+must exist at the same paths there (nothing is staged or copied across hosts), and a scratch
+file passed as QEMU arguments must already be writable by that host's QEMU user.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import errno
 import os
 import shutil
 import stat
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import InfraError
@@ -47,6 +54,26 @@ def others_can_reach(path: Path, read_file: bool) -> bool:
     return True
 
 
+def security_models(host_caps_xml: str) -> tuple[str, ...]:
+    """The security drivers of a libvirt host (``<host><secmodel><model>``), e.g. dac, apparmor."""
+    caps = ET.fromstring(host_caps_xml)
+    return tuple(m.findtext("model") or "" for m in caps.findall("host/secmodel"))
+
+
+def qemu_owner(host_caps_xml: str, domain_type: str) -> tuple[int, int] | None:
+    """(uid, gid) libvirt runs QEMU as for ``domain_type``: the DAC ``<baselabel>`` of the host
+    capabilities ("+64055:+64055" on Debian); None when the host reports none."""
+    caps = ET.fromstring(host_caps_xml)
+    for secmodel in caps.findall("host/secmodel"):
+        if secmodel.findtext("model") != "dac":
+            continue
+        for label in secmodel.findall("baselabel"):
+            if label.get("type") == domain_type and label.text:
+                uid, _, gid = label.text.partition(":")
+                return int(uid.lstrip("+")), int(gid.lstrip("+"))
+    return None
+
+
 def _blocking_dir(path: Path) -> Path:
     for parent in list(Path(os.path.abspath(path)).parents)[::-1]:
         if not parent.stat().st_mode & stat.S_IXOTH:
@@ -60,9 +87,26 @@ class Stage:
     def __init__(self, root: Path):
         self.root = root
         self.made: list[Path] = []
+        self.lent: list[tuple[Path, int, int]] = []  # (file, its uid, its gid) before chown
 
-    def reachable(self, path: Path, readonly: bool) -> Path:
-        path = Path(path)
+    def reachable(self, path: Path, readonly: bool, owner: tuple[int, int] | None = None) -> Path:
+        """The path libvirt's QEMU should open for ``path``: itself, or a link (or copy) here.
+
+        ``owner`` (uid, gid) is for a writable file libvirt will not chown because no <disk>
+        names it: the file is chowned to it until remove()."""
+        reached = self._reach(Path(path), readonly)
+        if owner is not None and not readonly:
+            info = reached.stat()
+            try:
+                os.chown(reached, *owner)
+            except PermissionError:
+                raise InfraError(f"cannot chown {reached} to {owner[0]}:{owner[1]}, the user "
+                                 f"libvirt runs QEMU as, which must write it: only root can "
+                                 f"(the harness runs as uid {os.getuid()})") from None
+            self.lent.append((reached, info.st_uid, info.st_gid))
+        return reached
+
+    def _reach(self, path: Path, readonly: bool) -> Path:
         if others_can_reach(path, read_file=readonly):
             return path
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -90,6 +134,12 @@ class Stage:
         return dest
 
     def remove(self) -> None:
+        for path, uid, gid in self.lent:  # before the links go (the original may be gone)
+            try:
+                os.chown(path, uid, gid)
+            except FileNotFoundError:
+                pass
+        self.lent.clear()
         for made in self.made:
             try:
                 made.unlink()

@@ -6,6 +6,13 @@ SeaBIOS (``<loader type='rom'>``, i.e. -bios) standing in for bhyve's CSM, COM1 
 further ISA UARTs as data channels (pty chardevs: libvirt's virDomainOpenConsole reaches them
 locally and over a remote URI alike), virtio-blk / NVMe / SATA disks with serial numbers and
 block sizes, user-mode virtio-net, and every lifecycle action set to destroy (like -no-reboot).
+Where the connected libvirt has no NVMe disk bus (libvirt 9.0's domain capabilities list none),
+NVMe disks become QEMU's own ``-device nvme`` through libvirt's documented QEMU namespace
+(``<qemu:commandline>``, drvqemu "Pass-through of arbitrary qemu commands"), with the drive and
+device properties the QEMU backend uses; the domain's ``<description>`` says so. libvirt marks
+such a domain tainted (custom-argv) in its log, and neither chowns nor labels those files:
+libvirt_staging makes them reachable, and :func:`check_capabilities` refuses hosts whose
+AppArmor or SELinux profiles would not let QEMU open them.
 
 ``bhyve`` (bhyve:///system): the elements libvirt's bhyve driver documents (docs/drvbhyve.rst):
 ``<domain type='bhyve'>``, a bootrom ``<loader readonly='yes' type='pflash'>`` (3.2.0+) with a
@@ -15,11 +22,12 @@ LPC bridge at slot 31 through ``<controller type='isa'>`` (the Windows advice in
 ``<features><msrs unknown='ignore'/>`` (5.1.0+, bhyve -w).
 
 :func:`check_capabilities` then compares a built domain with what the connected libvirt says it
-can do (``virConnectGetDomainCapabilities``; for bhyve also its version) and raises InfraError
+can do (``virConnectGetDomainCapabilities``; for bhyve also its version) and raises Unsupported
 naming the first element it cannot run, before anything is started.
 """
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass
@@ -29,6 +37,13 @@ from ..errors import InfraError, Unsupported
 from ..vmspec import Disk, VmSpec
 
 DRIVERS = ("qemu", "bhyve")
+
+# libvirt's QEMU namespace (formatdomain / drvqemu): <qemu:commandline><qemu:arg value=.../>
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", QEMU_NS)
+# Security drivers whose per-domain policy covers only the files libvirt knows about (for
+# AppArmor, virt-aa-helper builds the profile from <disk> and friends, not <qemu:commandline>).
+CONFINING_SECURITY = {"apparmor": "AppArmor", "selinux": "SELinux"}
 
 # VmSpec disk bus -> (libvirt <target bus>, <disk device>, device-name prefix)
 _DISK_BUS = {
@@ -71,6 +86,7 @@ class Options:
     cpu_mode: str | None = "maximum"  # qemu driver: <cpu mode=...>; None leaves QEMU's default
     bridge: str = "bridge0"           # bhyve: the host bridge the tap joins
     nmdm_unit: int | None = None      # bhyve: first nmdm unit number; None = from the VM name
+    nvme_as_qemu_args: bool = False   # qemu driver without the nvme bus: <qemu:commandline>
 
 
 def disk_target(disk: Disk, index_on_bus: int) -> tuple[str, str, str]:
@@ -163,11 +179,16 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
 
     devices = _sub(domain, "devices")
     per_bus: dict[str, int] = {}
-    for disk in spec.disks:
+    as_qemu_args = []  # (position in spec.disks, disk, path) of NVMe disks outside <disk>
+    for position, disk in enumerate(spec.disks):
+        path = disk_paths.get(disk.path, disk.path)
+        if not bhyve and uses_qemu_args(disk, options):
+            as_qemu_args.append((position, disk, path))
+            continue
         bus, _device, _dev = _DISK_BUS.get(disk.bus, (disk.bus, "", ""))
         index = per_bus.get(bus, 0)
         per_bus[bus] = index + 1
-        _disk(devices, disk, index, bhyve, disk_paths.get(disk.path, disk.path))
+        _disk(devices, disk, index, bhyve, path)
     for nic in spec.nics:
         _nic(devices, nic, bhyve, options)
     unit = options.nmdm_unit if options.nmdm_unit is not None else nmdm_unit(spec.name)
@@ -190,7 +211,68 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     else:
         _sub(devices, "controller", type="usb", model="none")  # like -nodefaults
         _sub(devices, "memballoon", model="none")
+    if as_qemu_args:
+        _nvme_as_qemu_args(domain, as_qemu_args)
     return domain
+
+
+def uses_qemu_args(disk: Disk, options: Options) -> bool:
+    """Whether ``disk`` reaches QEMU through <qemu:commandline> rather than a <disk> element
+    (so libvirt neither chowns nor labels its file)."""
+    return disk.bus == "nvme" and options.nvme_as_qemu_args
+
+
+def nvme_qemu_args(position: int, disk: Disk, path: Path) -> list[str]:
+    """``-drive`` and ``-device`` for the ``position``-th disk of a VmSpec, with the QEMU
+    backend's drive id, serial, block sizes and readonly=on|off (qemu.py ``_disk_args``).
+
+    ``path`` goes into QEMU's option syntax, where a comma ends a value unless doubled. The
+    device is given as JSON, as libvirt gives its own: QEMU 7.2 creates every key=value
+    ``-device`` before any JSON one, so a key=value NVMe controller would take the PCIe slot
+    libvirt addressed its first root port to, and QEMU would refuse to start ("slot 1 function
+    0 not available for pcie-root-port, in use by nvme"). As JSON it is created after
+    libvirt's devices, in the first slot they left free."""
+    node = f"disk{position}"
+    drive = (f"file={str(path).replace(',', ',,')},format={disk.format},if=none,id={node},"
+             f"readonly={'on' if disk.readonly else 'off'}")
+    device: dict = {"driver": "nvme", "drive": node,
+                    "serial": disk.serial or f"REFVM{position:04d}"}
+    if disk.boot:
+        device["bootindex"] = 0
+    if disk.sector_size:
+        device["logical_block_size"] = device["physical_block_size"] = disk.sector_size
+    return ["-drive", drive, "-device", json.dumps(device, separators=(",", ":"))]
+
+
+def _nvme_as_qemu_args(domain: ET.Element, disks: list) -> None:
+    """Add NVMe disks as QEMU arguments, and say so in the domain's <description>."""
+    names = ", ".join(Path(path).name for _position, _disk, path in disks)
+    description = ET.Element("description")
+    description.text = (f"refvm: NVMe disk(s) {names} are QEMU's own -device nvme, passed "
+                         "through <qemu:commandline> because this libvirt's domain "
+                         "capabilities list no 'nvme' disk bus")
+    domain.insert(list(domain).index(domain.find("uuid")) + 1, description)
+    commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+    for position, disk, path in disks:
+        for arg in nvme_qemu_args(position, disk, path):
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def qemu_args(domain: ET.Element) -> list[str]:
+    """The values of the domain's <qemu:commandline><qemu:arg> elements, in order."""
+    return [arg.get("value") for arg in domain.findall(f"{{{QEMU_NS}}}commandline/"
+                                                        f"{{{QEMU_NS}}}arg")]
+
+
+def nmdm_slave(domain_xml: str, port: str) -> str:
+    """The nmdm B side (``<source slave=...>``) of COM port ``port`` in a bhyve domain's XML."""
+    target_port = str(int(port[-1]) - 1)  # com2 -> <target port='1'>
+    for serial in ET.fromstring(domain_xml).findall("devices/serial[@type='nmdm']"):
+        target = serial.find("target")
+        if target is not None and target.get("port") == target_port:
+            return serial.find("source").get("slave")
+    raise InfraError(f"the domain XML has no nmdm serial port for {port} "
+                     f"(<target port='{target_port}'>)")
 
 
 def _disk(devices: ET.Element, disk: Disk, index: int, bhyve: bool, path: Path) -> None:
@@ -249,17 +331,25 @@ def _version_text(version: tuple) -> str:
     return ".".join(str(p) for p in version)
 
 
+def offers_disk_bus(caps_xml: str, bus: str) -> bool:
+    """Whether the domain capabilities list ``bus`` among their disk buses."""
+    return bus in (_enum(ET.fromstring(caps_xml), "devices/disk", "bus") or [])
+
+
 def parse_version(number: int) -> tuple[int, int, int]:
     """libvirt's encoded version (major * 1e6 + minor * 1e3 + micro) as a tuple."""
     return number // 1_000_000, number // 1000 % 1000, number % 1000
 
 
 def check_capabilities(domain: ET.Element, caps_xml: str, where: str,
-                       libvirt_version: tuple | None = None) -> None:
-    """Raise InfraError naming the first element of ``domain`` the host cannot run.
+                       libvirt_version: tuple | None = None, local: bool = True,
+                       security_models: tuple = ()) -> None:
+    """Raise Unsupported naming the first element of ``domain`` the host cannot run.
 
     ``caps_xml`` is the connected libvirt's domain capabilities for this domain type and
     machine; ``where`` names the host for the message (e.g. "libvirt 9.0.0 at qemu:///system").
+    ``local``: whether the harness runs on that host (bhyve's data ports need it);
+    ``security_models``: the host capabilities' <secmodel> names (QEMU arguments need DAC only).
     """
     caps = ET.fromstring(caps_xml)
     problems: list[str] = []
@@ -310,10 +400,40 @@ def check_capabilities(domain: ET.Element, caps_xml: str, where: str,
 
     if dtype == "bhyve" and libvirt_version is not None:
         problems += _bhyve_version_problems(domain, tuple(libvirt_version))
+    if dtype == "bhyve" and not local:
+        problems += _bhyve_remote_console_problems(domain)
+    problems += _qemu_args_problems(domain, security_models)
 
     if problems:
         raise Unsupported(f"{where} cannot run {domain.findtext('name')}: {problems[0]}"
                          + "".join(f"; also {p}" for p in problems[1:]))
+
+
+def _qemu_args_problems(domain: ET.Element, security_models) -> list[str]:
+    """QEMU arguments naming files libvirt's AppArmor or SELinux driver never allows."""
+    files = [arg for arg in qemu_args(domain) if arg.startswith("file=")]
+    confining = [CONFINING_SECURITY[m] for m in security_models if m in CONFINING_SECURITY]
+    if not files or not confining:
+        return []
+    return [f"<qemu:commandline> NVMe disk files: this host confines QEMU with "
+            f"{' and '.join(confining)}, whose per-domain policy allows only the files named "
+            f"in <disk> elements, and its libvirt has no 'nvme' disk bus to name them there"]
+
+
+def _bhyve_remote_console_problems(domain: ET.Element) -> list[str]:
+    """Serial ports after the first cannot be reached on a remote bhyve host.
+
+    libvirt's bhyveDomainOpenConsole ignores the device name and always opens serials[0]'s
+    nmdm B side; locally the harness opens the others itself, remotely it cannot."""
+    problems = []
+    for serial in domain.findall("devices/serial")[1:]:
+        port = int(serial.find("target").get("port")) + 1
+        problems.append(
+            f"<serial> com{port}: libvirt's bhyve driver opens only the first serial port "
+            f"through virDomainOpenConsole (bhyveDomainOpenConsole ignores the device name), "
+            f"and this host's nmdm device {serial.find('source').get('slave')} cannot be "
+            f"opened from here (it is a remote URI)")
+    return problems
 
 
 def _bhyve_version_problems(domain: ET.Element, version: tuple) -> list[str]:
