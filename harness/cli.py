@@ -319,8 +319,12 @@ def cmd_clean(args, _extra) -> int:
     for uri in uris:
         try:  # libvirt domains of dead runs, where libvirt is installed and reachable
             from .backends.libvirt_backend import live_run_ids, reap_domains
+            from .backends.libvirt_connection import is_local
+            from .backends.libvirt_origin import this_machine
             from .backends import get_backend
-            reap_domains(get_backend("libvirt", uri=uri).conn, live_run_ids(), log=say)
+            # On another host, other machines' runs may share it: only ours are judged.
+            reap_domains(get_backend("libvirt", uri=uri).conn, live_run_ids(), log=say,
+                         only_machine=None if is_local(uri) else this_machine())
         except ImportError:
             break
         except HarnessError as err:

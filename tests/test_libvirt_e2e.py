@@ -13,6 +13,7 @@ import os
 import select
 import shutil
 import signal
+import contextlib
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from harness.errors import GuestFailure, InfraError
 from harness.images.cache import ImageCache
 from harness.matrix import Case
 from harness.paths import REPO_ROOT, cache_dir, temp_root
+from harness.backends.libvirt_origin import origin_of, this_machine
 from harness.runner import Run
 from tests.test_e2e_devices import flip_byte_before_verify
 
@@ -88,6 +90,7 @@ def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL, name: str = "b
     recorded: dict = {}
     try:
         vm = run.boot(case, image)
+        recorded["origin"] = origin_of(vm.machine.dom, vm.machine.libvirt)
         run.run_steps(case, vm, recorded.__setitem__, before_step)
     finally:
         run.close()
@@ -107,6 +110,8 @@ def test_boot_scenario_passes_through_qemu_system(tmp_path, refguest, firmware):
     recorded, run = run_boot(tmp_path, refguest, firmware)
     assert recorded["exit"] == "poweroff"
     assert recorded["guest_firmware"] == ("UEFI" if firmware == "uefi" else "BIOS")
+    # libvirt kept the origin metadata that `refvm clean --hosts` judges remote domains by
+    assert recorded["origin"] == {"machine": this_machine(), "run": run.run_id}
     case_dir, = (tmp_path / "artifacts").iterdir()
     xml = (case_dir / "domain.xml").read_text()
     assert "<on_reboot>destroy</on_reboot>" in xml and "refguest login:" in \
@@ -297,24 +302,25 @@ def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest
     assert not (STAGE_ROOT / name).exists()
 
 
-def test_reap_domains_removes_dead_runs_only():
+BARE_DOMAIN = ("<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid>{metadata}"
+               "<memory unit='MiB'>32</memory><os><type arch='x86_64' machine='q35'>hvm</type>"
+               "</os><devices><controller type='usb' model='none'/>"
+               "<memballoon model='none'/></devices></domain>")
+
+
+@contextlib.contextmanager
+def bare_domains(*domains: tuple[str, str]):
+    """Paused, diskless domains (name, <metadata> XML) to reap; yields the connection."""
     need(LOCAL)
     import libvirt
 
     from harness.backends.libvirt_connection import connect
-    from harness.backends.libvirt_reap import reap_domains
 
     conn = connect(LOCAL)
-    xml = ("<domain type='qemu'><name>{}</name><uuid>{}</uuid><memory unit='MiB'>32</memory>"
-           "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
-           "<controller type='usb' model='none'/><memballoon model='none'/></devices></domain>")
-    dead, live = "refvm-deadbeef-1", "refvm-0badf00d-1"
-    doms = [conn.createXML(xml.format(n, uuid.uuid4()), libvirt.VIR_DOMAIN_START_PAUSED)
-            for n in (dead, live)]
+    doms = [conn.createXML(BARE_DOMAIN.format(name=name, uuid=uuid.uuid4(), metadata=metadata),
+                           libvirt.VIR_DOMAIN_START_PAUSED) for name, metadata in domains]
     try:
-        reaped = reap_domains(conn, {"0badf00d"}, stage_root=None)
-        assert reaped == [dead]
-        assert refvm_domains() == [live]
+        yield conn
     finally:
         for dom in doms:
             try:
@@ -323,3 +329,29 @@ def test_reap_domains_removes_dead_runs_only():
                 pass
         conn.close()
     assert refvm_domains() == []
+
+
+def test_reap_domains_removes_dead_runs_only():
+    from harness.backends.libvirt_reap import reap_domains
+
+    dead, live = "refvm-deadbeef-1", "refvm-0badf00d-1"
+    with bare_domains((dead, ""), (live, "")) as conn:
+        assert reap_domains(conn, {"0badf00d"}, stage_root=None) == [dead]
+        assert refvm_domains() == [live]
+
+
+def test_reaping_a_shared_host_touches_only_this_machines_dead_runs():
+    """On a remote host other CI machines' runs may be alive: `refvm clean --hosts` there
+    removes only domains whose origin metadata names this machine (and a dead run)."""
+    from harness.backends.libvirt_origin import NAMESPACE
+    from harness.backends.libvirt_reap import reap_domains
+
+    def origin(machine: str, run: str) -> str:
+        return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='{machine}' "
+                f"run='{run}'/></metadata>")
+
+    ours, theirs = "refvm-deadbee1-1", "refvm-deadbee2-1"
+    with bare_domains((ours, origin(this_machine(), "deadbee1")),
+                      (theirs, origin("another-ci-machine", "deadbee2"))) as conn:
+        assert reap_domains(conn, set(), stage_root=None, only_machine=this_machine()) == [ours]
+        assert refvm_domains() == [theirs]

@@ -249,8 +249,21 @@ def test_unknown_bus_nic_and_driver_are_infra_errors():
 
 def test_xml_text_round_trips():
     text = lx.to_xml(qemu_domain(disks=DEVICE_DISKS))
-    assert text.startswith("<domain type=\"qemu\">") and text.endswith("</domain>\n")
+    assert text.startswith("<domain ") and text.endswith("</domain>\n")
     assert ET.fromstring(text).findtext("name") == "refvm-0123abcd-1"
+    assert ET.fromstring(text).get("type") == "qemu"
+
+
+def test_every_domain_says_which_machine_and_run_started_it():
+    from harness.backends.libvirt_origin import NAMESPACE, this_machine
+
+    for driver in ("qemu", "bhyve"):
+        domain = ET.fromstring(lx.to_xml(lx.build_domain(spec(), driver, lx.FirmwareFiles())))
+        origin = domain.find(f"metadata/{{{NAMESPACE}}}origin")
+        assert origin is not None, driver
+        assert origin.attrib == {"machine": this_machine(), "run": "0123abcd"}
+    pinned = lx.build_domain(spec(), "qemu", lx.FirmwareFiles(), lx.Options(machine="ci-7"))
+    assert pinned.find(f"metadata/{{{NAMESPACE}}}origin").get("machine") == "ci-7"
 
 
 def test_disk_names_follow_libvirt_suffixes():
@@ -589,8 +602,7 @@ def test_qemu_args_use_the_staged_path_with_commas_doubled_and_readonly_on():
 
 def test_qemu_args_serialize_in_libvirts_qemu_namespace():
     text = lx.to_xml(lx.build_domain(spec(disks=DEVICE_DISKS), "qemu", OVMF, QEMU_ARGS))
-    assert text.startswith('<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" '
-                           'type="qemu">')
+    assert text.startswith('<domain xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" ')
     assert "<qemu:commandline>\n    <qemu:arg value=\"-drive\" />" in text
     parsed = ET.fromstring(text)
     assert parsed.find(f"{NS}commandline") is not None

@@ -127,3 +127,15 @@ def test_plan_names_the_host_of_every_case(tmp_path):
     assert by_id["boot[refguest-csm-libvirt]"]["host"]["name"] == "unix"
     # each case's domain XML comes from its own host's backend
     assert "<domain" in by_id["boot[refguest-uefi-libvirt]"]["details"]
+
+
+def test_clean_visits_every_host_and_reports_one_it_cannot_reach(tmp_path):
+    pytest.importorskip("libvirt")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("- uri: qemu+tcp://127.0.0.1:9/system\n  name: nobody-listens\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "clean", "--hosts", str(hosts)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "refvm: qemu+tcp://127.0.0.1:9/system: cannot connect to libvirt at " \
+           "qemu+tcp://127.0.0.1:9/system" in proc.stdout
+    assert "stale run(s) cleaned" in proc.stdout

@@ -75,7 +75,8 @@ def results(junit: Path) -> dict[str, dict]:
         for tag in ("failure", "error", "skipped"):
             if case.find(tag) is not None:
                 outcome = tag
-        out[case.get("name")] = {"outcome": outcome, **props}
+        name = case.get("name").split("]@")[0] + "]"  # xdist appends "@<group>" to ids
+        out[name] = {"outcome": outcome, **props}
     return out
 
 

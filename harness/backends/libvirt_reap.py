@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from .libvirt_connection import load_binding
+from .libvirt_origin import origin_of
 from .libvirt_staging import STAGE_ROOT
 
 NAME_RE = re.compile(r"^refvm-([0-9a-f]+)-(\d+)$")
@@ -23,12 +24,14 @@ def run_id_of(name: str) -> str | None:
 
 
 def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
-                 log=lambda _text: None) -> list[str]:
+                 log=lambda _text: None, only_machine: str | None = None) -> list[str]:
     """Destroy (and undefine) refvm-* domains whose run id is not live; return their names.
 
     Also removes the staging directories of those runs under ``stage_root`` (local hosts).
-    Domains not named refvm-<hex>-<n> are never touched. Only point this at a host whose
-    refvm runs all start on this machine: ``live_run_ids`` is what this machine knows.
+    Domains not named refvm-<hex>-<n> are never touched. ``live_run_ids`` is what this
+    machine knows: on a host other machines' runs may share, pass ``only_machine`` (this
+    machine's id, libvirt_origin.this_machine()) and only domains whose origin metadata names
+    that machine are candidates.
     """
     libvirt = load_binding()
     live = set(live_run_ids)
@@ -41,6 +44,10 @@ def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
         run_id = run_id_of(name)
         if run_id is None or run_id in live:
             continue
+        if only_machine is not None:
+            origin = origin_of(dom, libvirt)
+            if origin is None or origin["machine"] != only_machine:
+                continue  # another machine's run (or no origin): not ours to judge
         try:
             if dom.isActive():
                 dom.destroy()

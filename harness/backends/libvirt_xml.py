@@ -35,6 +35,8 @@ from pathlib import Path
 
 from ..errors import InfraError, Unsupported
 from ..vmspec import Disk, VmSpec
+from .libvirt_origin import origin_element
+from .libvirt_reap import run_id_of
 
 DRIVERS = ("qemu", "bhyve")
 
@@ -87,6 +89,7 @@ class Options:
     bridge: str = "bridge0"           # bhyve: the host bridge the tap joins
     nmdm_unit: int | None = None      # bhyve: first nmdm unit number; None = from the VM name
     nvme_as_qemu_args: bool = False   # qemu driver without the nvme bus: <qemu:commandline>
+    machine: str | None = None        # origin metadata's machine id; None: this machine's
 
 
 def disk_target(disk: Disk, index_on_bus: int) -> tuple[str, str, str]:
@@ -145,6 +148,9 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     domain = ET.Element("domain", type="bhyve" if bhyve else options.domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
+    run_id = run_id_of(spec.name)
+    if run_id is not None:  # which machine's run this is: see libvirt_origin
+        _sub(domain, "metadata").append(origin_element(run_id, options.machine))
     _sub(domain, "memory", spec.memory_mib, unit="MiB")
     _sub(domain, "vcpu", spec.cpus)
 
