@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from ..errors import ConfigError, HarnessError, Unsupported
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
-from . import workers
+from . import pool, workers
 from .state import RefvmState
 
 STATE_KEY = pytest.StashKey[RefvmState]()
@@ -68,7 +67,7 @@ def pytest_configure(config):
     except ConfigError as err:  # a bad hosts file: file:line: field: message, no traceback
         raise pytest.UsageError(str(err)) from None
     if state.pool is not None:
-        _distribute_by_host(config)
+        pool.distribute_by_host(config)
     for name in FIRMWARES + FAMILIES + BACKENDS:
         config.addinivalue_line("markers", f"{name}: refvm cases using {name}")
     config.addinivalue_line("markers", "vm: the test boots a virtual machine")
@@ -86,25 +85,6 @@ def pytest_configure(config):
     elif signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-
-
-def _distribute_by_host(config) -> None:
-    """With -n, a pool needs --dist loadgroup: one host slot's cases on one worker, in turn.
-
-    pytest-xdist turns a bare -n into --dist load, which would let two workers run one
-    slot's cases at once (more VMs on a host than its max_vms): loadgroup replaces it.
-    Workers parse only the command line, so a worker is told too (xdist's own flag for
-    "tag items with their xdist_group"; tests/test_pool_e2e.py checks the groups hold)."""
-    if hasattr(config, "workerinput"):  # an xdist worker: its master chose loadgroup
-        config.option.loadgroup = True
-        return
-    dist = getattr(config.option, "dist", "no")
-    if not getattr(config.option, "numprocesses", None) or dist == "loadgroup":
-        return
-    if dist not in ("no", "load"):
-        raise pytest.UsageError(f"--hosts runs with --dist loadgroup (one worker per host "
-                                f"slot), not --dist {dist}")
-    config.option.dist = "loadgroup"
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -137,19 +117,8 @@ def pytest_collection_modifyitems(config, items):
     groups; so -k/-m deselection comes after it: select with --scenario, --firmware and
     --guest to keep the spread even."""
     state = config.stash[STATE_KEY]
-    if state.pool is None:
-        return
-    runnable = [item for item in items
-                if isinstance(item, ScenarioItem) and not item.skip_reason]
-    slots = state.pool.assign((item.nodeid, item.case.firmware, item.case.backend)
-                              for item in runnable)
-    for item in runnable:
-        slot = slots[item.nodeid]
-        if slot is None:
-            item.skip_reason = state.pool.why_none(item.case.firmware, item.case.backend)
-            continue
-        item.host = slot.host
-        item.add_marker(pytest.mark.xdist_group(slot.group))
+    if state.pool is not None:
+        pool.pin_to_hosts(state.pool, items)
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -204,7 +173,8 @@ class ScenarioItem(pytest.Item):
 
     def setup(self):
         """Everything before the guest runs: image, hypervisor. Problems here are infra."""
-        if self.skip_reason:
+        if self.skip_reason:  # ruled out by the matrix (or no host offers it): not a fault
+            self.user_properties.append(("skip", "matrix"))
             pytest.skip(self.skip_reason)
         try:
             image = self.state.image_for(self.case.guest)
@@ -212,7 +182,7 @@ class ScenarioItem(pytest.Item):
             pytest.skip(str(err))
         backend = self.state.backend_for(self.host)
         if self.host is not None:
-            self.record("host", f"{self.host.name} {self.host.uri}")
+            self.record("host", pool.host_label(self.host))
             self.record("worker", os.environ.get("PYTEST_XDIST_WORKER", "main"))
             why = backend.unsupported(self.case.firmware)
             if why:
@@ -267,18 +237,6 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """A pool run ends with one line per host: what it ran and how that went."""
     state = config.stash.get(STATE_KEY, None)
-    if state is None or state.pool is None:
-        return
-    by_host: dict[str, Counter] = defaultdict(Counter)
-    for outcome in ("passed", "failed", "error", "skipped"):
-        for report in terminalreporter.stats.get(outcome, []):
-            host = dict(getattr(report, "user_properties", ())).get("host")
-            if host and (report.when == "call" or not report.passed):
-                by_host[host][outcome] += 1
-    terminalreporter.section("refvm hosts")
-    for host in state.pool.hosts:
-        counts = by_host.get(f"{host.name} {host.uri}", Counter())
-        text = ", ".join(f"{n} {outcome}" for outcome, n in counts.items()) or "no case"
-        terminalreporter.write_line(f"{host.name} ({host.uri}, max_vms {host.max_vms}): {text}")
+    if state is not None and state.pool is not None:
+        pool.write_host_summary(terminalreporter, state.pool)
