@@ -227,19 +227,18 @@ def _pairs(argv: list[str]) -> list[str]:
 
 # run -----------------------------------------------------------------------------------------
 class _Outcomes:
-    """Counts results so ``refvm run`` exits 0 only when every selected case passed."""
+    """Counts results so ``refvm run`` exits 0 only when every selected case passed.
+
+    A case the matrix rules out (its ``skip`` property says ``matrix``) is not a failure to
+    run; any other skip is. Read from the reports, which pytest-xdist relays from workers."""
 
     def __init__(self):
         self.passed = self.failed = self.runtime_skips = 0
-        self.matrix_skips: set[str] = set()
-
-    def pytest_collection_modifyitems(self, items):
-        self.matrix_skips = {i.nodeid for i in items if getattr(i, "skip_reason", None)}
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
             self.failed += 1
-        elif report.skipped and report.nodeid not in self.matrix_skips:
+        elif report.skipped and dict(report.user_properties).get("skip") != "matrix":
             self.runtime_skips += 1
         elif report.passed and report.when == "call":
             self.passed += 1

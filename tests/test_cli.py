@@ -110,3 +110,25 @@ def test_bhyve_plan_covers_every_scenario_under_uefi_and_csm(capsys, tmp_path):
             assert (str(csm) in bootrom) == (firmware == "csm")
     uart = cases["uart[refguest-uefi-bhyve]"]["commands"][-1]
     assert [a for a in uart if a.startswith("com2,/dev/nmdm")]
+
+
+class ReportDouble:
+    """A test double of pytest's TestReport: just what refvm run's outcome counter reads."""
+
+    def __init__(self, outcome: str, when: str = "call", properties=()):
+        self.failed, self.skipped, self.passed = (outcome == o for o in
+                                                  ("failed", "skipped", "passed"))
+        self.when = when
+        self.user_properties = list(properties)
+
+
+def test_refvm_run_counts_matrix_skips_apart_from_cases_that_could_not_run():
+    from harness.cli import _Outcomes
+
+    outcomes = _Outcomes()
+    for report in (ReportDouble("passed", "setup"), ReportDouble("passed"),
+                   ReportDouble("skipped", "setup", [("skip", "matrix")]),
+                   ReportDouble("skipped", "setup", [("backend", "x")]),
+                   ReportDouble("failed", "teardown")):
+        outcomes.pytest_runtest_logreport(report)
+    assert (outcomes.passed, outcomes.runtime_skips, outcomes.failed) == (1, 1, 1)

@@ -81,10 +81,14 @@ def results(junit: Path) -> dict[str, dict]:
 
 
 def test_a_two_host_pool_runs_the_whole_matrix_on_both_hosts(tmp_path, pool):
+    """Through `refvm run --hosts`, which starts one xdist worker per host slot itself."""
     hosts, scratch = pool
     env = dict(os.environ, REFVM_TMP=str(scratch))
-    proc = subprocess.run(pool_command(tmp_path, hosts), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--backend", "libvirt", "--hosts",
+         str(hosts), "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
+         "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     got = results(tmp_path / "junit.xml")
     summary = {name: r["outcome"] for name, r in got.items()}
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
