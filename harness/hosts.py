@@ -159,18 +159,24 @@ class HostPool:
         """Pin each case to a slot: ``cases`` is an ordered iterable of (key, firmware,
         backend); returns {key: Slot or None (no host runs that firmware with that backend)}.
 
-        Least-loaded eligible slot first, ties in slot order: spreads a matrix over every host
-        that can run it, and is the same on every worker for the same collection.
+        Least-loaded eligible slot first; among equally loaded slots, the host that has run
+        this firmware least, then slot order. So a matrix spreads over every host that can
+        run it, each firmware over several hosts where it can (not uefi on one host and csm
+        on the other), and the result is the same on every worker for the same collection.
         """
         load = {id(slot): 0 for slot in self.slots}
+        by_firmware: dict[tuple, int] = {}
         out = {}
         for key, firmware, backend in cases:
             eligible = [slot for slot in self.slots if slot.host.runs(firmware, backend)]
             if not eligible:
                 out[key] = None
                 continue
-            best = min(eligible, key=lambda slot: load[id(slot)])
+            best = min(eligible, key=lambda slot: (
+                load[id(slot)], by_firmware.get((slot.host.name, firmware), 0)))
             load[id(best)] += 1
+            by_firmware[(best.host.name, firmware)] = \
+                by_firmware.get((best.host.name, firmware), 0) + 1
             out[key] = best
         return out
 

@@ -153,3 +153,16 @@ def test_assignment_is_deterministic_and_says_when_no_host_fits():
 def test_an_empty_pool_is_refused():
     with pytest.raises(InfraError, match="lists no host"):
         HostPool([])
+
+
+def test_each_firmware_spreads_over_the_hosts_too():
+    """A matrix lists uefi, csm, uefi, csm...: plain least-loaded would put every uefi case on
+    the first host and every csm case on the second, so no host would run both."""
+    two = HostPool(parse_hosts("- uri: qemu:///system\n- uri: qemu+tcp://b/system\n",
+                               "hosts.yaml"))
+    cases = [(f"s{n}-{fw}", fw, "libvirt") for n in range(5) for fw in ("uefi", "csm")]
+    assigned = two.assign(cases)
+    spread = {fw: Counter(assigned[k].host.name for k, f, _ in cases if f == fw)
+              for fw in ("uefi", "csm")}
+    assert spread == {"uefi": {"local": 3, "b": 2}, "csm": {"local": 2, "b": 3}}
+    assert Counter(slot.host.name for slot in assigned.values()) == {"local": 5, "b": 5}
