@@ -128,23 +128,15 @@ def cmd_validate(args, _extra) -> int:
 
 # plan ----------------------------------------------------------------------------------------
 def cmd_plan(args, _extra) -> int:
-    from .pytest_plugin.state import make_backend
+    from .pytest_plugin.state import BackendsByHost
     from .runner import Run
 
     guests = load_guests(args.guest)
     scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
     pool = HostPool(load_hosts(args.hosts)) if args.hosts else None
-    host_backends: dict[str, object] = {}
-
-    def backend_for(host):
-        key = host.uri if host else ""
-        if key not in host_backends:
-            host_backends[key] = make_backend(args.backend, args, cache, guests,
-                                              planning=True, uri=host and host.uri)
-        return host_backends[key]
-
-    backend = pool.offer(args.backend) if pool else backend_for(None)
+    backends = BackendsByHost(args, cache, lambda: guests, planning=True)
+    backend = pool.offer(args.backend) if pool else backends.get(None)
     run = Run(None, Path(args.artifacts))
     matrix = build_matrix(scenarios, guests, backend, args.firmware)
     hosts = pool.assign((case.id, case.firmware, case.backend)
@@ -158,7 +150,7 @@ def cmd_plan(args, _extra) -> int:
         if host is not None:
             row["host"] = {"name": host.host.name, "uri": host.host.uri, "slot": host.group}
         if reason is None:
-            case_backend = backend_for(host and host.host)
+            case_backend = backends.get(host and host.host)
             spec = run.vm_spec(case, cache.expected_path(case.guest))
             try:
                 row["commands"] = case_backend.command_lines(spec)
@@ -306,6 +298,7 @@ def cmd_images(args, _extra) -> int:
 def cmd_clean(args, _extra) -> int:
     """Dead runs' scratch directories and kernel VMs here, and their libvirt domains on
     --libvirt-uri or on every host of --hosts (a host that does not answer is reported)."""
+    from .backends import get_backend
     from .reaper import reap
 
     def say(text: str) -> None:
@@ -317,15 +310,7 @@ def cmd_clean(args, _extra) -> int:
     status = EXIT_OK
     for uri in uris:
         try:  # libvirt domains of dead runs, where libvirt is installed and reachable
-            from .backends.libvirt_backend import live_run_ids, reap_domains
-            from .backends.libvirt_connection import is_local
-            from .backends.libvirt_origin import this_machine
-            from .backends import get_backend
-            # On another host, other machines' runs may share it: only ours are judged.
-            reap_domains(get_backend("libvirt", uri=uri).conn, live_run_ids(), log=say,
-                         only_machine=None if is_local(uri) else this_machine())
-        except ImportError:
-            break
+            get_backend("libvirt", uri=uri).reap_dead_runs(log=say)
         except HarnessError as err:
             if args.hosts:  # a host the user named: not reaching it is worth an exit status
                 say(f"{uri}: {err}")

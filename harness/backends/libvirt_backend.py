@@ -13,8 +13,7 @@ LibvirtMachine.resume). This module holds what is about the host and the plan:
 host facts, firmware, the checked domain XML, and start(). The rest has its own module:
 libvirt_connection (binding, event loop, connect), libvirt_staging (file access for
 libvirt's QEMU user), libvirt_machine (a running domain and how it ended), libvirt_reap
-(dead runs' leftovers; ``live_run_ids`` and ``reap_domains`` are re-exported here, where the
-CLI and the pytest plugin import them).
+(dead runs' leftovers, reached through ``LibvirtBackend.reap_dead_runs``).
 """
 from __future__ import annotations
 
@@ -29,10 +28,11 @@ from . import libvirt_xml as lx
 from .base import Backend
 from .libvirt_connection import connect, is_local, load_binding
 from .libvirt_machine import LibvirtMachine
+from .libvirt_origin import this_machine
 from .libvirt_reap import live_run_ids, reap_domains
 from .libvirt_staging import STAGE_ROOT, Stage, qemu_owner, security_models
 
-__all__ = ["LibvirtBackend", "LibvirtMachine", "live_run_ids", "reap_domains"]
+__all__ = ["LibvirtBackend", "LibvirtMachine"]
 
 
 class LibvirtBackend(Backend):
@@ -237,6 +237,13 @@ class LibvirtBackend(Backend):
             raise
         return LibvirtMachine(self, spec, dom, stage,
                               spec.workdir / "uefi-vars.fd" if self.local else None)
+
+    def reap_dead_runs(self, log=lambda _text: None) -> list[str]:
+        """Remove what dead refvm runs left on this host. On a local URI every refvm domain's
+        run is this machine's to judge; another host may be shared with other machines'
+        runs, so there only domains whose origin metadata names this machine are touched."""
+        return reap_domains(self.conn, live_run_ids(), log=log,
+                            only_machine=None if self.local else this_machine())
 
     def _qemu_owner(self) -> tuple[int, int] | None:
         return qemu_owner(self.host_capabilities(), self.domain_type)

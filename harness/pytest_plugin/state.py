@@ -23,8 +23,8 @@ class RefvmState:
         self.cache = ImageCache(cache_dir(), allow_fetch=not options.offline,
                                 allow_build=not options.offline, log=self._say)
         self._guests = None
-        self._backend = None
-        self._host_backends: dict[str, object] = {}
+        self._backends = BackendsByHost(options, self.cache, lambda: self.guests)
+        self._reaped: set[str | None] = set()
         self.pool = HostPool(load_hosts(options.hosts)) if options.hosts else None
         self._run = None
         self._images: dict[str, object] = {}
@@ -45,44 +45,25 @@ class RefvmState:
         """What the matrix is built against: the one backend, or what the pool offers."""
         if self.pool is not None:
             return self.pool.offer(self.options.backend)
-        return self._single_backend()
-
-    def _single_backend(self):
-        if self._backend is None:
-            self._backend = make_backend(self.options.backend, self.options, self.cache,
-                                         self.guests)
-        return self._backend
+        return self._backends.get(None)
 
     def backend_for(self, host: Host | None):
-        """The backend that runs a case on ``host`` (None: the run's one backend)."""
-        if host is None:
-            return self._single_backend()
-        if host.uri not in self._host_backends:
-            self._host_backends[host.uri] = make_backend(
-                self.options.backend, self.options, self.cache, self.guests, uri=host.uri)
-        return self._host_backends[host.uri]
+        """The backend that boots a case on ``host`` (None: the run's one backend). The
+        first time a libvirt host is used, what dead runs left there is removed."""
+        backend = self._backends.get(host)
+        key = host.uri if host else None
+        if key not in self._reaped:
+            self._reaped.add(key)
+            if backend.name == "libvirt":
+                backend.reap_dead_runs(log=self._say)
+        return backend
 
     @property
     def run(self) -> Run:
         if self._run is None:
             reap(log=self._say)  # what killed runs left behind, before we add our own
-            if self.options.backend == "libvirt":
-                self._reap_domains()
-            self._run = Run(None if self.pool else self._single_backend(),
-                            Path(self.options.artifacts))
+            self._run = Run(None, Path(self.options.artifacts))
         return self._run
-
-    def _reap_domains(self) -> None:
-        """Dead runs' domains on this machine's libvirt. Only local URIs: on a host shared
-        with other machines, liveness known here says nothing about their runs (their
-        domains die with their connections: they are started with auto-destroy)."""
-        from ..backends.libvirt_backend import live_run_ids, reap_domains
-
-        hosts = self.pool.hosts if self.pool else [None]
-        for host in hosts:
-            backend = self.backend_for(host)
-            if backend.local:
-                reap_domains(backend.conn, live_run_ids(), log=self._say)
 
     def image_for(self, guest) -> Path:
         """Prepare (once per session) and return the guest's verified image.
@@ -103,6 +84,23 @@ class RefvmState:
     def close(self) -> None:
         if self._run is not None:
             self._run.close()
+
+
+class BackendsByHost:
+    """One backend per host of a pool (None: the one from the command line), made on first
+    use, so collecting or planning connects to nothing it does not need."""
+
+    def __init__(self, options, cache: ImageCache, guests, planning: bool = False):
+        self.options, self.cache, self.planning = options, cache, planning
+        self._guests = guests  # a callable: guests are loaded only if a backend needs them
+        self._made: dict[str | None, object] = {}
+
+    def get(self, host: Host | None):
+        key = host.uri if host else None
+        if key not in self._made:
+            self._made[key] = make_backend(self.options.backend, self.options, self.cache,
+                                           self._guests(), self.planning, uri=key)
+        return self._made[key]
 
 
 def make_backend(name: str, options, cache: ImageCache, guests, planning: bool = False,
@@ -128,4 +126,4 @@ def make_backend(name: str, options, cache: ImageCache, guests, planning: bool =
                        binary=options.qemu_binary)
 
 
-__all__ = ["RefvmState", "ImageUnavailable", "make_backend"]
+__all__ = ["BackendsByHost", "RefvmState", "ImageUnavailable", "make_backend"]
