@@ -77,7 +77,7 @@ def pytest_configure(config):
         controller = config.stash[CONTROLLER_KEY] = workers.Controller()
 
         def forward_and_stop(signum, _frame):
-            controller.forward(signum)
+            controller.forward()
             raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(signal.SIGTERM, forward_and_stop)

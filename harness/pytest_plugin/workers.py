@@ -13,10 +13,13 @@ forwarded SIGTERM cannot interrupt the teardown the first one started.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 from pathlib import Path
+
+from ..paths import temp_root
+from ..reaper import claim
 
 PIDS_ENV = "REFVM_XDIST_WORKER_PIDS"
 
@@ -33,7 +36,10 @@ class Controller:
     """The controller's side: names the pid directory and forwards stop signals."""
 
     def __init__(self):
-        self.directory = Path(tempfile.mkdtemp(prefix="refvm-xdist-"))
+        # A claimed refvm-* directory, like a run's: `refvm clean` and every run's start
+        # leave it alone while this process lives, and remove it if this process is killed.
+        self.directory = temp_root() / f"refvm-xdist-{secrets.token_hex(4)}"
+        claim(self.directory)
         os.environ[PIDS_ENV] = str(self.directory)  # inherited by the workers it starts
 
     def worker_pids(self) -> list[int]:
@@ -45,7 +51,7 @@ class Controller:
                 continue
         return pids
 
-    def forward(self, signum: int) -> list[int]:
+    def forward(self) -> list[int]:
         """Send SIGTERM to every worker still alive; return the pids that got it."""
         sent = []
         for pid in self.worker_pids():
