@@ -6,8 +6,10 @@ the harness's own tests: it flips one byte on the way, and the check must then f
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import select
 import socket
 import threading
 import time
@@ -88,16 +90,70 @@ class TcpEndpoint:
         self._server.close()
 
 
+# How long serial_send waits for a channel that takes no byte at all before giving up: a
+# stall, not a total (a slow line, e.g. 9600 baud, may take minutes for a large payload).
+SEND_STALL_TIMEOUT = 120.0
+_CHUNK = 1 << 16  # at most this much per write
+
+
+def _fd(stream) -> int:
+    """The file descriptor under a serial channel: a socket (QEMU's chardev), an nmdm or pty
+    side as io.FileIO (bhyve's open_nmdm), anything with fileno(), or a bare fd."""
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+def _ready(fd: int, events: int, timeout: float) -> bool:
+    """Whether ``fd`` is ready for ``events`` (POLLIN/POLLOUT) within ``timeout`` seconds.
+    poll(2), not select(2), so an fd above FD_SETSIZE works too; a hang-up or error counts as
+    ready, so the read or write that follows reports it."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
 def serial_send(stream, data: bytes, corrupt: bool = False) -> None:
-    """Write ``data`` to a host serial channel (socket or fd) completely."""
+    """Write ``data`` to a host serial channel (socket or fd) completely.
+
+    Works on the file descriptor (poll + os.write), handling partial writes. A blocking fd is
+    made non-blocking for the duration (and restored): a blocking write may wait for more room
+    than poll promised, past any deadline. That flag is shared with other holders of the same
+    open file, so nothing else should write to the channel meanwhile. TimeoutError when the
+    channel takes no byte for SEND_STALL_TIMEOUT seconds; other OSErrors (e.g.
+    BrokenPipeError) as os.write raises them."""
     if corrupt and data:
         data = bytearray(data)
         data[len(data) // 2] ^= 0xFF
-    stream.sendall(bytes(data))
+    fd = _fd(stream)
+    view = memoryview(bytes(data))
+    was_blocking = os.get_blocking(fd)
+    if was_blocking:
+        os.set_blocking(fd, False)
+    try:
+        sent = 0
+        deadline = time.monotonic() + SEND_STALL_TIMEOUT
+        while sent < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0 or not _ready(fd, select.POLLOUT, left):
+                raise TimeoutError(f"serial channel took no data for {SEND_STALL_TIMEOUT:g}s "
+                                   f"after {sent} of {len(view)} bytes")
+            try:
+                written = os.write(fd, view[sent:sent + _CHUNK])
+            except BlockingIOError:  # room went, or was less than poll suggested
+                continue
+            if written:
+                sent += written
+                deadline = time.monotonic() + SEND_STALL_TIMEOUT
+    finally:
+        if was_blocking:
+            os.set_blocking(fd, True)
 
 
 def serial_receive(stream, nbytes: int, timeout: float) -> tuple[bytes, float]:
-    """Read exactly ``nbytes`` (or what arrived before ``timeout``); return (data, seconds)."""
+    """Read exactly ``nbytes`` (or what arrived before ``timeout``); return (data, seconds).
+
+    Works on the file descriptor (poll + os.read), blocking or not. Stops early at end of
+    stream: a socket's EOF, or EIO from a pty master whose other side is gone."""
+    fd = _fd(stream)
     data = bytearray()
     started = time.monotonic()
     deadline = started + timeout
@@ -105,11 +161,16 @@ def serial_receive(stream, nbytes: int, timeout: float) -> tuple[bytes, float]:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        stream.settimeout(min(left, 1.0))
-        try:
-            chunk = stream.recv(min(1 << 16, nbytes - len(data)))
-        except socket.timeout:
+        if not _ready(fd, select.POLLIN, left):
             continue
+        try:
+            chunk = os.read(fd, min(1 << 16, nbytes - len(data)))
+        except BlockingIOError:  # non-blocking fd: poll said readable, nothing was there
+            continue
+        except OSError as err:
+            if err.errno == errno.EIO:  # Linux pty master after the slave closed: hang-up
+                break
+            raise
         if not chunk:
             break
         data += chunk

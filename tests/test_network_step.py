@@ -32,6 +32,7 @@ class GuestShell:
         self.addresses: list[str] = [dhcp_address] if dhcp_address else []
         self.link_up_after = link_up_after  # operstate reads that still say "down"
         self.takes_static = takes_static
+        self.received_sha256 = ""  # of what the last tcp_receive got from the host
 
     def run(self, command: str, timeout: float) -> CommandResult:
         self.commands.append(command)
@@ -62,7 +63,8 @@ class GuestShell:
             data = b""
             while chunk := conn.recv(65536):
                 data += chunk
-        return f"{len(data)}\n{hashlib.sha256(data).hexdigest()}", 0
+        self.received_sha256 = hashlib.sha256(data).hexdigest()
+        return f"{len(data)}\n{self.received_sha256}", 0
 
 
 class Machine:
@@ -104,7 +106,8 @@ def test_a_static_address_is_set_before_link_and_address_are_awaited():
     assert records["net0_address_source"] == "static"
     assert records["net0_address"] == "10.210.2.2"
     assert records["net0_guest_to_host_bytes"] == records["net0_host_to_guest_bytes"] == 4096
-    assert records["net0_host_to_guest_sha256"]
+    assert records["net0_host_to_guest_sha256"] == shell.received_sha256
+    assert len(shell.received_sha256) == 64
 
 
 def test_dhcp_sends_no_address_command():
