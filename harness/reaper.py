@@ -12,10 +12,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+from .backends.bhyve_argv import destroy_argv
+from .backends.bhyve_caps import run_quietly
 from .paths import temp_root
 
 OWNER_FILE = "owner.json"
@@ -85,15 +86,21 @@ def _stop_hypervisors(workroot: Path) -> list[int]:
 
 
 def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
-                       bhyvectl: str = "bhyvectl") -> list[str]:
-    """bhyve VMs live in the kernel until destroyed: remove a dead run's (FreeBSD only)."""
+                       bhyvectl: str = "bhyvectl", log=lambda _text: None) -> list[str]:
+    """bhyve VMs live in the kernel until destroyed: remove a dead run's (FreeBSD only).
+
+    Returns the VMs bhyvectl destroyed; one it could not (failed, missing, timed out) is
+    logged and the reap goes on."""
     destroyed = []
     if not vmm_dir.is_dir():
         return destroyed
     for vm in sorted(vmm_dir.glob(f"refvm-{run_id}-*")):
-        subprocess.run([bhyvectl, f"--vm={vm.name}", "--destroy"], capture_output=True,
-                       timeout=60, check=False)
-        destroyed.append(vm.name)
+        status, output = run_quietly(destroy_argv(bhyvectl, vm.name), timeout=60)
+        if status == 0:
+            destroyed.append(vm.name)
+        else:
+            log(f"could not destroy stale bhyve VM {vm.name} (exit {status}): "
+                f"{output.strip()[:200]}")
     return destroyed
 
 
@@ -105,7 +112,7 @@ def reap(root: Path | None = None, log=lambda _text: None) -> list[Path]:
         if not workroot.is_dir() or workroot.is_symlink() or owner_alive(workroot):
             continue
         killed = _stop_hypervisors(workroot)
-        vms = _destroy_bhyve_vms(workroot.name[len("refvm-"):])
+        vms = _destroy_bhyve_vms(workroot.name[len("refvm-"):], log=log)
         if vms:
             log(f"destroyed stale bhyve VMs {', '.join(vms)}")
         shutil.rmtree(workroot, ignore_errors=True)

@@ -23,6 +23,7 @@ from harness.backends.bhyve import BhyveBackend, address_is_local, exit_info
 from harness.backends.bhyve_argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
 from harness.backends.bhyve_caps import BhyveCaps, run_quietly
 from harness.errors import InfraError
+from harness.process import stop
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
 from tests.doubles_bhyve import SAMPLES, FakeHost, canned_runner
@@ -182,8 +183,7 @@ def test_a_bridge_of_its_own_with_the_taps_made_and_removed(host, tmp_path):
     machine, _ = boot(backend, spec)
     machine.wait_exit(10)
     host_ip = HOST_CIDR.split("/")[0]
-    assert machine.host_address_for_guest() == machine.host_listen_address() == host_ip
-    assert host_ip.startswith("10.210.") and host_ip.endswith(".1")
+    assert machine.host_address_for_guest() == machine.host_listen_address() == host_ip == "10.210.45.1"  # crc32(NAME) % 254 + 1
     assert machine.guest_static_ipv4() == GUEST_CIDR == host_ip[:-1] + "2/24"
     assert machine.bridge == "bridge7"
     machine.destroy()
@@ -291,7 +291,50 @@ def test_destroy_before_resume_runs_nothing_but_the_clean_up(host, tmp_path):
     machine.resume()  # too late: nothing starts
     assert machine.wait_exit(0.5) is None
     assert host.calls() == [destroy_call(), destroy_call()]
-    assert machine.nvme_model == "bhyve-NVMe"
+
+
+@pytest.mark.parametrize("failing", ["stop", "bhyvectl", "first tap"])
+def test_every_clean_up_step_runs_even_when_an_earlier_one_raised(host, tmp_path, monkeypatch,
+                                                                  failing):
+    """A second SIGTERM during stop()'s grace is a KeyboardInterrupt in the middle of
+    destroy(); the kernel VM, the taps, the bridge and the consoles must still go, because a
+    later destroy() does nothing."""
+    host.set(hang=True)
+    spec = make_spec(tmp_path, nics=(Nic(), Nic()))
+    taps = tap_names(spec)
+    machine, console = boot(make_backend(host, tmp_path), spec)
+    time.sleep(0.5)
+    proc = machine._proc
+    assert proc is not None and proc.poll() is None
+    before = len(host.calls())
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    argv_that_fails = None
+    if failing == "stop":
+        monkeypatch.setattr(bhyve, "stop", interrupted)
+    else:
+        real_run = bhyve.run_quietly
+        argv_that_fails = destroy_call() if failing == "bhyvectl" \
+            else ["ifconfig", taps[1], "destroy"]  # the last tap made is removed first
+
+        def run_quietly(argv, timeout=15.0):
+            if [Path(argv[0]).name] + argv[1:] == argv_that_fails:
+                raise KeyboardInterrupt
+            return real_run(argv, timeout)
+        monkeypatch.setattr(bhyve, "run_quietly", run_quietly)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            machine.destroy()
+        machine.destroy()  # a no-op now: the first call did everything
+    finally:
+        stop(proc, 2.0)  # the fake bhyve the interrupted stop() left running
+    cleanup = host.calls()[before:]
+    expected = [destroy_call(), ["ifconfig", taps[1], "destroy"],
+                ["ifconfig", taps[0], "destroy"], ["ifconfig", "bridge7", "destroy"]]
+    assert cleanup == [c for c in expected if c != argv_that_fails]  # it raised before running
+    assert console.closed and machine.bridge is None
 
 
 # On a real FreeBSD host --------------------------------------------------------------------------

@@ -26,6 +26,37 @@ def test_reaper_destroys_a_dead_runs_bhyve_vms_only(tmp_path):
                                             "--vm=refvm-dead1234-2 --destroy"]
 
 
+def test_a_missing_or_failing_bhyvectl_is_logged_and_the_reap_goes_on(tmp_path, monkeypatch):
+    """A missing bhyvectl (or one that fails or hangs) must not abort the reap: the other VMs
+    are still tried, and the dead run's directory is still removed."""
+    from harness import reaper
+
+    vmm = tmp_path / "vmm"
+    vmm.mkdir()
+    for name in ("refvm-dead4321-1", "refvm-dead4321-2"):
+        (vmm / name).touch()
+    missing = str(tmp_path / "no-such-bhyvectl")
+    messages: list = []
+    assert reaper._destroy_bhyve_vms("dead4321", vmm, missing, messages.append) == []
+    assert [m.split(" (")[0] for m in messages] == [
+        "could not destroy stale bhyve VM refvm-dead4321-1",
+        "could not destroy stale bhyve VM refvm-dead4321-2"]
+    assert "exit 127" in messages[0] and "not found" in messages[0]
+
+    runs = tmp_path / "runs"
+    dead = runs / "refvm-dead4321"
+    dead.mkdir(parents=True)
+    (dead / "owner.json").write_text(json.dumps({"pid": 1, "start": "0",
+                                                 "boot_id": "another-boot"}))
+    real = reaper._destroy_bhyve_vms
+    monkeypatch.setattr(reaper, "_destroy_bhyve_vms",
+                        lambda run_id, log: real(run_id, vmm, missing, log))
+    reap_log: list = []
+    assert reap(runs, reap_log.append) == [dead] and not dead.exists()
+    assert any("could not destroy stale bhyve VM refvm-dead4321-1" in m for m in reap_log)
+    assert not any(m.startswith("destroyed stale bhyve VMs") for m in reap_log)
+
+
 def test_live_run_is_kept_dead_run_is_removed_others_untouched(tmp_path):
     live = tmp_path / "refvm-live0001"
     claim(live)

@@ -93,6 +93,18 @@ def open_nmdm(path):
         raise
 
 
+def _each_popped(items: list, action) -> None:
+    """Pop ``items`` from the end and call ``action`` on each, every one even if an earlier
+    call raised (try/finally per item; the last exception propagates, chained to the earlier)."""
+    if not items:
+        return
+    item = items.pop()
+    try:
+        action(item)
+    finally:
+        _each_popped(items, action)
+
+
 @dataclass(frozen=True)
 class Programs:
     """Where the external programs are; tests point these at a test double."""
@@ -397,26 +409,39 @@ class BhyveMachine(Machine):
     def destroy(self) -> None:
         """Stop bhyve (SIGTERM is an ACPI power-off; SIGKILL after the grace), destroy the
         kernel VM, remove the taps and the bridge, close the consoles. Once; safe at any stage
-        (only what prepare() made is removed: nothing when `ifconfig bridge create` failed)."""
+        (only what prepare() made is removed: nothing when `ifconfig bridge create` failed).
+
+        Each step runs even if an earlier one raised (e.g. KeyboardInterrupt from a second
+        SIGTERM during the stop grace): a later call is a no-op, so this one must finish the
+        clean-up; the exception propagates once all steps have had their turn."""
         with self._lock:
             if self._destroyed:
                 return
             self._destroyed = self._stopping = True
             proc = self._proc
-        if proc is not None:
-            stop(proc, self.stop_grace)
-        if self._thread is not None:
-            self._thread.join(self.stop_grace + 5)
-        self._run(self.plan.destroy)  # vmrun.sh: "Cleanup /dev/vmm entry"
-        for tap in reversed(self._taps):
-            self._run(tap_destroy_argv(self.programs.ifconfig, tap))
-        self._taps.clear()
-        if self.bridge:
-            self._run(bridge_destroy_argv(self.programs.ifconfig, self.bridge))
-            self.bridge = None
-        for stream in self._consoles:
-            stream.close()
-        self._consoles.clear()
+        try:
+            if proc is not None:
+                stop(proc, self.stop_grace)
+            if self._thread is not None:
+                self._thread.join(self.stop_grace + 5)
+        finally:
+            try:
+                self._run(self.plan.destroy)  # vmrun.sh: "Cleanup /dev/vmm entry"
+            finally:
+                try:
+                    self._remove_interfaces()
+                finally:
+                    _each_popped(self._consoles, lambda stream: stream.close())
+
+    def _remove_interfaces(self) -> None:
+        """The taps (last made first), then the bridge; each even if one before raised."""
+        ifconfig = self.programs.ifconfig
+        try:
+            _each_popped(self._taps, lambda tap: self._run(tap_destroy_argv(ifconfig, tap)))
+        finally:
+            bridge, self.bridge = self.bridge, None
+            if bridge:
+                self._run(bridge_destroy_argv(ifconfig, bridge))
 
     # The programs, in order ------------------------------------------------------------------
     def _supervise(self) -> None:
