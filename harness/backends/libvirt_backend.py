@@ -18,6 +18,7 @@ libvirt's QEMU user), libvirt_machine (a running domain and how it ended), libvi
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -59,6 +60,7 @@ class LibvirtBackend(Backend):
         self._conn = conn
         self._caps: dict = {}
         self._host_caps: str | None = None
+        self._version: tuple | None = None
 
     # Host facts ------------------------------------------------------------------------------
     @property
@@ -72,7 +74,9 @@ class LibvirtBackend(Backend):
         return is_local(self.uri)
 
     def version(self) -> tuple:
-        return lx.parse_version(self.conn.getLibVersion())
+        if self._version is None:  # asked at every start: one round trip per host, not per VM
+            self._version = lx.parse_version(self.conn.getLibVersion())
+        return self._version
 
     def where(self) -> str:
         return f"libvirt {'.'.join(map(str, self.version()))} at {self.uri}"
@@ -205,38 +209,47 @@ class LibvirtBackend(Backend):
 
     # Lifecycle -------------------------------------------------------------------------------
     def start(self, spec: VmSpec) -> "LibvirtMachine":
+        """Check, stage, create. What the host cannot run is refused before any file is
+        linked, copied or lent; a failure after createXML destroys the domain it made."""
         libvirt = load_binding()
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
+        firmware = self.firmware_for(spec)
+        self.domain_xml(spec, firmware=firmware)  # raises Unsupported/InfraError: no staging yet
+        vars_copy = firmware.nvram if self.local else None
         stage = Stage(self.stage_root / spec.name) if self.local else None
+        dom = None
         try:
-            firmware = self.firmware_for(spec)
-            if firmware.nvram is not None and self.local:
-                fw.make_vars_copy(firmware.vars_template, firmware.nvram)
+            if vars_copy is not None:
+                fw.make_vars_copy(firmware.vars_template, vars_copy)
             disk_paths = {}
             if stage is not None:
                 options = self.options()
                 for disk in spec.disks:
                     owner = self._qemu_owner() if lx.uses_qemu_args(disk, options) else None
                     disk_paths[disk.path] = stage.reachable(disk.path, disk.readonly, owner)
-                if firmware.nvram is not None:
+                if vars_copy is not None:
                     firmware = dataclasses.replace(
-                        firmware, nvram=stage.reachable(firmware.nvram, readonly=False))
+                        firmware, nvram=stage.reachable(vars_copy, readonly=False))
             xml = self.domain_xml(spec, disk_paths, firmware)
             (spec.logdir / "domain.xml").write_text(xml)
-            (spec.logdir / "command.txt").write_text(
-                " ".join(self.command_lines(spec)[0]) + "\n")
+            (spec.logdir / "command.txt").write_text(shlex.join(self.command_lines(spec)[0])
+                                                     + "\n")
             try:
                 dom = self.conn.createXML(xml, self.start_flags())
             except libvirt.libvirtError as err:
                 raise InfraError(f"{self.where()} refused to start {spec.name}: "
                                  f"{err.get_error_message()}{self._qemu_log_tail(spec)}") from None
+            return LibvirtMachine(self, spec, dom, stage, vars_copy)
         except BaseException:
+            if dom is not None:
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    pass  # already gone (LibvirtMachine's own clean-up got there first)
             if stage is not None:
                 stage.remove()
             raise
-        return LibvirtMachine(self, spec, dom, stage,
-                              spec.workdir / "uefi-vars.fd" if self.local else None)
 
     def reap_dead_runs(self, log=lambda _text: None) -> list[str]:
         """Remove what dead refvm runs left on this host. On a local URI every refvm domain's

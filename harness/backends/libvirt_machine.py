@@ -162,8 +162,16 @@ class LibvirtMachine(Machine):
             # polls. Blocking recv and send on one stream from two threads can stall with
             # bytes left in the client (seen: a prompt cut short until more output came).
             stream = self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        except libvirt.libvirtError as err:
+            raise InfraError(f"cannot open a libvirt stream at {self.backend.uri}: "
+                             f"{err.get_error_message()}") from None
+        try:
             self.dom.openConsole(alias, stream, 0)
         except libvirt.libvirtError as err:
+            try:
+                stream.abort()  # the stream is registered with the connection: release it
+            except libvirt.libvirtError:
+                pass
             raise InfraError(f"cannot open {self.spec.name}'s {port} ({alias}) through "
                              f"libvirt: {err.get_error_message()}") from None
         bridge = StreamBridge(stream, f"{self.spec.name}-{port}")
@@ -273,13 +281,13 @@ class LibvirtMachine(Machine):
         self._destroyed = True
         libvirt = self.libvirt
         try:
-            if self._exit is None:
-                try:
-                    if self.dom.isActive():
-                        self.dom.destroy()
+            try:  # even after an exit was seen: a crashed domain can still be active
+                if self.dom.isActive():
+                    self.dom.destroy()
+                    if self._exit is None:
                         self._set_exit("killed", "destroyed by the harness")
-                except libvirt.libvirtError:
-                    pass  # already gone
+            except libvirt.libvirtError:
+                pass  # already gone
             try:
                 if self.dom.isPersistent():  # never ours, but leave nothing defined
                     self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)

@@ -8,6 +8,7 @@ domains of this machine's dead runs; on a local URI every refvm domain's run is 
 """
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import xml.etree.ElementTree as ET
@@ -17,6 +18,7 @@ NAMESPACE = "https://refvm.invalid/xmlns/origin/1"  # an identifier, never fetch
 PREFIX = "refvm"
 
 
+@functools.cache
 def this_machine() -> str:
     """A stable id of this machine: systemd's machine-id, FreeBSD's host UUID, or the name."""
     for path in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
