@@ -67,7 +67,7 @@ def test_boot_passes_and_reports_figures(tmp_path):
 
 def test_wrong_password_is_a_fast_guest_failure_with_the_console_in_junit(tmp_path,
                                                                          refguest_image):
-    from harness.images.cache import sha256_of
+    from harness.hostdata import file_sha256
 
     guest = tmp_path / "wrongpw.yaml"
     guest.write_text(f"""\
@@ -75,7 +75,7 @@ name: wrongpw
 family: linux
 image:
   path: {refguest_image}
-  sha256: {sha256_of(refguest_image)}
+  sha256: {file_sha256(refguest_image)}
 firmware: [csm]
 console:
   user: root

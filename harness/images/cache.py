@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InfraError
+from ..hostdata import file_sha256
 from ..model import Guest
 from ..reaper import claim
 
@@ -31,14 +32,6 @@ CHUNK = 1 << 20
 
 class ImageUnavailable(Exception):
     """The image is not in the cache and this run may not fetch or build it (a skip reason)."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -92,7 +85,7 @@ def verified(path: Path, expected: str | None, full: bool = False) -> bool:
         all(stamp.get(k) == v for k, v in _fingerprint(path).items())
     if fits and not full:
         return True
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != want:
         return False
     write_stamp(path, actual, {k: v for k, v in (stamp or {}).items()
@@ -164,8 +157,8 @@ class ImageCache:
                 _decompress(download, image.compression, target).replace(target)
             finally:
                 download.unlink(missing_ok=True)  # already gone when it *was* the image
-            write_stamp(target, sha256_of(target), {"source_sha256": image.sha256,
-                                                     "url": image.url})
+            write_stamp(target, file_sha256(target), {"source_sha256": image.sha256,
+                                                       "url": image.url})
             return target
 
     def _fetch(self, url: str, sha256: str, target: Path) -> Path:
@@ -198,21 +191,21 @@ class ImageCache:
         for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
             digest.update(str(path.relative_to(recipe_dir)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
-        builder = Path(debian_busybox.__file__)
-        sources = sorted(builder.parent.glob("*.py")) if builder.name == "__init__.py" \
-            else [builder]
-        for source in sources:
+        for source in sorted(Path(debian_busybox.__file__).parent.glob("*.py")):
             digest.update(source.read_bytes())
         digest.update(hashlib.sha256(guest.console.password.encode()).digest())
         return digest.hexdigest()
 
-    def built_path(self, guest: Guest) -> Path:
-        return self.root / "images" / f"{guest.name}-{self.recipe_key(guest)[:16]}.raw"
+    def built_path(self, guest: Guest, key: str | None = None) -> Path:
+        """The image built from the recipe whose key is ``key`` (default: the current one)."""
+        key = key or self.recipe_key(guest)
+        return self.root / "images" / f"{guest.name}-{key[:16]}.raw"
 
     def _build(self, guest: Guest, full_check: bool) -> Path:
         from . import debian_busybox
 
-        target = self.built_path(guest)
+        key = self.recipe_key(guest)
+        target = self.built_path(guest, key)
         with locked(target):
             if verified(target, None, full_check):
                 return target
@@ -229,7 +222,7 @@ class ImageCache:
                 raise InfraError(f"guest {guest.name}: cannot build image: {err}") from None
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-            write_stamp(target, sha256_of(target), {"recipe_key": self.recipe_key(guest)})
+            write_stamp(target, file_sha256(target), {"recipe_key": key})
             self.log(f"built {target} (sha256 {read_stamp(target)['sha256']})")
             return target
 

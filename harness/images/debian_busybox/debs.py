@@ -7,31 +7,22 @@ renamed into the cache only once verified, and a cached file is re-hashed before
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ...hostdata import file_sha256
 from .host import _last_line, _require_tools, _run
 from .recipe import Package, RecipeError
 
 APT_TOOLS = {"apt-get": "apt", "apt-cache": "apt"}
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_deb(path: Path, package: Package) -> None:
     """Delete ``path`` and fail unless it is exactly the pinned file."""
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != package.sha256:
         path.unlink()
         raise RecipeError(f"sha256 mismatch for package {package.name} {package.version}: "
@@ -71,7 +62,7 @@ def fetch_package(package: Package, downloads: Path, log: Callable[[str], None],
     downloads.mkdir(parents=True, exist_ok=True)
     final = downloads / package.filename
     if final.exists():
-        actual = sha256_file(final)
+        actual = file_sha256(final)
         if actual == package.sha256:
             log(f"using cached {final.name}")
             return final
