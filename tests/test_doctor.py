@@ -1,10 +1,13 @@
 """refvm doctor: one line per check, a fix for every problem; FreeBSD checks from recorded output."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import firmware as fw
 from harness.doctor import FAIL, OK, WARN, freebsd_checks, linux_checks
 from tests.doubles_bhyve import SAMPLES, canned_runner
 
@@ -51,19 +54,49 @@ def test_freebsd_problems_each_say_how_to_fix_them():
     assert "fix: kldload vmm" in str(vmm)
 
 
-def test_freebsd_firmware_checks_name_the_package():
+def bhyve_firmware_in(monkeypatch, root: Path) -> None:
+    """Point the bhyve firmware candidates into ``root``, so the checks do not depend on
+    whether this host has edk2-bhyve installed."""
+    pair = fw.BHYVE_UEFI_PAIR
+    monkeypatch.setattr(fw, "BHYVE_UEFI_PAIR", fw.FirmwareCandidates(
+        pair.what, pair.package,
+        (fw.UefiPair(root / "BHYVE_UEFI_CODE.fd", root / "BHYVE_UEFI_VARS.fd"),)))
+    csm = fw.BHYVE_UEFI_CSM
+    monkeypatch.setattr(fw, "BHYVE_UEFI_CSM", fw.FirmwareCandidates(
+        csm.what, csm.package, (root / "BHYVE_UEFI_CSM.fd",)))
+
+
+def test_freebsd_firmware_checks_name_the_package(tmp_path, monkeypatch):
+    bhyve_firmware_in(monkeypatch, tmp_path)  # empty: no firmware installed
     checks = by_name(freebsd_checks(freebsd_runner(SAMPLES["14.1"]), euid=0))
     uefi = checks["UEFI firmware"]
-    assert uefi.status == FAIL and uefi.fix == "pkg install edk2-bhyve"  # none on this Linux
+    assert uefi.status == FAIL and uefi.fix == "pkg install edk2-bhyve"
     csm = checks["UEFI CSM firmware"]
     assert csm.status == WARN and "--csm-firmware" in csm.fix
+
+
+def test_freebsd_firmware_checks_find_installed_files(tmp_path, monkeypatch):
+    bhyve_firmware_in(monkeypatch, tmp_path)
+    for name in ("BHYVE_UEFI_CODE.fd", "BHYVE_UEFI_VARS.fd", "BHYVE_UEFI_CSM.fd"):
+        (tmp_path / name).write_bytes(b"fd")
+    checks = by_name(freebsd_checks(freebsd_runner(SAMPLES["14.1"]), euid=0))
+    uefi, csm = checks["UEFI firmware"], checks["UEFI CSM firmware"]
+    assert uefi.status == OK and uefi.found == (f"{tmp_path / 'BHYVE_UEFI_CODE.fd'}, "
+                                                f"{tmp_path / 'BHYVE_UEFI_VARS.fd'}")
+    assert csm.status == OK and csm.found == str(tmp_path / "BHYVE_UEFI_CSM.fd")
 
 
 def test_linux_checks_on_this_host_are_real(tmp_path):
     checks = by_name(linux_checks(cache_dir=tmp_path))
     assert {"QEMU", "UEFI firmware", "legacy BIOS", "KVM", "free memory"} <= set(checks)
-    assert all(c.status in (OK, WARN, FAIL) for c in checks.values())
-    assert checks["KVM"].status in (OK, WARN)  # never blocks: TCG always works
+    qemu = shutil.which("qemu-system-x86_64")
+    assert (checks["QEMU"].status, checks["QEMU"].found) == (
+        (OK, qemu) if qemu else (FAIL, "qemu-system-x86_64 not found"))
+    # never blocks: TCG always works; an empty cache has no KVM verdict yet
+    kvm = checks["KVM"]
+    assert kvm.status == WARN
+    assert kvm.found.startswith("not probed yet" if os.access("/dev/kvm", os.R_OK | os.W_OK)
+                                else "/dev/kvm missing")
 
 
 def test_doctor_command_exit_status_follows_failures():

@@ -29,12 +29,27 @@ def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = dict(os.environ, REFVM_TMP=str(scratch))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware", "csm",
-         "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
-         "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
-        env=env, stdout=open(tmp_path / "out.log", "w"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "out.log", "w") as out:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware",
+             "csm", "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
+             "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, scratch
+
+
+def kill_run(proc: subprocess.Popen, scratch: Path) -> None:
+    """SIGKILL a run: its QEMU (in a session of its own) and the run's process group."""
+    for pidfile in scratch.glob("refvm-*/*/qemu.pid"):
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
 
 
 def wait_for_qemu(scratch: Path, timeout: float = 120) -> int:
@@ -79,7 +94,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, signum):
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_run(proc, scratch)
     wait_gone(qemu)
     assert processes_mentioning(scratch) == []
     assert list(scratch.iterdir()) == [], "scratch files left behind"
@@ -88,8 +103,12 @@ def test_interrupted_run_leaves_nothing(tmp_path, signum):
 
 def test_sigkilled_run_is_reaped_by_clean_which_spares_live_runs(tmp_path):
     proc, scratch = start_run(tmp_path)
-    qemu = wait_for_qemu(scratch)
-    proc.kill()
+    try:
+        qemu = wait_for_qemu(scratch)
+    except BaseException:
+        kill_run(proc, scratch)
+        raise
+    proc.kill()  # the harness alone: QEMU must go by itself
     proc.wait(timeout=30)
     wait_gone(qemu)  # PR_SET_PDEATHSIG: QEMU does not outlive a killed harness
     stale = list(scratch.glob("refvm-*"))
@@ -114,7 +133,7 @@ def test_killed_hypervisor_is_noticed_at_once_and_named(tmp_path):
         noticed = time.monotonic() - killed_at
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_run(proc, scratch)
     assert noticed < 30, f"took {noticed:.0f}s to notice (the boot timeout is 240s)"
     case, = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
     failure = case.find("failure")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.images.debian_busybox.hybrid import _check_grub_mkimage, grub_cfg
-from harness.images.debian_busybox.initramfs import _Tree, cpio_newc
+from harness.images.debian_busybox.initramfs import _Tree, cpio_newc, make_initramfs
+from harness.images.debian_busybox.kmod import ModuleTree
 from harness.images.debian_busybox.recipe import RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +57,38 @@ def test_cpio_newc_is_parents_first_root_owned_and_deterministic():
     assert {e[2] for e in entries} == {1234567890}
 
 
-def test_gzip_of_initramfs_has_no_timestamp():
-    data = gzip.compress(b"x", mtime=0)
-    assert data[4:8] == b"\0\0\0\0"
+FAKE_BUSYBOX = """#!/bin/sh
+case "$1" in
+  --list-full) printf 'bin/busybox\\nbin/sh\\nsbin/modprobe\\n' ;;
+  mkpasswd) cat >/dev/null; echo '$6$salt$%s' ;;
+  *) exit 1 ;;
+esac
+""" % ("a" * 86)
+
+
+def test_initramfs_is_reproducible_gzip_without_timestamp(tmp_path):
+    # The initramfs the builder writes, from the real recipe and overlay, with a fake busybox
+    # and a kernel that has the recipe's modules built in (nothing to copy).
+    busybox = tmp_path / "busybox"
+    busybox.write_text(FAKE_BUSYBOX)
+    busybox.chmod(0o755)
+    recipe = load_recipe(RECIPE)
+    moddir = tmp_path / "6.1.0-test"
+    moddir.mkdir()
+    (moddir / "modules.builtin").write_text(
+        "".join(f"kernel/drivers/{m}.ko\n" for m in recipe.modules))
+    modules = ModuleTree(moddir)
+
+    def build() -> bytes:
+        return make_initramfs(recipe, "secret", busybox, modules, "6.1.0-test", 1234567890,
+                              log=lambda line: None)
+
+    data = build()
+    assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\0\0\0\0"  # gzip, mtime 0
+    assert build() == data
+    entries = {e[0]: e for e in read_newc(gzip.decompress(data))}
+    assert {"init", "bin/busybox", "etc/inittab", "etc/init.d/rcS", "etc/shadow"} <= set(entries)
+    assert {e[2] for e in entries.values()} == {1234567890}
 
 
 def test_grub_cfg_uses_serial_console_and_recipe_cmdline():

@@ -52,6 +52,7 @@ def server():
     srv = _Server()
     yield srv
     srv.httpd.shutdown()
+    srv.httpd.server_close()
 
 
 def url_guest(tmp_path: Path, url: str, sha: str, compression: str = "none"):
