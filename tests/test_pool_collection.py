@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,25 @@ def test_clean_visits_every_host_and_reports_one_it_cannot_reach(tmp_path):
     assert "refvm: qemu+tcp://127.0.0.1:9/system: cannot connect to libvirt at " \
            "qemu+tcp://127.0.0.1:9/system" in proc.stdout
     assert "stale run(s) cleaned" in proc.stdout
+
+
+def test_a_host_it_cannot_reach_is_one_infra_line_counted_against_that_host(tmp_path):
+    """An unreachable host fails its cases in setup as infra errors, each one line (no
+    traceback into the harness), and the per-host summary counts them against it."""
+    pytest.importorskip("libvirt")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("- uri: qemu+tcp://127.0.0.1:9/system\n  name: nobody-listens\n")
+    junit = tmp_path / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider",
+         "--backend", "libvirt", "--hosts", str(hosts), "--scenario", "boot",
+         "--artifacts", str(tmp_path / "artifacts"), "--junitxml", str(junit)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    line = "[infra] cannot connect to libvirt at qemu+tcp://127.0.0.1:9/system"
+    assert output.count(line) == 2, output  # uefi and csm, each once
+    assert "Traceback" not in output and "libvirt_connection.py" not in output, output
+    assert "nobody-listens (qemu+tcp://127.0.0.1:9/system, max_vms 1): 2 error" in output
+    errors = [case.find("error") for case in ET.parse(junit).iter("testcase")]
+    assert len(errors) == 2 and all(e is not None and line in e.get("message") for e in errors)

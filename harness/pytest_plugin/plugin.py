@@ -180,10 +180,11 @@ class ScenarioItem(pytest.Item):
             image = self.state.image_for(self.case.guest)
         except ImageUnavailable as err:
             pytest.skip(str(err))
-        backend = self.state.backend_for(self.host)
-        if self.host is not None:
+        if self.host is not None:  # before the host is reached: its summary counts failures
             self.record("host", pool.host_label(self.host))
             self.record("worker", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+        backend = self.state.backend_for(self.host)
+        if self.host is not None:
             why = backend.unsupported(self.case.firmware)
             if why:
                 pytest.skip(f"host {self.host.name}: {why}")
@@ -206,9 +207,15 @@ class ScenarioItem(pytest.Item):
         return self.path, None, self.case.id
 
     def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, (HarnessError, ConfigError)):
+        if _explained(excinfo.value):
             return f"[{_category(excinfo.value)}] {excinfo.value}"
         return super().repr_failure(excinfo, style)
+
+
+def _explained(exc) -> bool:
+    """An error the harness raised on purpose, whose message says it all: shown as that one
+    message, not a traceback into the harness (a harness bug still gets its traceback)."""
+    return isinstance(exc, (HarnessError, ConfigError))
 
 
 def _category(exc) -> str:
@@ -228,6 +235,9 @@ def pytest_runtest_makereport(item, call):
     item.user_properties.append(("category", category))
     item.user_properties.append(("reason", first_line))
     report.user_properties = list(item.user_properties)
+    if call.when != "call" and _explained(exc):
+        # pytest shows setup and teardown errors as tracebacks, never through repr_failure
+        report.longrepr = f"[{category}] {exc}"
     if item.vm is not None:
         # Report sections reach junitxml's <system-out> (written from the teardown report).
         item.add_report_section(call.when, "stdout",
