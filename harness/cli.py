@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import load_all, load_guests, load_scenarios, repo_guest_files, scenario_files
-from .errors import ConfigError, HarnessError, Problem
+from .errors import ConfigError, HarnessError, Problem, Unsupported
 from .hosts import HostPool, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
@@ -143,7 +143,7 @@ def cmd_plan(args, _extra) -> int:
                         for case, reason in matrix if reason is None) if pool else {}
     rows = []
     for case, reason in matrix:
-        row = {"id": case.id, "skip": reason, "commands": [], "adds": []}
+        row = {"id": case.id, "skip": reason, "error": None, "commands": [], "adds": []}
         host = hosts.get(case.id)
         if pool and reason is None and host is None:
             row["skip"] = reason = pool.why_none(case.firmware, case.backend)
@@ -156,8 +156,10 @@ def cmd_plan(args, _extra) -> int:
                 row["commands"] = case_backend.command_lines(spec)
                 row["adds"] = scenario_additions(case_backend, spec)
                 row["details"] = case_backend.plan_details(spec)
-            except HarnessError as err:  # this one case needs what the host lacks
+            except Unsupported as err:  # this one case needs what the host lacks: run skips
                 row["skip"] = str(err)
+            except HarnessError as err:  # the host is unreachable or broken: run errors
+                row["error"] = str(err)
         rows.append(row)
     if args.json:
         print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
@@ -167,7 +169,9 @@ def cmd_plan(args, _extra) -> int:
     print(f"# paths below use run id {run.run_id}; each run uses its own")
     for row in rows:
         where = f" on {row['host']['slot']}" if row.get("host") else ""
-        print(f"{row['id']:48} {'SKIP: ' + row['skip'] if row['skip'] else 'run' + where}")
+        verdict = f"SKIP: {row['skip']}" if row["skip"] else \
+            f"ERROR: {row['error']}" if row["error"] else f"run{where}"
+        print(f"{row['id']:48} {verdict}")
     for row in rows:
         if not row["commands"]:
             continue

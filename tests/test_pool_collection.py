@@ -162,3 +162,19 @@ def test_a_host_it_cannot_reach_is_one_infra_line_counted_against_that_host(tmp_
     assert "nobody-listens (qemu+tcp://127.0.0.1:9/system, max_vms 1): 2 error" in output
     errors = [case.find("error") for case in ET.parse(junit).iter("testcase")]
     assert len(errors) == 2 and all(e is not None and line in e.get("message") for e in errors)
+
+
+def test_plan_says_an_unreachable_host_is_an_error_as_run_would(tmp_path):
+    pytest.importorskip("libvirt")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("- uri: qemu+tcp://127.0.0.1:9/system\n  name: nobody-listens\n")
+    plan = [sys.executable, "-m", "harness.cli", "plan", "--backend", "libvirt", "--hosts",
+            str(hosts), "--scenario", "boot"]
+    proc = subprocess.run(plan + ["--json"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cases = json.loads(proc.stdout)["cases"]
+    assert [(c["skip"], c["error"].split(":")[0]) for c in cases] == \
+        [(None, "cannot connect to libvirt at qemu+tcp")] * 2
+    text = subprocess.run(plan, cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    assert "boot[refguest-uefi-libvirt]                      ERROR: cannot connect" in text
