@@ -330,3 +330,16 @@ def test_remote_bhyve_data_port_is_unsupported_before_the_domain_exists(tmp_path
         backend.start(spec)
     assert conn.created == []
     backend.plan_details(vm(tmp_path, "bhyveload"))  # COM1 alone is reachable remotely
+
+
+def test_a_host_that_cannot_list_its_domains_is_an_infra_error():
+    """`refvm clean --hosts` reports such a host and goes on to the next one, which it can
+    only do for an InfraError (anything else is a harness bug)."""
+    from harness.backends.libvirt_reap import reap_domains
+
+    class DroppedConnection:  # test double: the connection breaks at the first request
+        def listAllDomains(self, _flags):
+            raise RejectedByDriver("End of file while reading data: Input/output error")
+
+    with pytest.raises(InfraError, match="cannot list the domains: End of file while reading"):
+        reap_domains(DroppedConnection(), set(), stage_root=None)

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -110,8 +111,9 @@ def test_boot_scenario_passes_through_qemu_system(tmp_path, refguest, firmware):
     recorded, run = run_boot(tmp_path, refguest, firmware)
     assert recorded["exit"] == "poweroff"
     assert recorded["guest_firmware"] == ("UEFI" if firmware == "uefi" else "BIOS")
-    # libvirt kept the origin metadata that `refvm clean --hosts` judges remote domains by
-    assert recorded["origin"] == {"machine": this_machine(), "run": run.run_id}
+    # libvirt kept the origin metadata that `refvm clean` judges domains by
+    assert recorded["origin"] == {"machine": this_machine(), "run": run.run_id,
+                                  "workroot": str(run.workroot)}
     case_dir, = (tmp_path / "artifacts").iterdir()
     xml = (case_dir / "domain.xml").read_text()
     assert "<on_reboot>destroy</on_reboot>" in xml and "refguest login:" in \
@@ -355,4 +357,43 @@ def test_reaping_a_shared_host_touches_only_this_machines_dead_runs():
     with bare_domains((ours, origin(this_machine(), "deadbee1")),
                       (theirs, origin("another-ci-machine", "deadbee2"))) as conn:
         assert reap_domains(conn, set(), stage_root=None, only_machine=this_machine()) == [ours]
+        assert refvm_domains() == [theirs]
+
+
+def test_a_live_run_under_another_temp_root_is_never_reaped(tmp_path):
+    """A run's domains name its claimed directory: a run with another REFVM_TMP (a CI job
+    beside a developer's run, `sudo refvm clean` without TMPDIR) is judged by its own owner
+    file, not by whether the reaping process's temp root knows its run id."""
+    from harness.backends.libvirt_origin import NAMESPACE
+    from harness.backends.libvirt_reap import reap_domains
+    from harness.reaper import claim
+
+    def origin(run: str, workroot: Path) -> str:
+        return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='{this_machine()}' "
+                f"run='{run}' workroot='{workroot}'/></metadata>")
+
+    live_root, dead_root = tmp_path / "refvm-11111111", tmp_path / "refvm-22222222"
+    claim(live_root)  # owned by this (living) process; dead_root never existed
+    live, dead = "refvm-11111111-1", "refvm-22222222-1"
+    stages = tmp_path / "stages"
+    for name, root in ((live, live_root), (dead, dead_root)):
+        (stages / name).mkdir(parents=True)
+        (stages / name / "workroot").write_text(str(root))
+    with bare_domains((live, origin("11111111", live_root)),
+                      (dead, origin("22222222", dead_root))) as conn:
+        assert reap_domains(conn, set(), stage_root=stages) == [dead]  # no run id known here
+        assert refvm_domains() == [live]
+    assert sorted(p.name for p in stages.iterdir()) == [live]
+
+
+def test_another_machines_domain_on_this_host_is_left_to_it():
+    """A domain another machine started here through the remote protocol is its to judge."""
+    from harness.backends.libvirt_origin import NAMESPACE
+    from harness.backends.libvirt_reap import reap_domains
+
+    theirs = "refvm-deadbee3-1"
+    metadata = (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='another-machine' "
+                f"run='deadbee3'/></metadata>")
+    with bare_domains((theirs, metadata)) as conn:
+        assert reap_domains(conn, set(), stage_root=None) == []  # a local URI, no live runs
         assert refvm_domains() == [theirs]

@@ -6,6 +6,7 @@ the section of docs/drvbhyve.rst (or formatdomain.rst) it follows.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -264,6 +265,11 @@ def test_every_domain_says_which_machine_and_run_started_it():
         assert origin.attrib == {"machine": this_machine(), "run": "0123abcd"}
     pinned = lx.build_domain(spec(), "qemu", lx.FirmwareFiles(), lx.Options(machine="ci-7"))
     assert pinned.find(f"metadata/{{{NAMESPACE}}}origin").get("machine") == "ci-7"
+    # a run's VM (workdir <run dir>/<n>) names the run's claimed directory for the reaper
+    in_run = dataclasses.replace(spec(), workdir=Path("/tmp/refvm-0123abcd/1"))
+    origin = lx.build_domain(in_run, "qemu", lx.FirmwareFiles()).find(
+        f"metadata/{{{NAMESPACE}}}origin")
+    assert origin.get("workroot") == "/tmp/refvm-0123abcd"
 
 
 def test_disk_names_follow_libvirt_suffixes():

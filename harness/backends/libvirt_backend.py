@@ -217,7 +217,7 @@ class LibvirtBackend(Backend):
         firmware = self.firmware_for(spec)
         self.domain_xml(spec, firmware=firmware)  # raises Unsupported/InfraError: no staging yet
         vars_copy = firmware.nvram if self.local else None
-        stage = Stage(self.stage_root / spec.name) if self.local else None
+        stage = Stage(self.stage_root / spec.name, spec.workdir.parent) if self.local else None
         dom = None
         try:
             if vars_copy is not None:
@@ -252,9 +252,9 @@ class LibvirtBackend(Backend):
             raise
 
     def reap_dead_runs(self, log=lambda _text: None) -> list[str]:
-        """Remove what dead refvm runs left on this host. On a local URI every refvm domain's
-        run is this machine's to judge; another host may be shared with other machines'
-        runs, so there only domains whose origin metadata names this machine are touched."""
+        """Remove what this machine's dead refvm runs left on this host (libvirt_reap): a
+        domain whose origin metadata names another machine is never touched, and on another
+        host (which other machines' runs may share) neither is one without an origin."""
         return reap_domains(self.conn, live_run_ids(), log=log,
                             only_machine=None if self.local else this_machine())
 

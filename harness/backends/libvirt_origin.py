@@ -5,6 +5,11 @@ name says which run started it (refvm-<run id>-<n>), but whether that run is sti
 known only on the machine that started it. So every domain carries, in its ``<metadata>``,
 the id of the machine whose harness started it, and reaping on a remote host touches only
 domains of this machine's dead runs; on a local URI every refvm domain's run is one of ours.
+
+It also carries the run's claimed directory (``workroot``, /tmp/refvm-<run id>): whether the
+run lives is read from that directory's owner file, wherever it is. Judging by the reaping
+process's own temp root instead would take a live run with another REFVM_TMP (a CI job beside
+a developer's run, or `sudo refvm clean`, which drops TMPDIR) for a dead one.
 """
 from __future__ import annotations
 
@@ -38,15 +43,19 @@ def this_machine() -> str:
     return socket.gethostname()
 
 
-def origin_element(run_id: str, machine: str | None = None) -> ET.Element:
-    """``<refvm:origin machine=... run=.../>``, for a domain's ``<metadata>``."""
+def origin_element(run_id: str, machine: str | None = None,
+                   workroot: str | None = None) -> ET.Element:
+    """``<refvm:origin machine=... run=... workroot=.../>``, for a domain's ``<metadata>``."""
     ET.register_namespace(PREFIX, NAMESPACE)
-    return ET.Element(f"{{{NAMESPACE}}}origin",
-                      {"machine": machine or this_machine(), "run": run_id})
+    attributes = {"machine": machine or this_machine(), "run": run_id}
+    if workroot:
+        attributes["workroot"] = workroot
+    return ET.Element(f"{{{NAMESPACE}}}origin", attributes)
 
 
 def origin_of(dom, libvirt) -> dict | None:
-    """The origin a domain carries ({'machine', 'run'}), or None (none, or unreadable)."""
+    """The origin a domain carries ({'machine', 'run', 'workroot'}), or None (none, or
+    unreadable). ``workroot`` is None on domains of refvm versions that did not write it."""
     try:
         text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
     except libvirt.libvirtError:
@@ -55,4 +64,5 @@ def origin_of(dom, libvirt) -> dict | None:
         element = ET.fromstring(text)
     except ET.ParseError:
         return None
-    return {"machine": element.get("machine"), "run": element.get("run")}
+    return {"machine": element.get("machine"), "run": element.get("run"),
+            "workroot": element.get("workroot")}

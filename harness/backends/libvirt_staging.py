@@ -81,11 +81,15 @@ def _blocking_dir(path: Path) -> Path:
     return path.parent
 
 
+WORKROOT_FILE = "workroot"  # in a stage directory: the run's claimed directory (reaping)
+
+
 class Stage:
     """Per-VM links (or copies) of files libvirt's QEMU could not otherwise reach."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, workroot: Path | None = None):
         self.root = root
+        self.workroot = workroot  # the owning run's directory, written beside what is staged
         self.made: list[Path] = []
         self.lent: list[tuple[Path, int, int]] = []  # (file, its uid, its gid) before chown
 
@@ -111,6 +115,8 @@ class Stage:
             return path
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)
+        if self.workroot is not None:
+            (self.root / WORKROOT_FILE).write_text(str(self.workroot))
         dest = self.root / f"{len(self.made)}-{path.name}"
         # A read-only file others cannot read is copied (never chmod the shared inode);
         # anything else is linked, so the harness and the guest share the file.

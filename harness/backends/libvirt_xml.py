@@ -150,7 +150,10 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     _sub(domain, "uuid", spec.uuid)
     run_id = run_id_of(spec.name)
     if run_id is not None:  # which machine's run this is: see libvirt_origin
-        _sub(domain, "metadata").append(origin_element(run_id, options.machine))
+        workroot = spec.workdir.parent  # the run's claimed directory: see libvirt_origin
+        _sub(domain, "metadata").append(origin_element(
+            run_id, options.machine,
+            str(workroot) if workroot.name == f"refvm-{run_id}" else None))
     _sub(domain, "memory", spec.memory_mib, unit="MiB")
     _sub(domain, "vcpu", spec.cpus)
 
