@@ -7,6 +7,7 @@ booted VM can serve several scenarios.
 """
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .backends.base import Backend, Machine
+from .cleanup import run_all
 from .console.log import ConsoleLog
 from .console.serial import SerialConsole
 from .errors import GuestFailure
@@ -52,12 +54,8 @@ class BootedVM:
         if self.closed:
             return
         self.closed = True
-        try:
-            self.console.close()
-        finally:
-            self.log.close()
-            self.machine.destroy()
-            shutil.rmtree(self.spec.workdir, ignore_errors=True)
+        run_all(self.console.close, self.log.close, self.machine.destroy,
+                lambda: shutil.rmtree(self.spec.workdir, ignore_errors=True))
 
 
 @dataclass
@@ -156,14 +154,10 @@ class Run:
             self._claimed = True
         spec = self.vm_spec(case, image)
         spec.workdir.mkdir(parents=True, exist_ok=True)
+        machine = log = vm = None
         try:
             facts = self.prepare_attachments(case, spec)
             machine = backend.start(spec)
-        except BaseException:
-            shutil.rmtree(spec.workdir, ignore_errors=True)
-            raise
-        log = None
-        try:
             log = ConsoleLog(spec.logdir / "console.log", secrets=[case.guest.console.password])
             log.note(f"{spec.name}: {case.id}; command line in command.txt")
 
@@ -174,14 +168,16 @@ class Run:
             console = SerialConsole(machine.open_console("com1"), log,
                                     family(case.guest.family).failure_patterns, describe_eof)
             vm = BootedVM(spec, machine, console, log, facts=facts)
-            self._live.append(vm)
             machine.resume()
+            self._live.append(vm)
             return vm
         except BaseException:
-            if log:
-                log.close()
-            machine.destroy()
-            shutil.rmtree(spec.workdir, ignore_errors=True)
+            if vm is not None:
+                vm.close()  # its console too
+            else:
+                run_all(lambda: log is not None and log.close(),
+                        lambda: machine is not None and machine.destroy(),
+                        lambda: shutil.rmtree(spec.workdir, ignore_errors=True))
             raise
 
     def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None],
@@ -203,6 +199,5 @@ class Run:
 
     def close(self) -> None:
         """Destroy every VM still alive and remove the run's scratch directory."""
-        while self._live:
-            self.release(self._live[-1])
-        shutil.rmtree(self.workroot, ignore_errors=True)
+        run_all(*[functools.partial(self.release, vm) for vm in reversed(self._live)],
+                lambda: shutil.rmtree(self.workroot, ignore_errors=True))

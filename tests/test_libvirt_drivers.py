@@ -22,6 +22,7 @@ libvirt = pytest.importorskip("libvirt")
 
 from harness.backends import libvirt_xml as lx  # noqa: E402
 from harness.backends.libvirt_backend import LibvirtBackend  # noqa: E402
+from harness.backends.libvirt_console import StreamBridge  # noqa: E402
 
 # virCheckFlags(...) of each driver's virDomainCreateXML (src/qemu/qemu_driver.c
 # qemuDomainCreateXML; src/bhyve/bhyve_driver.c bhyveDomainCreateXML).
@@ -343,3 +344,28 @@ def test_a_host_that_cannot_list_its_domains_is_an_infra_error():
 
     with pytest.raises(InfraError, match="cannot list the domains: End of file while reading"):
         reap_domains(DroppedConnection(), set(), stage_root=None)
+
+
+def test_an_interrupt_while_a_console_closes_still_removes_domain_and_staged_files(tmp_path):
+    """A second Ctrl-C or SIGTERM during teardown lands where it waits (a console thread's
+    join): destroy() runs once, so its other steps must still run, and the interrupt comes
+    out at the end. (The image under 0700 tmp_path is staged, so there is a stage to remove.)"""
+    conn = RecordingLibvirtConnection("qemu", QEMU_CAPS)
+    machine = qemu_backend(tmp_path, conn).start(vm(tmp_path, "csm"))
+    stage = tmp_path / "stage" / "refvm-0123abcd-1"
+    assert stage.is_dir()
+    machine.open_console("com1")
+    bridge, = machine._bridges
+    closed = []
+
+    def close_then_interrupted():
+        StreamBridge.close(bridge)
+        closed.append(bridge)
+        raise KeyboardInterrupt("second signal")
+    bridge.close = close_then_interrupted
+    with pytest.raises(KeyboardInterrupt):
+        machine.destroy()
+    machine.destroy()  # a no-op: the first call did everything
+    assert closed == [bridge]
+    assert conn.domains[0].calls.count(("destroy",)) == 1 and not conn.domains[0].active
+    assert not stage.exists()

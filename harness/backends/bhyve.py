@@ -14,6 +14,7 @@ without polling.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import firmware as fw
+from ..cleanup import run_all
 from ..errors import InfraError, Unsupported
 from ..process import spawn, stop, tail_text
 from ..vmspec import VmSpec
@@ -91,18 +93,6 @@ def open_nmdm(path):
     except BaseException:
         os.close(fd)
         raise
-
-
-def _each_popped(items: list, action) -> None:
-    """Pop ``items`` from the end and call ``action`` on each, every one even if an earlier
-    call raised (try/finally per item; the last exception propagates, chained to the earlier)."""
-    if not items:
-        return
-    item = items.pop()
-    try:
-        action(item)
-    finally:
-        _each_popped(items, action)
 
 
 @dataclass(frozen=True)
@@ -413,35 +403,27 @@ class BhyveMachine(Machine):
 
         Each step runs even if an earlier one raised (e.g. KeyboardInterrupt from a second
         SIGTERM during the stop grace): a later call is a no-op, so this one must finish the
-        clean-up; the exception propagates once all steps have had their turn."""
+        clean-up (harness/cleanup.py)."""
         with self._lock:
             if self._destroyed:
                 return
             self._destroyed = self._stopping = True
             proc = self._proc
-        try:
-            if proc is not None:
-                stop(proc, self.stop_grace)
-            if self._thread is not None:
-                self._thread.join(self.stop_grace + 5)
-        finally:
-            try:
-                self._run(self.plan.destroy)  # vmrun.sh: "Cleanup /dev/vmm entry"
-            finally:
-                try:
-                    self._remove_interfaces()
-                finally:
-                    _each_popped(self._consoles, lambda stream: stream.close())
-
-    def _remove_interfaces(self) -> None:
-        """The taps (last made first), then the bridge; each even if one before raised."""
         ifconfig = self.programs.ifconfig
-        try:
-            _each_popped(self._taps, lambda tap: self._run(tap_destroy_argv(ifconfig, tap)))
-        finally:
-            bridge, self.bridge = self.bridge, None
-            if bridge:
-                self._run(bridge_destroy_argv(ifconfig, bridge))
+        taps, self._taps = self._taps[::-1], []  # the last made first
+        bridge, self.bridge = self.bridge, None
+        consoles, self._consoles = self._consoles, []
+        run_all(lambda: self._stop_bhyve(proc),
+                lambda: self._run(self.plan.destroy),  # vmrun.sh: "Cleanup /dev/vmm entry"
+                *[functools.partial(self._run, tap_destroy_argv(ifconfig, tap)) for tap in taps],
+                lambda: bridge and self._run(bridge_destroy_argv(ifconfig, bridge)),
+                *[stream.close for stream in consoles])
+
+    def _stop_bhyve(self, proc) -> None:
+        if proc is not None:
+            stop(proc, self.stop_grace)
+        if self._thread is not None:
+            self._thread.join(self.stop_grace + 5)
 
     # The programs, in order ------------------------------------------------------------------
     def _supervise(self) -> None:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cleanup import run_all
 from ..errors import InfraError, Unsupported
 from ..vmspec import VmSpec
 from . import libvirt_xml as lx
@@ -275,48 +276,48 @@ class LibvirtMachine(Machine):
                 self._changed.wait(min(left, 0.5))
 
     def destroy(self) -> None:
-        """Destroy the domain however far start got; close consoles; remove staged files."""
+        """Destroy the domain however far start got; stop listening; remove staged files;
+        close consoles. Every step runs even if one before raised (harness/cleanup.py): the
+        quick file removals come before the console threads' joins, where a second signal
+        is most likely to land."""
         if self._destroyed:
             return
         self._destroyed = True
+        bridges, self._bridges = self._bridges, []
+        ttys, self._ttys = self._ttys, []
+        run_all(self._destroy_domain, self._stop_listening,
+                lambda: self._stage is not None and self._stage.remove(),
+                lambda: self._nvram is not None and self._nvram.unlink(missing_ok=True),
+                *[bridge.close for bridge in bridges], *[tty.close for tty in ttys])
+
+    def _destroy_domain(self) -> None:
         libvirt = self.libvirt
+        try:  # even after an exit was seen: a crashed domain can still be active
+            if self.dom.isActive():
+                self.dom.destroy()
+                if self._exit is None:
+                    self._set_exit("killed", "destroyed by the harness")
+        except libvirt.libvirtError:
+            pass  # already gone
         try:
-            try:  # even after an exit was seen: a crashed domain can still be active
-                if self.dom.isActive():
-                    self.dom.destroy()
-                    if self._exit is None:
-                        self._set_exit("killed", "destroyed by the harness")
-            except libvirt.libvirtError:
-                pass  # already gone
+            if self.dom.isPersistent():  # never ours, but leave nothing defined
+                self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError:
+            pass
+
+    def _stop_listening(self) -> None:
+        """Deregister the lifecycle and QEMU-monitor event callbacks."""
+        libvirt = self.libvirt
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
             try:
-                if self.dom.isPersistent():  # never ours, but leave nothing defined
-                    self.dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                self.conn.domainEventDeregisterAny(callback)
             except libvirt.libvirtError:
                 pass
-        finally:
-            for bridge in self._bridges:
-                bridge.close()
-            self._bridges.clear()
-            for tty in self._ttys:
-                tty.close()
-            self._ttys.clear()
-            for callback in self._callbacks:
-                try:
-                    self.conn.domainEventDeregisterAny(callback)
-                except libvirt.libvirtError:
-                    pass
-            self._callbacks.clear()
-            if self._qmp_callback is not None:
-                try:
-                    import libvirt_qemu
-                    libvirt_qemu.qemuMonitorEventDeregister(self.conn, self._qmp_callback)
-                except (ImportError, libvirt.libvirtError):
-                    pass
-                self._qmp_callback = None
-            if self._stage is not None:
-                self._stage.remove()
-            if self._nvram is not None:
-                try:
-                    self._nvram.unlink()
-                except FileNotFoundError:
-                    pass
+        if self._qmp_callback is not None:
+            try:
+                import libvirt_qemu
+                libvirt_qemu.qemuMonitorEventDeregister(self.conn, self._qmp_callback)
+            except (ImportError, libvirt.libvirtError):
+                pass
+            self._qmp_callback = None

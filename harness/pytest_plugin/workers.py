@@ -72,6 +72,12 @@ def register_worker() -> None:
     directory = os.environ.get(PIDS_ENV)
     if directory and Path(directory).is_dir():
         (Path(directory) / f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    stop_once_on(signal.SIGTERM, signal.SIGINT)
+
+
+def stop_once_on(*signums: int) -> None:
+    """Turn the first of these signals into KeyboardInterrupt (pytest's way out, through every
+    teardown) and ignore the ones after it, which would otherwise cut that teardown short."""
     stopping = []
 
     def stop_once(signum, _frame):
@@ -80,5 +86,5 @@ def register_worker() -> None:
         stopping.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, stop_once)
-    signal.signal(signal.SIGINT, stop_once)
+    for signum in signums:
+        signal.signal(signum, stop_once)
