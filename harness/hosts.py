@@ -31,11 +31,15 @@ from urllib.parse import urlparse
 
 from . import schema as s
 from .errors import ConfigError, InfraError, Problem
-from .yamlfile import load_text
+from .yamlfile import load_text, read_text
 
 FIRMWARES = ("uefi", "csm", "bhyveload")
 BACKENDS = ("libvirt", "qemu", "bhyve")
-_URI = r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://[^\s]*/(system|session)$"
+_URI = (r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://"       # driver[+transport]://
+        r"([^\s/?#@\[\]]+@)?"                    # user@
+        r"(\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]*)"  # host: a name, an address, [IPv6], or none
+        r"(:[0-9]+)?"                            # :port
+        r"/(system|session)(\?[^\s#]*)?$")       # ?keyfile=...&no_verify=1 and the like
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,7 @@ def parse_hosts(text: str, filename: str) -> list[Host]:
 
 
 def load_hosts(path: Path) -> list[Host]:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError([Problem(str(path), 0, "--hosts", f"cannot read: {err.strerror}")]) \
-            from None
-    return parse_hosts(text, str(path))
+    return parse_hosts(read_text(Path(path), "--hosts"), str(path))
 
 
 class HostPool:

@@ -78,10 +78,20 @@ def load_text(text: str, filename: str):
         raise ConfigError([Problem(filename, 1, "(syntax)", f"invalid YAML: {err}")]) from None
 
 
+def read_text(path: Path, field: str = "(file)") -> str:
+    """A YAML file's text (UTF-8); I/O and encoding errors become a ConfigError on ``field``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([Problem(str(path), 0, field,
+                                   f"cannot read: {err.strerror or err}")]) from None
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise ConfigError([Problem(str(path), line, field,
+                                   f"not UTF-8 text: byte 0x{err.object[err.start]:02x} at "
+                                   f"offset {err.start}")]) from None
+
+
 def load_file(path: Path):
     """Read and parse one YAML file, turning I/O and encoding errors into a ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError([Problem(str(path), 0, "(file)", f"cannot read: {err}")]) from None
-    return load_text(text, str(path))
+    return load_text(read_text(path), str(path))

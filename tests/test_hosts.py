@@ -166,3 +166,28 @@ def test_each_firmware_spreads_over_the_hosts_too():
               for fw in ("uefi", "csm")}
     assert spread == {"uefi": {"local": 3, "b": 2}, "csm": {"local": 2, "b": 3}}
     assert Counter(slot.host.name for slot in assigned.values()) == {"local": 5, "b": 5}
+
+
+def test_uris_with_ipv6_addresses_ports_users_and_parameters():
+    text = ("- uri: qemu+tcp://[fd00::5]:16509/system\n"
+            "- uri: qemu+ssh://ci@build3:2222/system?keyfile=/root/.ssh/ci&no_verify=1\n"
+            "- uri: bhyve+ssh://root@[::1]/system\n")
+    hosts = parse_hosts(text, "hosts.yaml")
+    assert [(h.name, h.local) for h in hosts] == [("fd00-5", False), ("build3", False),
+                                                  ("local", True)]
+
+
+def test_a_uri_urlparse_cannot_read_is_refused_on_its_line():
+    # An unbalanced '[' makes urllib raise ValueError: refused by the pattern first.
+    assert problems("- uri: qemu:///system\n- uri: qemu+tcp://[fe80::1/system\n") == [
+        "hosts.yaml:2: [1].uri: 'qemu+tcp://[fe80::1/system' is not a libvirt URI such as "
+        "qemu:///system or qemu+tcp://host/system"]
+
+
+def test_a_hosts_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "hosts.yaml"
+    path.write_bytes(b"- uri: qemu:///system\n  # caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_hosts(path)
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}:2: --hosts: not UTF-8 text: byte 0xe9 at offset 29"]
