@@ -29,7 +29,7 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -47,7 +47,7 @@ def _start_time(pid: int) -> str | None:
 def claim(workroot: Path) -> None:
     """Mark ``workroot`` as owned by this process."""
     workroot.mkdir(parents=True, exist_ok=True)
-    owner = {"pid": os.getpid(), "start": _start_time(os.getpid()), "boot_id": _boot_id(),
+    owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), "boot_id": _boot_id(),
              "created": time.time()}
     (workroot / OWNER_FILE).write_text(json.dumps(owner))
 
@@ -63,7 +63,7 @@ def owner_alive(workroot: Path) -> bool:
             return False
     if owner.get("boot_id") != _boot_id():
         return False
-    started = _start_time(int(owner["pid"]))
+    started = process_start_time(int(owner["pid"]))
     return started is not None and started in (owner.get("start"), "unknown")
 
 

@@ -95,6 +95,8 @@ def pytest_unconfigure(config):
     controller = config.stash.get(CONTROLLER_KEY, None)
     if controller is not None:
         controller.close()
+    if workers.is_worker(config):
+        workers.unregister_worker()
 
 
 def pytest_report_header(config):

@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 from ..paths import temp_root
-from ..reaper import claim
+from ..reaper import claim, process_start_time
 
 PIDS_ENV = "REFVM_XDIST_WORKER_PIDS"
 
@@ -43,12 +43,17 @@ class Controller:
         os.environ[PIDS_ENV] = str(self.directory)  # inherited by the workers it starts
 
     def worker_pids(self) -> list[int]:
+        """The registered workers still alive: a pid file says "<pid> <start time>", and a
+        pid now used by another process (a worker that died, its pid reused) is left out."""
         pids = []
         for entry in self.directory.glob("*.pid"):
             try:
-                pids.append(int(entry.read_text()))
+                pid_text, start = entry.read_text().split()
+                pid = int(pid_text)
             except (OSError, ValueError):
                 continue
+            if process_start_time(pid) in (start, "unknown"):
+                pids.append(pid)
         return pids
 
     def forward(self) -> list[int]:
@@ -71,8 +76,16 @@ def register_worker() -> None:
     """A worker's side: announce our pid, and stop once on SIGTERM or SIGINT."""
     directory = os.environ.get(PIDS_ENV)
     if directory and Path(directory).is_dir():
-        (Path(directory) / f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        pid = os.getpid()
+        (Path(directory) / f"{pid}.pid").write_text(f"{pid} {process_start_time(pid)}")
     stop_once_on(signal.SIGTERM, signal.SIGINT)
+
+
+def unregister_worker() -> None:
+    """A worker that ends takes its pid file with it (nothing signals its pid afterwards)."""
+    directory = os.environ.get(PIDS_ENV)
+    if directory:
+        Path(directory, f"{os.getpid()}.pid").unlink(missing_ok=True)
 
 
 def stop_once_on(*signums: int) -> None:
