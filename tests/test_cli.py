@@ -46,7 +46,8 @@ def test_validate_never_prints_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and f"{path}:0: (file): cannot read" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"{path}:1: (file): not UTF-8 text: byte 0xff at offset 0" in proc.stderr
 
 
 def test_plan_lists_matrix_and_exact_argv(capsys):
