@@ -43,6 +43,8 @@ class StreamBridge:
             while True:
                 data = self._stream.recv(CHUNK)
                 if isinstance(data, int):  # -2: nothing queued yet (EAGAIN)
+                    if self._closed:
+                        break  # a silent guest: nothing more will come that anyone reads
                     time.sleep(POLL_INTERVAL)
                     continue
                 if not data:
@@ -63,6 +65,8 @@ class StreamBridge:
                 while view:
                     sent = self._stream.send(bytes(view))
                     if sent < 0:  # -2: would block (EAGAIN)
+                        if self._closed:
+                            return  # a guest taking no input: drop it (finally finishes)
                         time.sleep(POLL_INTERVAL)
                         continue
                     view = view[sent:]
@@ -92,7 +96,9 @@ class StreamBridge:
                 pass
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop both directions and release the stream. Idempotent."""
+        """Stop both directions and release the stream. Idempotent. Both threads see
+        ``_closed`` at their next would-block and stop, so the stream is finished only after
+        they are done with it (no stream call races another thread's)."""
         if self._closed:
             return
         self._closed = True
