@@ -369,3 +369,21 @@ def test_an_interrupt_while_a_console_closes_still_removes_domain_and_staged_fil
     assert closed == [bridge]
     assert conn.domains[0].calls.count(("destroy",)) == 1 and not conn.domains[0].active
     assert not stage.exists()
+
+
+def test_a_host_that_cannot_be_reached_is_tried_once_per_run(monkeypatch):
+    from harness.backends import libvirt_backend
+
+    attempts = []
+
+    def refused(uri):
+        attempts.append(uri)
+        raise InfraError(f"cannot connect to libvirt at {uri}: Connection refused")
+    monkeypatch.setattr(libvirt_backend, "connect", refused)
+    backend = LibvirtBackend("qemu+tcp://build9/system")
+    for _case in range(3):
+        with pytest.raises(InfraError, match="cannot connect to libvirt at qemu\\+tcp://build9"):
+            backend.conn
+    assert attempts == ["qemu+tcp://build9/system"]
+    with pytest.raises(InfraError, match=r"Connection refused \(not tried again in this run\)"):
+        backend.conn

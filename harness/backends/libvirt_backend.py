@@ -61,12 +61,22 @@ class LibvirtBackend(Backend):
         self._caps: dict = {}
         self._host_caps: str | None = None
         self._version: tuple | None = None
+        self._unreachable: InfraError | None = None
 
     # Host facts ------------------------------------------------------------------------------
     @property
     def conn(self):
+        """The connection, opened on first use. A host that could not be reached is not tried
+        again by each later case of the run: a host that drops packets costs a TCP time-out
+        per attempt, which a matrix would pay once per case."""
         if self._conn is None:
-            self._conn = connect(self.uri)
+            if self._unreachable is not None:
+                raise InfraError(f"{self._unreachable} (not tried again in this run)")
+            try:
+                self._conn = connect(self.uri)
+            except InfraError as err:
+                self._unreachable = err
+                raise
         return self._conn
 
     @property
