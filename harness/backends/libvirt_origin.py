@@ -3,8 +3,9 @@
 A remote libvirt host can be shared by several CI machines, each running refvm. A domain's
 name says which run started it (refvm-<run id>-<n>), but whether that run is still alive is
 known only on the machine that started it. So every domain carries, in its ``<metadata>``,
-the id of the machine whose harness started it, and reaping on a remote host touches only
-domains of this machine's dead runs; on a local URI every refvm domain's run is one of ours.
+the id of the machine whose harness started it, and reaping, on any host, touches only
+domains of this machine's dead runs (a local libvirtd may hold another machine's domains,
+started here through the remote protocol).
 
 It also carries the run's claimed directory (``workroot``, /tmp/refvm-<run id>): whether the
 run lives is read from that directory's owner file, wherever it is. Judging by the reaping
