@@ -30,7 +30,7 @@ from .base import Backend
 from .libvirt_connection import connect, is_local, load_binding
 from .libvirt_machine import LibvirtMachine
 from .libvirt_origin import this_machine
-from .libvirt_reap import live_run_ids, reap_domains
+from .libvirt_reap import live_run_ids, reap_domains, run_directory
 from .libvirt_staging import STAGE_ROOT, Stage, qemu_owner, security_models
 
 __all__ = ["LibvirtBackend", "LibvirtMachine"]
@@ -227,7 +227,8 @@ class LibvirtBackend(Backend):
         firmware = self.firmware_for(spec)
         self.domain_xml(spec, firmware=firmware)  # raises Unsupported/InfraError: no staging yet
         vars_copy = firmware.nvram if self.local else None
-        stage = Stage(self.stage_root / spec.name, spec.workdir.parent) if self.local else None
+        stage = Stage(self.stage_root / spec.name, run_directory(spec.name, spec.workdir)) \
+            if self.local else None
         dom = None
         try:
             if vars_copy is not None:

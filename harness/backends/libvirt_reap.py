@@ -24,6 +24,15 @@ def run_id_of(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def run_directory(name: str, workdir: Path) -> Path | None:
+    """The claimed directory of the run a VM belongs to (its workdir is
+    <temp root>/refvm-<run id>/<n>), written into its domain and stage for the reaper; None
+    for a VM that is not a run's (tests, plans of hand-made specs)."""
+    run_id = run_id_of(name)
+    parent = Path(workdir).parent
+    return parent if run_id is not None and parent.name == f"refvm-{run_id}" else None
+
+
 def run_is_dead(run_id: str, workroot: str | None, live_run_ids) -> bool:
     """Whether run ``run_id`` of this machine is over. Read from its own claimed directory
     when the domain (or stage) names it, so a live run under another temp root is never taken

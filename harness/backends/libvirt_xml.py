@@ -36,7 +36,7 @@ from pathlib import Path
 from ..errors import InfraError, Unsupported
 from ..vmspec import Disk, VmSpec
 from .libvirt_origin import origin_element
-from .libvirt_reap import run_id_of
+from .libvirt_reap import run_directory, run_id_of
 
 DRIVERS = ("qemu", "bhyve")
 
@@ -150,10 +150,9 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     _sub(domain, "uuid", spec.uuid)
     run_id = run_id_of(spec.name)
     if run_id is not None:  # which machine's run this is: see libvirt_origin
-        workroot = spec.workdir.parent  # the run's claimed directory: see libvirt_origin
+        workroot = run_directory(spec.name, spec.workdir)
         _sub(domain, "metadata").append(origin_element(
-            run_id, options.machine,
-            str(workroot) if workroot.name == f"refvm-{run_id}" else None))
+            run_id, options.machine, str(workroot) if workroot else None))
     _sub(domain, "memory", spec.memory_mib, unit="MiB")
     _sub(domain, "vcpu", spec.cpus)
 
