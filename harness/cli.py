@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     clean = sub.add_parser("clean", help="remove what runs that were killed left behind")
     clean.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="only list what would be removed, and why each is judged dead")
     _hosts_option(clean)
     sub.add_parser("doctor", help="check that this host can run the suite, and say how to fix it")
     return parser
@@ -308,18 +310,18 @@ def cmd_clean(args, _extra) -> int:
     def say(text: str) -> None:
         print(f"refvm: {text}")
 
-    removed = reap(log=say)
+    removed = reap(log=say, dry_run=args.dry_run)
     uris = [h.uri for h in load_hosts(args.hosts) if "libvirt" in h.backends] \
         if args.hosts else [args.libvirt_uri]
     status = EXIT_OK
     for uri in uris:
         try:  # libvirt domains of dead runs, where libvirt is installed and reachable
-            get_backend("libvirt", uri=uri).reap_dead_runs(log=say)
+            get_backend("libvirt", uri=uri).reap_dead_runs(log=say, dry_run=args.dry_run)
         except HarnessError as err:
             if args.hosts:  # a host the user named: not reaching it is worth an exit status
                 say(f"{uri}: {err}")
                 status = EXIT_FAILED
-    say(f"{len(removed)} stale run(s) cleaned")
+    say(f"{len(removed)} stale run(s) {'would be cleaned (dry run)' if args.dry_run else 'cleaned'}")
     return status
 
 

@@ -1,84 +1,43 @@
-"""Find and remove what runs that died (SIGKILL, power loss) left behind.
+"""Find and remove what runs that died (SIGKILL, power loss) left behind, and nothing else.
 
-Every run's scratch directory (``$TMP/refvm-<run id>``) holds ``owner.json``: the pid and
-start time of the harness process and the host's boot id. A directory whose owner is gone is
-stale: the hypervisors whose pidfiles it holds are stopped (only if that pid's command line
-still names the directory, so a recycled pid is never killed), then the directory is removed.
-Directories of live runs, and anything not named refvm-*, are never touched.
+Only directories refvm made and marked (harness/ownership.py) are candidates: a run directory
+(``$TMP/refvm-<run id>``), a pool's signal directory, an image build's. One whose owner process
+is gone is dead: the hypervisors whose pidfiles it holds are stopped (only if that pid's command
+line still names the directory, so a recycled pid is never killed), the bhyve VMs, taps and
+bridges that name its run are destroyed, then the directory is removed. Anything else named
+like refvm's is foreign and left alone; it is reported once per process, so a person can see
+why it stays. ``dry_run`` says what would go, and why, without touching anything.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
+from . import hostproc
 from .backends.bhyve_argv import destroy_argv
 from .backends.bhyve_caps import run_quietly
+from .backends.bhyve_ifaces import reap_interfaces
+from .ownership import VM_NAME_RE, Verdict, judge
 from .paths import temp_root
 
-OWNER_FILE = "owner.json"
+_reported_foreign: set[Path] = set()
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)  # no /proc (FreeBSD without linprocfs): existence only
-            return "unknown"
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return "unknown"
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def claim(workroot: Path) -> None:
-    """Mark ``workroot`` as owned by this process."""
-    workroot.mkdir(parents=True, exist_ok=True)
-    owner = {"pid": os.getpid(), "start": process_start_time(os.getpid()), "boot_id": _boot_id(),
-             "created": time.time()}
-    (workroot / OWNER_FILE).write_text(json.dumps(owner))
-
-
-def owner_alive(workroot: Path) -> bool:
-    try:
-        owner = json.loads((workroot / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        # No owner file yet: a run that is just starting, unless the directory is old.
-        try:
-            return time.time() - workroot.stat().st_mtime < 300
-        except OSError:
-            return False
-    if owner.get("boot_id") != _boot_id():
-        return False
-    started = process_start_time(int(owner["pid"]))
-    return started is not None and started in (owner.get("start"), "unknown")
-
-
-def _stop_hypervisors(workroot: Path) -> list[int]:
+def _stop_hypervisors(workroot: Path, dry_run: bool = False) -> list[int]:
     stopped = []
     for pidfile in workroot.glob("*/*.pid"):
         try:
             pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, ValueError):
             continue
-        if str(workroot).encode() not in cmdline:
-            continue  # the pid was recycled by something that is not ours
+        argv = hostproc.command_line(pid)
+        if argv is None or not any(str(workroot) in arg for arg in argv):
+            continue  # gone, or the pid was recycled by something that is not ours
         try:
-            os.kill(pid, signal.SIGKILL)
+            if not dry_run:
+                os.kill(pid, signal.SIGKILL)
             stopped.append(pid)
         except ProcessLookupError:
             pass
@@ -86,16 +45,22 @@ def _stop_hypervisors(workroot: Path) -> list[int]:
 
 
 def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
-                       bhyvectl: str = "bhyvectl", log=lambda _text: None) -> list[str]:
+                       bhyvectl: str = "bhyvectl", log=lambda _text: None,
+                       dry_run: bool = False) -> list[str]:
     """bhyve VMs live in the kernel until destroyed: remove a dead run's (FreeBSD only).
 
-    Returns the VMs bhyvectl destroyed; one it could not (failed, missing, timed out) is
-    logged and the reap goes on."""
+    Only VMs named exactly refvm-<this run id>-<n>. Returns the VMs bhyvectl destroyed (would
+    destroy, with ``dry_run``); one it could not (failed, missing, timed out) is logged and the
+    reap goes on."""
     destroyed = []
     if not vmm_dir.is_dir():
         return destroyed
-    for vm in sorted(vmm_dir.glob(f"refvm-{run_id}-*")):
-        status, output = run_quietly(destroy_argv(bhyvectl, vm.name), timeout=60)
+    for vm in sorted(vmm_dir.iterdir()):
+        match = VM_NAME_RE.fullmatch(vm.name)
+        if not match or match.group(1) != run_id:
+            continue
+        status, output = (0, "") if dry_run else run_quietly(destroy_argv(bhyvectl, vm.name),
+                                                             timeout=60)
         if status == 0:
             destroyed.append(vm.name)
         else:
@@ -104,18 +69,43 @@ def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
     return destroyed
 
 
-def reap(root: Path | None = None, log=lambda _text: None) -> list[Path]:
-    """Remove every stale run directory under ``root``; return those removed."""
-    root = root or temp_root()
-    removed = []
-    for workroot in sorted(root.glob("refvm-*")):
-        if not workroot.is_dir() or workroot.is_symlink() or owner_alive(workroot):
-            continue
-        killed = _stop_hypervisors(workroot)
-        vms = _destroy_bhyve_vms(workroot.name[len("refvm-"):], log=log)
-        if vms:
-            log(f"destroyed stale bhyve VMs {', '.join(vms)}")
+def _remove_dead(verdict: Verdict, log, dry_run: bool) -> None:
+    workroot = verdict.path
+    verb = "would remove" if dry_run else "removed"
+    killed = _stop_hypervisors(workroot, dry_run)
+    if killed:
+        log(f"{'would stop' if dry_run else 'stopped'} pids {killed} of {workroot}")
+    vms = _destroy_bhyve_vms(workroot.name[len("refvm-"):], log=log, dry_run=dry_run)
+    if vms:
+        log(f"{'would destroy' if dry_run else 'destroyed'} stale bhyve VMs {', '.join(vms)}")
+    if not dry_run:
         shutil.rmtree(workroot, ignore_errors=True)
-        log(f"removed stale {workroot}" + (f" (stopped pids {killed})" if killed else ""))
-        removed.append(workroot)
+    log(f"{verb} stale {workroot}: {verdict.reason}")
+
+
+def survey(root: Path | None = None) -> list[Verdict]:
+    """A verdict for every entry under ``root`` whose name starts with refvm-."""
+    root = Path(root or temp_root())
+    try:
+        entries = sorted(p for p in root.iterdir() if p.name.startswith("refvm-"))
+    except OSError:
+        return []
+    return [judge(path) for path in entries]
+
+
+def reap(root: Path | None = None, log=lambda _text: None, dry_run: bool = False) -> list[Path]:
+    """Remove every dead refvm directory under ``root`` and what its run left in the kernel
+    (bhyve VMs, taps, bridges); return the directories removed (would remove, ``dry_run``)."""
+    removed = []
+    for verdict in survey(root):
+        if verdict.state == "foreign":
+            if dry_run or verdict.path not in _reported_foreign:
+                _reported_foreign.add(verdict.path)
+                log(f"left alone {verdict.path}: {verdict.reason}")
+        elif verdict.dead:
+            _remove_dead(verdict, log, dry_run)
+            removed.append(verdict.path)
+        elif dry_run:
+            log(f"kept {verdict.path}: {verdict.reason}")
+    reap_interfaces(log=log, dry_run=dry_run)
     return removed

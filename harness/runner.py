@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-import secrets
 import shutil
 import time
 import uuid
@@ -25,7 +24,7 @@ from .errors import GuestFailure
 from .families import Family, family
 from .matrix import Case
 from .paths import temp_root
-from .reaper import claim
+from .ownership import claim, new_id
 from .steps import REGISTRY
 from .hostdata import file_sha256, make_scratch_disk, pattern, sha256, write_region
 from .model import DiskAttach, NicAttach, SerialAttach
@@ -33,7 +32,7 @@ from .vmspec import Disk, Nic, SerialPort, VmSpec
 
 
 def new_run_id() -> str:
-    return secrets.token_hex(4)
+    return new_id()
 
 
 def safe_dirname(text: str) -> str:
@@ -200,4 +199,4 @@ class Run:
     def close(self) -> None:
         """Destroy every VM still alive and remove the run's scratch directory."""
         run_all(*[functools.partial(self.release, vm) for vm in reversed(self._live)],
-                lambda: shutil.rmtree(self.workroot, ignore_errors=True))
+                lambda: self._claimed and shutil.rmtree(self.workroot, ignore_errors=True))

@@ -7,8 +7,11 @@ environment variable FAKE_BHYVE_CONTROL says:
 
     log      the call log's path
     exits    exit statuses per program: "bhyve": [0, 1] means the first bhyve call exits 0
-             and every later one 1; a more specific key "ifconfig:create" (program and last
-             argument) wins over "ifconfig"; anything unlisted exits 0
+             and every later one 1; a more specific key "ifconfig:create" (program and any
+             argument, the first that has a key) wins over "ifconfig"; anything unlisted exits 0
+    interfaces  {name: description} of the network interfaces that exist: `ifconfig NAME`
+             and `ifconfig -a` print them as FreeBSD's ifconfig does (a description line when
+             there is one); `ifconfig NAME` of any other name exits 1, "does not exist"
     console  text bhyve (and bhyveload) write to their console device, as a guest would
     hang     bhyve does not exit by itself: it waits for SIGTERM, then exits 1 (bhyve(8):
              "SIGTERM  Trigger ACPI poweroff for a VM")
@@ -58,11 +61,23 @@ def main():
         earlier = sum(1 for line in log if json.loads(line)["prog"] == prog)
         log.write(json.dumps({"prog": prog, "argv": argv}) + "\n")
     exits = control.get("exits", {})
-    codes = exits.get(f"{prog}:{argv[-1]}" if argv else prog, exits.get(prog, [0]))
+    keys = [f"{prog}:{arg}" for arg in argv if f"{prog}:{arg}" in exits]
+    codes = exits.get(keys[0] if keys else prog, [0])
     code = codes[min(earlier, len(codes) - 1)]
 
-    if prog == "ifconfig" and argv == ["bridge", "create"] and code == 0:
+    if prog == "ifconfig" and argv[:2] == ["bridge", "create"] and code == 0:
         print(control.get("bridge", "bridge7"))
+    if prog == "ifconfig" and len(argv) == 1:
+        interfaces = control.get("interfaces", {})
+        names = sorted(interfaces) if argv == ["-a"] else [argv[0]]
+        if names and names[0] not in interfaces:
+            print(f"ifconfig: interface {argv[0]} does not exist", file=sys.stderr)
+            sys.exit(1)
+        for name in names:
+            print(f"{name}: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> metric 0 mtu 1500")
+            if interfaces[name]:
+                print(f"\tdescription: {interfaces[name]}")
+            print("\toptions=80000<LINKSTATE>")
 
     path = console_path(prog, argv)
     if path and control.get("console"):

@@ -34,6 +34,9 @@ bhyvectl(8) in the FreeBSD source tree):
                         number, try to create a new device with an arbitrary unit number ...
                         the new device name is printed to standard output"; the plan shows
                         the later lines with bridgeN where that name goes
+  ... description D           ifconfig(8) "description value: Specify a description of the
+                        interface"; the synopsis allows parameters after create. D is refvm's
+                        mark, naming the run directory (the workdir's parent, here /)
   ifconfig bridgeN inet A/24  ifconfig(8): "one can specify an address like 192.168.0.1/16"
   ifconfig bridgeN addm tapN  bridge(4)/ifconfig(8) addm: make the tap a member
   ifconfig bridgeN up         bridge(4): "all member interfaces and the bridge need to be up"
@@ -125,8 +128,10 @@ SLOTS = {  # after "-s 0,hostbridge -s 2,<boot disk>", before "-s 31,lpc"
     "com2": [],
 }
 MORE_PORTS = {"com2": ["-l", f"com2,{COM2_A}"]}
-NET_LINES = [[IFCONFIG, "bridge", "create"], [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
-             [IFCONFIG, TAP0, "create"], [IFCONFIG, "bridgeN", "addm", TAP0],
+MARK = "refvm:/"  # the workdir /w's parent: the run directory the taps and bridge belong to
+NET_LINES = [[IFCONFIG, "bridge", "create", "description", MARK],
+             [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
+             [IFCONFIG, TAP0, "create", "description", MARK], [IFCONFIG, "bridgeN", "addm", TAP0],
              [IFCONFIG, TAP0, "up"], [IFCONFIG, "bridgeN", "up"]]
 
 
@@ -210,10 +215,12 @@ def test_two_nics_share_the_one_bridge_in_order(firmware):
                                                      Nic(mac="52:54:00:00:00:02"))})
     tap0, tap1 = tap_names(spec)
     lines = [line for line in backend(firmware).command_lines(spec) if line[0] == IFCONFIG]
-    assert lines == [[IFCONFIG, "bridge", "create"], [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
-                     [IFCONFIG, tap0, "create"], [IFCONFIG, "bridgeN", "addm", tap0],
-                     [IFCONFIG, tap0, "up"],
-                     [IFCONFIG, tap1, "create"], [IFCONFIG, "bridgeN", "addm", tap1],
+    assert lines == [[IFCONFIG, "bridge", "create", "description", MARK],
+                     [IFCONFIG, "bridgeN", "inet", HOST_CIDR],
+                     [IFCONFIG, tap0, "create", "description", MARK],
+                     [IFCONFIG, "bridgeN", "addm", tap0], [IFCONFIG, tap0, "up"],
+                     [IFCONFIG, tap1, "create", "description", MARK],
+                     [IFCONFIG, "bridgeN", "addm", tap1],
                      [IFCONFIG, tap1, "up"], [IFCONFIG, "bridgeN", "up"]]
 
 

@@ -20,6 +20,7 @@ import pytest
 from harness import firmware as fw
 from harness.backends import bhyve
 from harness.backends.bhyve import BhyveBackend, address_is_local, exit_info
+from harness.backends.bhyve_ifaces import mark_for
 from harness.backends.bhyve_argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
 from harness.backends.bhyve_caps import BhyveCaps, run_quietly
 from harness.errors import InfraError
@@ -187,15 +188,17 @@ def test_a_bridge_of_its_own_with_the_taps_made_and_removed(host, tmp_path):
     assert machine.guest_static_ipv4() == GUEST_CIDR == host_ip[:-1] + "2/24"
     assert machine.bridge == "bridge7"
     machine.destroy()
+    mark = mark_for(spec.workdir)
+    assert mark == f"refvm:{spec.workdir.parent}"
     setup = [
-        ["ifconfig", "bridge", "create"],                 # prints bridge7
+        ["ifconfig", "bridge", "create", "description", mark],  # prints bridge7
         ["ifconfig", "bridge7", "inet", HOST_CIDR],       # the host's end of the VM's /24
-        ["ifconfig", tap, "create"], ["ifconfig", "bridge7", "addm", tap],
+        ["ifconfig", tap, "create", "description", mark], ["ifconfig", "bridge7", "addm", tap],
         ["ifconfig", tap, "up"],
         ["ifconfig", "bridge7", "up"]]
     assert host.calls() == [
         destroy_call(),
-        ["ifconfig", tap, "destroy"],                     # a stale tap of a killed run
+        ["ifconfig", tap],                                # is a stale tap there? (no)
         *setup,
         bhyve_call(backend, spec),
         destroy_call(), ["ifconfig", tap, "destroy"], ["ifconfig", "bridge7", "destroy"]]
@@ -247,8 +250,9 @@ def test_when_bridge_create_fails_nothing_more_is_made_or_destroyed(host, tmp_pa
     tap, = tap_names(spec)
     with pytest.raises(InfraError, match="ifconfig bridge create"):
         make_backend(host, tmp_path).start(spec)
-    assert host.calls() == [destroy_call(), ["ifconfig", tap, "destroy"],
-                            ["ifconfig", "bridge", "create"], destroy_call()]
+    assert host.calls() == [destroy_call(), ["ifconfig", tap],
+                            ["ifconfig", "bridge", "create", "description",
+                             mark_for(spec.workdir)], destroy_call()]
 
 
 def test_a_host_address_already_in_use_refuses_before_making_anything(host, tmp_path,

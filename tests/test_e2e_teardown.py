@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.reaper import claim
+from harness.ownership import make_owned
+from tests.decoys import intact, make_decoys
 
 pytestmark = [
     pytest.mark.vm,
@@ -113,14 +114,39 @@ def test_sigkilled_run_is_reaped_by_clean_which_spares_live_runs(tmp_path):
     wait_gone(qemu)  # PR_SET_PDEATHSIG: QEMU does not outlive a killed harness
     stale = list(scratch.glob("refvm-*"))
     assert stale, "the killed run's scratch directory should still be there"
-    live = scratch / "refvm-livelive"
-    claim(live)  # owned by this (live) test process
+    live = make_owned("run", scratch)  # owned by this (live) test process
+    decoys = make_decoys(scratch)  # and one more dead run, refvm-aaaaaaaa
     env = dict(os.environ, REFVM_TMP=str(scratch))
+    dry = subprocess.run([sys.executable, "-m", "harness.cli", "clean", "--dry-run"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove stale {stale[0]}: its owner, pid {proc.pid}, has exited" in dry.stdout
+    assert "2 stale run(s) would be cleaned (dry run)" in dry.stdout
+    assert stale[0].is_dir()
     out = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "1 stale run(s) cleaned" in out.stdout
-    assert list(scratch.iterdir()) == [live]
+    assert "2 stale run(s) cleaned" in out.stdout
+    assert intact(decoys) and live.is_dir()
+    assert sorted(scratch.iterdir()) == sorted(decoys + [live])
+
+
+def test_a_run_keeps_what_it_did_not_make_and_reaps_a_dead_runs_leftovers(tmp_path):
+    """Folders named like refvm's (a person's, a copy, one without refvm's marker, an hour old)
+    survive a real `refvm run`; a dead run's directory (refvm-aaaaaaaa) does not."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    decoys = make_decoys(scratch)
+    dead = scratch / "refvm-aaaaaaaa"
+    assert dead.is_dir()
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware", "csm",
+         "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"), "-p", "no:cacheprovider"],
+        env=dict(os.environ, REFVM_TMP=str(scratch)), capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert intact(decoys) and not dead.exists()
+    assert sorted(scratch.iterdir()) == sorted(decoys)
 
 
 def test_killed_hypervisor_is_noticed_at_once_and_named(tmp_path):

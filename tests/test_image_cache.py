@@ -5,6 +5,8 @@ import hashlib
 import http.server
 import lzma
 import os
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from harness.errors import InfraError
 from harness.images.cache import ImageCache, ImageUnavailable, read_stamp, verified
 from harness.model import load_guest
+from harness.ownership import make_owned
 
 PAYLOAD = os.urandom(256 * 1024)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -162,16 +165,29 @@ def test_local_image_with_wrong_hash_is_refused(tmp_path):
         quiet_cache(tmp_path).prepare(guest)
 
 
-def test_temp_files_of_a_killed_download_are_removed_by_the_next_fetch(tmp_path, server):
+def test_scratch_of_a_killed_download_is_removed_by_the_next_fetch_and_nothing_else(tmp_path,
+                                                                                    server):
+    """A download's scratch directory is refvm-fetch-<id> with refvm's marker; the next
+    download removes those whose process died, and leaves alone a live download's and
+    anything merely named like them (a person's files, a copy without a marker)."""
     server.blobs["/disk.img"] = PAYLOAD
     cache = quiet_cache(tmp_path)
     guest = url_guest(tmp_path, server.url + "/disk.img", SHA)
     images = tmp_path / "cache" / "images"
     images.mkdir(parents=True)
-    target = cache.expected_path(guest)
-    stale = [images / f".fetch-{target.name}-abc123", images / f".unpack-{target.name}-def456"]
-    other = images / ".fetch-someotherimage.raw-xyz"  # another entry's: not ours to remove
-    for path in stale + [other]:
-        path.write_bytes(b"partial")
+    killed = subprocess.run(
+        [sys.executable, "-c", "import sys; from harness.ownership import make_owned; "
+                               "d = make_owned('fetch', sys.argv[1]); (d / 'download').write_bytes(b'x'); print(d)",
+         str(images)], capture_output=True, text=True, check=True).stdout.strip()
+    live = make_owned("fetch", images)  # this (living) process's
+    decoys = [images / "refvm-fetch-0000beef", images / "refvm-fetch-notours",
+              images / f".fetch-{cache.expected_path(guest).name}-abc123"]
+    decoys[0].mkdir()
+    (decoys[0] / "mine.txt").write_text("a person's file")
+    decoys[1].write_text("a file")
+    decoys[2].write_bytes(b"partial")
     cache.prepare(guest)
-    assert not any(path.exists() for path in stale) and other.exists()
+    assert not Path(killed).exists()
+    assert live.is_dir() and all(path.exists() for path in decoys)
+    assert sorted(p.name for p in images.glob("refvm-fetch-*")) == sorted(
+        [live.name, "refvm-fetch-0000beef", "refvm-fetch-notours"])

@@ -343,7 +343,7 @@ def test_a_host_that_cannot_list_its_domains_is_an_infra_error():
             raise RejectedByDriver("End of file while reading data: Input/output error")
 
     with pytest.raises(InfraError, match="cannot list the domains: End of file while reading"):
-        reap_domains(DroppedConnection(), set(), stage_root=None)
+        reap_domains(DroppedConnection(), stage_root=None)
 
 
 def test_an_interrupt_while_a_console_closes_still_removes_domain_and_staged_files(tmp_path):

@@ -293,13 +293,13 @@ def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest
             shutil.rmtree(temp_root() / f"refvm-{run_id}", ignore_errors=True)
     # The reaper still has the staging directory to remove, but no domain.
     from harness.backends.libvirt_connection import connect
-    from harness.backends.libvirt_reap import live_run_ids, reap_domains
+    from harness.backends.libvirt_reap import reap_domains
     from harness.backends.libvirt_staging import STAGE_ROOT
 
     assert (STAGE_ROOT / name).exists()  # the killed run could not remove it itself
     conn = connect(LOCAL)
     try:
-        reap_domains(conn, live_run_ids())
+        reap_domains(conn)
     finally:
         conn.close()
     assert not (STAGE_ROOT / name).exists()
@@ -334,29 +334,46 @@ def bare_domains(*domains: tuple[str, str]):
     assert refvm_domains() == []
 
 
-def test_reap_domains_removes_dead_runs_only():
-    from harness.backends.libvirt_reap import reap_domains
+def origin_xml(run: str, workroot: Path | None, machine: str | None = None) -> str:
+    from harness.backends.libvirt_origin import NAMESPACE
 
-    dead, live = "refvm-deadbeef-1", "refvm-0badf00d-1"
-    with bare_domains((dead, ""), (live, "")) as conn:
-        assert reap_domains(conn, {"0badf00d"}, stage_root=None) == [dead]
-        assert refvm_domains() == [live]
+    where = f" workroot='{workroot}'" if workroot else ""
+    return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' "
+            f"machine='{machine or this_machine()}' run='{run}'{where}/></metadata>")
+
+
+def test_reap_domains_removes_marked_dead_runs_only(tmp_path):
+    """Only a domain carrying refvm's mark (origin metadata naming this machine and its run
+    directory) whose run is dead goes; a domain merely named like refvm's stays, and so does
+    one whose mark names no run directory (made by a refvm before the mark)."""
+    from harness.backends.libvirt_reap import reap_domains
+    from harness.ownership import claim
+
+    claim(tmp_path / "refvm-0badf00d")  # this living process's run
+    dead, live, unmarked, old = ("refvm-deadbeef-1", "refvm-0badf00d-1", "refvm-feedf00d-1",
+                                 "refvm-0ddba11a-1")
+    with bare_domains((dead, origin_xml("deadbeef", tmp_path / "refvm-deadbeef")),
+                      (live, origin_xml("0badf00d", tmp_path / "refvm-0badf00d")),
+                      (unmarked, ""), (old, origin_xml("0ddba11a", None))) as conn:
+        said: list = []
+        assert reap_domains(conn, stage_root=None, dry_run=True, log=said.append) == [dead]
+        assert sorted(refvm_domains()) == sorted([dead, live, unmarked, old])  # dry: untouched
+        assert f"would remove libvirt domain {dead}: its run directory " \
+               f"{tmp_path / 'refvm-deadbeef'} is gone" in said
+        assert reap_domains(conn, stage_root=None) == [dead]
+        assert sorted(refvm_domains()) == sorted([live, unmarked, old])
 
 
 def test_reaping_a_shared_host_touches_only_this_machines_dead_runs():
     """On a remote host other CI machines' runs may be alive: `refvm clean --hosts` there
     removes only domains whose origin metadata names this machine (and a dead run)."""
-    from harness.backends.libvirt_origin import NAMESPACE
     from harness.backends.libvirt_reap import reap_domains
 
-    def origin(machine: str, run: str) -> str:
-        return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='{machine}' "
-                f"run='{run}'/></metadata>")
-
     ours, theirs = "refvm-deadbee1-1", "refvm-deadbee2-1"
-    with bare_domains((ours, origin(this_machine(), "deadbee1")),
-                      (theirs, origin("another-ci-machine", "deadbee2"))) as conn:
-        assert reap_domains(conn, set(), stage_root=None, only_machine=this_machine()) == [ours]
+    with bare_domains((ours, origin_xml("deadbee1", Path("/nonexistent/refvm-deadbee1"))),
+                      (theirs, origin_xml("deadbee2", Path("/nonexistent/refvm-deadbee2"),
+                                          "another-ci-machine"))) as conn:
+        assert reap_domains(conn, stage_root=None, only_machine=this_machine()) == [ours]
         assert refvm_domains() == [theirs]
 
 
@@ -366,7 +383,7 @@ def test_a_live_run_under_another_temp_root_is_never_reaped(tmp_path):
     file, not by whether the reaping process's temp root knows its run id."""
     from harness.backends.libvirt_origin import NAMESPACE
     from harness.backends.libvirt_reap import reap_domains
-    from harness.reaper import claim
+    from harness.ownership import claim
 
     def origin(run: str, workroot: Path) -> str:
         return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='{this_machine()}' "
@@ -381,7 +398,7 @@ def test_a_live_run_under_another_temp_root_is_never_reaped(tmp_path):
         (stages / name / "workroot").write_text(str(root))
     with bare_domains((live, origin("11111111", live_root)),
                       (dead, origin("22222222", dead_root))) as conn:
-        assert reap_domains(conn, set(), stage_root=stages) == [dead]  # no run id known here
+        assert reap_domains(conn, stage_root=stages) == [dead]  # no run id known here
         assert refvm_domains() == [live]
     assert sorted(p.name for p in stages.iterdir()) == [live]
 
@@ -395,5 +412,5 @@ def test_another_machines_domain_on_this_host_is_left_to_it():
     metadata = (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='another-machine' "
                 f"run='deadbee3'/></metadata>")
     with bare_domains((theirs, metadata)) as conn:
-        assert reap_domains(conn, set(), stage_root=None) == []  # a local URI, no live runs
+        assert reap_domains(conn, stage_root=None) == []  # a local URI, no live runs
         assert refvm_domains() == [theirs]

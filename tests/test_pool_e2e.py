@@ -11,6 +11,7 @@ scratch directory and staged file must be gone when pytest exits, with no reapin
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from test_libvirt_e2e import LOCAL, REMOTE, need, refvm_domains
+from tests.decoys import intact, make_decoys
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_ROOT = Path("/var/lib/libvirt/images")
@@ -83,6 +85,7 @@ def results(junit: Path) -> dict[str, dict]:
 def test_a_two_host_pool_runs_the_whole_matrix_on_both_hosts(tmp_path, pool):
     """Through `refvm run --hosts`, which starts one xdist worker per host slot itself."""
     hosts, scratch = pool
+    decoys = make_decoys(scratch)  # named like refvm's, not made by it: the run must keep them
     env = dict(os.environ, REFVM_TMP=str(scratch))
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--backend", "libvirt", "--hosts",
@@ -106,6 +109,9 @@ def test_a_two_host_pool_runs_the_whole_matrix_on_both_hosts(tmp_path, pool):
     # ... and the run ends saying so, host by host (10 cases, least-loaded: 5 each)
     assert f"unix-socket ({LOCAL}, max_vms 1): 5 passed" in proc.stdout
     assert f"tcp-loopback ({REMOTE}, max_vms 1): 5 passed" in proc.stdout
+    assert intact(decoys)
+    for decoy in decoys:  # what leftovers() must not count (refvm-aaaaaaaa, dead, went)
+        shutil.rmtree(decoy) if decoy.is_dir() and not decoy.is_symlink() else decoy.unlink()
     assert leftovers(tmp_path, scratch) == []
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.ownership import claim
 from harness.runner import BootedVM, Run
 
 
@@ -41,10 +42,22 @@ def test_run_close_releases_every_vm_and_its_directory_when_one_release_is_inter
         tmp_path, monkeypatch):
     monkeypatch.setenv("REFVM_TMP", str(tmp_path))
     run = Run(None, tmp_path / "artifacts")
-    run.workroot.mkdir()
+    claim(run.workroot)
+    run._claimed = True  # as its first boot does
     record: list = []
     run._live = [Closing("a", record), Closing("b", record, interrupt=True), Closing("c", record)]
     with pytest.raises(KeyboardInterrupt, match="while closing b"):
         run.close()
     assert record == ["c", "b", "a"]  # the last booted first
     assert run._live == [] and not run.workroot.exists()
+
+
+def test_a_run_that_claimed_nothing_removes_nothing(tmp_path, monkeypatch):
+    """A folder that happens to bear the run's name was not made by it (claim refuses to adopt
+    one): closing the run leaves it alone."""
+    monkeypatch.setenv("REFVM_TMP", str(tmp_path))
+    run = Run(None, tmp_path / "artifacts")
+    run.workroot.mkdir()
+    (run.workroot / "mine.txt").write_text("a person's file")
+    run.close()
+    assert (run.workroot / "mine.txt").read_text() == "a person's file"

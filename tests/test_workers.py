@@ -7,8 +7,9 @@ import os
 import subprocess
 import time
 
+from harness.hostproc import start_time as process_start_time
 from harness.pytest_plugin import workers
-from harness.reaper import process_start_time, reap
+from harness.reaper import reap
 
 
 def test_the_pid_directory_outlives_a_reap_while_its_controller_lives(tmp_path, monkeypatch):

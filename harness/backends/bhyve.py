@@ -37,6 +37,7 @@ from .bhyve_argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, 
                          bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
                          nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
 from .bhyve_caps import BhyveCaps, bhyve_present, run_quietly
+from .bhyve_ifaces import describe, mark_for, verdict_for
 
 # bhyve(8) EXIT STATUS: "0 rebooted, 1 powered off, 2 halted, 3 triple fault (amd64 only),
 # 4 exited due to an error". vmrun.sh: "0 - VM has been reset".
@@ -117,6 +118,7 @@ class LaunchPlan:
     taps: tuple = ()
     bridge_address: str = ""  # the host's end of the VM's own /24 (CIDR), on its bridge
     guest_address: str = ""   # the address the guest configures itself (CIDR)
+    mark: str = ""  # the description its taps and bridge carry: refvm's, naming the run
     consoles: dict = field(default_factory=dict)  # port -> nmdm B side (the harness's end)
 
 
@@ -235,6 +237,7 @@ class BhyveBackend(Backend):
             loader=bhyveload_argv(p.bhyveload, spec, self.nmdm_pattern)
             if spec.firmware == "bhyveload" else None,
             taps=tuple(tap_names(spec)), bridge_address=host_address, guest_address=guest_address,
+            mark=mark_for(spec.workdir),
             consoles={port.name: nmdm_pair(spec.name, port.name, self.nmdm_pattern)[1]
                       for port in spec.serials})
 
@@ -246,7 +249,8 @@ class BhyveBackend(Backend):
         its size against the template). The VM's bridge is named by ``ifconfig bridge
         create`` at run time, so the lines after it say ``bridgeN``: put the name it printed
         there, as a person pasting these would. (start() also first destroys stale taps of the
-        same units and checks that the bridge's address is free; neither is shown.)"""
+        same units that a dead refvm run marked as its own, refuses any other, and checks that
+        the bridge's address is free; none of that is shown.)"""
         plan = self.launch_plan(spec)
         bootrom, template = self._bootrom(spec)
         lines = [plan.destroy]
@@ -254,8 +258,9 @@ class BhyveBackend(Backend):
             lines.append(["cp", str(template), str(bootrom.vars)])
         if plan.taps:
             ifconfig = self.programs.ifconfig
-            lines.append(bridge_create_argv(ifconfig))
-            lines += network_argvs(ifconfig, BRIDGE_PLACEHOLDER, plan.bridge_address, plan.taps)
+            lines.append(bridge_create_argv(ifconfig, plan.mark))
+            lines += network_argvs(ifconfig, BRIDGE_PLACEHOLDER, plan.bridge_address, plan.taps,
+                                   plan.mark)
         if plan.loader:
             lines.append(plan.loader)
         lines.append(plan.bhyve)
@@ -341,21 +346,37 @@ class BhyveMachine(Machine):
                 f"behind (find it with `ifconfig -a inet`, remove it with `ifconfig bridgeK "
                 f"destroy`)")
         for tap in self.plan.taps:
-            self._run(tap_destroy_argv(ifconfig, tap))  # a stale one from a killed run
-        _, output = self._call(bridge_create_argv(ifconfig), must=True)
+            self._clear_stale_tap(tap)
+        _, output = self._call(bridge_create_argv(ifconfig, self.plan.mark), must=True)
         names = BRIDGE_NAME.findall(output)
         if len(names) != 1:
-            raise InfraError(f"`{shlex.join(bridge_create_argv(ifconfig))}` printed "
+            raise InfraError(f"`{shlex.join(bridge_create_argv(ifconfig, self.plan.mark))}` printed "
                              f"{output.strip()[:200]!r}, not the name of one new bridge")
         self.bridge = names[0]
         self._run(bridge_address_argv(ifconfig, self.bridge, self.plan.bridge_address), must=True)
         for tap in self.plan.taps:
-            create, *attach = tap_create_argvs(ifconfig, tap, self.bridge)
+            create, *attach = tap_create_argvs(ifconfig, tap, self.bridge, self.plan.mark)
             self._run(create, must=True)
             self._taps.append(tap)
             for argv in attach:
                 self._run(argv, must=True)
         self._run(bridge_up_argv(ifconfig, self.bridge), must=True)
+
+    def _clear_stale_tap(self, tap: str) -> None:
+        """A tap on one of this VM's units is removed only when a dead refvm run marked it as
+        its own (a killed run's); one that anything else made, or a live run uses, is refused."""
+        ifconfig = self.programs.ifconfig
+        description = describe(ifconfig, tap)
+        if description is None:
+            return  # no such interface: the usual case
+        verdict = verdict_for(description)
+        if verdict is None or not verdict.dead:
+            whose = "it is not refvm's" if verdict is None else verdict.reason
+            raise InfraError(f"{tap}, which {self.spec.name} needs, already exists and is left "
+                             f"alone: {whose} (VM units come from the VM's name; a rerun draws "
+                             f"others)")
+        self._note(f"destroying stale {tap}: {verdict.reason}")
+        self._run(tap_destroy_argv(ifconfig, tap), must=True)
 
     # Machine protocol ------------------------------------------------------------------------
     def host_listen_address(self) -> str:

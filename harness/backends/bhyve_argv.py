@@ -234,10 +234,11 @@ def destroy_argv(bhyvectl: str, name: str) -> list[str]:
     return [bhyvectl, f"--vm={name}", "--destroy"]
 
 
-def bridge_create_argv(ifconfig: str) -> list[str]:
+def bridge_create_argv(ifconfig: str, mark: str) -> list[str]:
     """ifconfig(8) ``create`` without a unit number: a new bridge(4), whose name (e.g.
-    ``bridge3``) ifconfig prints on standard output."""
-    return [ifconfig, "bridge", "create"]
+    ``bridge3``) ifconfig prints on standard output. ``description`` (a parameter the synopsis
+    allows after ``create``) marks it as refvm's at birth (bhyve_ifaces)."""
+    return [ifconfig, "bridge", "create", "description", mark]
 
 
 def bridge_address_argv(ifconfig: str, bridge: str, address: str) -> list[str]:
@@ -253,17 +254,19 @@ def bridge_up_argv(ifconfig: str, bridge: str) -> list[str]:
     return [ifconfig, bridge, "up"]
 
 
-def tap_create_argvs(ifconfig: str, tap: str, bridge: str) -> list[list[str]]:
-    """ifconfig(8): create the tap, make it a bridge member (``addm``), bring it up."""
-    return [[ifconfig, tap, "create"], [ifconfig, bridge, "addm", tap], [ifconfig, tap, "up"]]
+def tap_create_argvs(ifconfig: str, tap: str, bridge: str, mark: str) -> list[list[str]]:
+    """ifconfig(8): create the tap marked as refvm's (``description``), make it a bridge
+    member (``addm``), bring it up."""
+    return [[ifconfig, tap, "create", "description", mark], [ifconfig, bridge, "addm", tap],
+            [ifconfig, tap, "up"]]
 
 
-def network_argvs(ifconfig: str, bridge: str, address: str, taps) -> list[list[str]]:
+def network_argvs(ifconfig: str, bridge: str, address: str, taps, mark: str) -> list[list[str]]:
     """What follows ``ifconfig bridge create`` (which printed ``bridge``), in run order: the
     host address on the bridge, each tap made and added, the bridge up."""
     lines = [bridge_address_argv(ifconfig, bridge, address)]
     for tap in taps:
-        lines += tap_create_argvs(ifconfig, tap, bridge)
+        lines += tap_create_argvs(ifconfig, tap, bridge, mark)
     return lines + [bridge_up_argv(ifconfig, bridge)]
 
 

@@ -30,7 +30,7 @@ from .base import Backend
 from .libvirt_connection import connect, is_local, load_binding
 from .libvirt_machine import LibvirtMachine
 from .libvirt_origin import this_machine
-from .libvirt_reap import live_run_ids, reap_domains, run_directory
+from .libvirt_reap import reap_domains, run_directory
 from .libvirt_staging import STAGE_ROOT, Stage, qemu_owner, security_models
 
 __all__ = ["LibvirtBackend", "LibvirtMachine"]
@@ -262,12 +262,12 @@ class LibvirtBackend(Backend):
                 stage.remove()
             raise
 
-    def reap_dead_runs(self, log=lambda _text: None) -> list[str]:
-        """Remove what this machine's dead refvm runs left on this host (libvirt_reap): a
-        domain whose origin metadata names another machine is never touched, and on another
-        host (which other machines' runs may share) neither is one without an origin."""
-        return reap_domains(self.conn, live_run_ids(), log=log,
-                            only_machine=None if self.local else this_machine())
+    def reap_dead_runs(self, log=lambda _text: None, dry_run: bool = False) -> list[str]:
+        """Remove what this machine's dead refvm runs left on this host (libvirt_reap): only
+        domains whose origin metadata names this machine and a dead run; staging directories
+        only on a local host."""
+        return reap_domains(self.conn, stage_root=STAGE_ROOT if self.local else None, log=log,
+                            only_machine=this_machine(), dry_run=dry_run)
 
     def _qemu_owner(self) -> tuple[int, int] | None:
         return qemu_owner(self.host_capabilities(), self.domain_type)

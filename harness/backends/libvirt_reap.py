@@ -1,27 +1,25 @@
 """Removing what dead refvm runs left in libvirt: their domains and their staging directories.
 
 A run that was killed never destroys its domains, and libvirtd outlives it; the next run (the
-CLI and the pytest plugin, at start) reaps every refvm-<run id>-<n> domain whose run id belongs
-to no living harness process. It lives apart from the backend because it works on a bare
-connection, with no backend or VmSpec, and is all that the CLI and the plugin import.
+CLI and the pytest plugin, at start) reaps every refvm-<run id>-<n> domain that carries refvm's
+mark (origin metadata naming this machine and its run directory) and whose run is dead
+(harness/ownership.py). A domain or stage directory without that mark is left alone, whatever
+its name. It lives apart from the backend because it works on a bare connection, with no
+backend or VmSpec, and is all that the CLI and the plugin import.
 """
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 from ..errors import InfraError
+from ..ownership import Verdict, run_directory_verdict, run_id_of_vm
 from .libvirt_connection import load_binding
 from .libvirt_origin import origin_of, this_machine
 from .libvirt_staging import STAGE_ROOT, WORKROOT_FILE
 
-NAME_RE = re.compile(r"^refvm-([0-9a-f]+)-(\d+)$")
-
-
 def run_id_of(name: str) -> str | None:
-    match = NAME_RE.match(name)
-    return match.group(1) if match else None
+    return run_id_of_vm(name)
 
 
 def run_directory(name: str, workdir: Path) -> Path | None:
@@ -33,31 +31,28 @@ def run_directory(name: str, workdir: Path) -> Path | None:
     return parent if run_id is not None and parent.name == f"refvm-{run_id}" else None
 
 
-def run_is_dead(run_id: str, workroot: str | None, live_run_ids) -> bool:
-    """Whether run ``run_id`` of this machine is over. Read from its own claimed directory
-    when the domain (or stage) names it, so a live run under another temp root is never taken
-    for a dead one; else (domains of older refvm versions) whether it is among
-    ``live_run_ids``, the live runs under this process's temp root."""
-    from ..reaper import owner_alive
+def run_verdict(run_id: str, workroot: str | None) -> Verdict | None:
+    """Whether run ``run_id`` of this machine is over, read from the run directory its domain
+    (or stage) names, so a live run under another temp root is never taken for a dead one.
+    None when nothing names a run directory of that id: not refvm's mark, so not to be
+    judged (domains of refvm versions before the mark are left alone too)."""
+    if not workroot or Path(workroot).name != f"refvm-{run_id}":
+        return None
+    verdict = run_directory_verdict(workroot)
+    return None if verdict.state == "foreign" else verdict
 
-    if workroot and Path(workroot).name == f"refvm-{run_id}":
-        return not owner_alive(Path(workroot))
-    return run_id not in live_run_ids
 
-
-def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
-                 log=lambda _text: None, only_machine: str | None = None) -> list[str]:
-    """Destroy (and undefine) refvm-* domains of dead runs of this machine; return their names.
+def reap_domains(conn, stage_root: Path | None = STAGE_ROOT, log=lambda _text: None,
+                 only_machine: str | None = None, dry_run: bool = False) -> list[str]:
+    """Destroy (and undefine) refvm's domains of dead runs of this machine; return their names.
 
     Also removes the staging directories of dead runs under ``stage_root`` (local hosts).
-    Domains not named refvm-<hex>-<n> are never touched, nor any whose origin metadata names
-    another machine (it came through the remote protocol: only that machine can judge it).
-    A domain without origin metadata is judged by ``live_run_ids`` on a local host, and left
-    alone when ``only_machine`` (this machine's id) is given: on a host other machines' runs
-    may share, only domains that name this machine are candidates.
+    Only domains named refvm-<run id>-<n> whose origin metadata names this machine
+    (``only_machine``, default this one) and a dead run directory are touched: one that names
+    another machine came through the remote protocol, and only that machine can judge it.
+    ``dry_run`` says what would go, and why, and touches nothing.
     """
     libvirt = load_binding()
-    live = set(live_run_ids)
     machine = only_machine or this_machine()
     reaped = []
     try:
@@ -73,11 +68,18 @@ def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
         if run_id is None:
             continue
         origin = origin_of(dom, libvirt)
-        if origin is None:
-            if only_machine is not None or run_id in live:
-                continue  # no origin: judged only on a host no other machine shares
-        elif origin["machine"] != machine or not run_is_dead(run_id, origin["workroot"], live):
-            continue  # another machine's run, or a live one
+        if origin is None or origin["machine"] != machine:
+            continue  # not marked as refvm's, or another machine's run
+        verdict = run_verdict(run_id, origin["workroot"])
+        if verdict is None or not verdict.dead:
+            if dry_run:
+                log(f"kept libvirt domain {name}: "
+                    f"{verdict.reason if verdict else 'it names no run directory'}")
+            continue
+        if dry_run:
+            log(f"would remove libvirt domain {name}: {verdict.reason}")
+            reaped.append(name)
+            continue
         try:
             if dom.isActive():
                 dom.destroy()
@@ -87,7 +89,7 @@ def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
             if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 log(f"could not remove stale domain {name}: {err.get_error_message()}")
                 continue
-        log(f"removed stale libvirt domain {name}")
+        log(f"removed stale libvirt domain {name}: {verdict.reason}")
         reaped.append(name)
     if stage_root is not None and Path(stage_root).is_dir():
         for staged in Path(stage_root).glob("refvm-*"):
@@ -95,20 +97,13 @@ def reap_domains(conn, live_run_ids, stage_root: Path | None = STAGE_ROOT,
             if run_id is None or not staged.is_dir():
                 continue
             try:
-                workroot = (staged / WORKROOT_FILE).read_text().strip()
+                workroot = (staged / WORKROOT_FILE).read_text(errors="replace")[:4096].strip()
             except OSError:
-                workroot = None  # staged by an older refvm
-            if run_is_dead(run_id, workroot, live):
+                workroot = None  # no mark: not (provably) refvm's
+            verdict = run_verdict(run_id, workroot)
+            if verdict is None or not verdict.dead:
+                continue
+            if not dry_run:
                 shutil.rmtree(staged, ignore_errors=True)
-                log(f"removed stale {staged}")
+            log(f"{'would remove' if dry_run else 'removed'} stale {staged}: {verdict.reason}")
     return reaped
-
-
-def live_run_ids(root: Path | None = None) -> set[str]:
-    """Run ids whose harness process is alive (harness/reaper.py's owner.json logic)."""
-    from ..paths import temp_root
-    from ..reaper import owner_alive
-
-    root = root or temp_root()
-    return {p.name[len("refvm-"):] for p in root.glob("refvm-*")
-            if p.is_dir() and not p.is_symlink() and owner_alive(p)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InfraError
-from ..process import _die_with_parent
+from ..process import deathsig_request
 
 PROBE_TIMEOUT = 30.0  # a healthy KVM boots the reference guest to its prompt in a few seconds
 LOGIN_MARKER = b"login:"
@@ -38,7 +38,7 @@ def probe(qemu: str, accel: str, image: Path, timeout: float = PROBE_TIMEOUT) ->
             "-drive", f"file={image},format=raw,if=virtio,readonly=on"]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                stderr=subprocess.STDOUT, preexec_fn=deathsig_request())
     except OSError as err:
         return False, f"cannot run {qemu}: {err}"
     seen = b""

@@ -1,6 +1,8 @@
 """The image cache: nothing is booted unless its sha256 is the pinned (or recorded) one.
 
-- Downloads land in a temp file and are renamed into place only after the hash matches.
+- Downloads land in a claimed scratch directory beside the entry (refvm-fetch-<id>, marked as
+  refvm's: see harness/ownership.py) and are renamed into place only after the hash matches;
+  the next download removes the scratch directories of downloads whose process died.
 - Every cached file has a stamp (size, mtime, inode, sha256). Using an image costs a stat when
   the stamp still fits; any change to the file forces a full re-hash, so a corrupted or edited
   entry is found, never booted.
@@ -14,9 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Callable
 from ..errors import InfraError
 from ..hostdata import file_sha256
 from ..model import Guest
-from ..reaper import claim
+from ..ownership import judge, make_owned
 
 CHUNK = 1 << 20
 
@@ -148,27 +148,24 @@ class ImageCache:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
                                        "downloads are off (run: refvm images fetch)")
             target.unlink(missing_ok=True)
-            # Temp files of a download killed earlier: this entry's lock is ours, so no live
-            # download of this entry can own them.
-            for stale in target.parent.glob(f".*-{target.name}-*"):
-                stale.unlink(missing_ok=True)
-            download = self._fetch(image.url, image.sha256, target)
+            _remove_dead_scratch(target.parent)
+            scratch = make_owned("fetch", root=target.parent)
             try:
-                _decompress(download, image.compression, target).replace(target)
+                download = self._fetch(image.url, image.sha256, scratch / "download")
+                _decompress(download, image.compression, scratch / "unpacked").replace(target)
             finally:
-                download.unlink(missing_ok=True)  # already gone when it *was* the image
+                shutil.rmtree(scratch, ignore_errors=True)
             write_stamp(target, file_sha256(target), {"source_sha256": image.sha256,
                                                        "url": image.url})
             return target
 
-    def _fetch(self, url: str, sha256: str, target: Path) -> Path:
-        """Download next to ``target``, into a temp file named after it (see _download)."""
+    def _fetch(self, url: str, sha256: str, tmp: Path) -> Path:
+        """Download ``url`` into ``tmp`` (in a scratch directory, see _download); keep it
+        only if its sha256 is ``sha256``."""
         self.log(f"fetching {url}")
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".fetch-{target.name}-")
-        tmp = Path(tmp_name)
         digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 while chunk := resp.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
@@ -213,8 +210,7 @@ class ImageCache:
                 raise ImageUnavailable(f"guest {guest.name}: image not built for this recipe "
                                        "and builds are off (run: refvm images fetch)")
             self.log(f"building {guest.name} from {guest.image.build}")
-            workdir = Path(tempfile.mkdtemp(prefix=f"refvm-build-{guest.name}-"))
-            claim(workdir)  # a live build: `refvm clean` must leave it alone
+            workdir = make_owned("build")  # a live build: `refvm clean` must leave it alone
             try:
                 debian_busybox.build(guest.image.build, guest.console.password,
                                      self.root / "debs", workdir, target, self.log)
@@ -227,17 +223,24 @@ class ImageCache:
             return target
 
 
-def _decompress(path: Path, compression: str, target: Path) -> Path:
+def _remove_dead_scratch(images: Path) -> None:
+    """Scratch directories of downloads whose process died (killed mid-download): only the
+    ones refvm marked as its own (harness/ownership.py); anything else here is left alone."""
+    for scratch in images.glob("refvm-fetch-*"):
+        if judge(scratch).dead:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _decompress(path: Path, compression: str, out_path: Path) -> Path:
+    """``path`` unpacked into ``out_path`` (``path`` itself when it is not compressed)."""
     if compression == "none":
         return path
     tools = {"xz": ["xz", "-dc"], "gzip": ["gzip", "-dc"], "zstd": ["zstd", "-dc"]}
     argv = tools[compression] + [str(path)]
-    fd, out_name = tempfile.mkstemp(dir=target.parent, prefix=f".unpack-{target.name}-")
     import subprocess
-    with os.fdopen(fd, "wb") as out:
+    with open(out_path, "wb") as out:
         try:
             subprocess.run(argv, stdout=out, check=True)
         except (OSError, subprocess.CalledProcessError) as err:
-            Path(out_name).unlink(missing_ok=True)
             raise InfraError(f"cannot decompress {path} with {argv[0]}: {err}") from None
-    return Path(out_name)
+    return out_path

@@ -13,13 +13,12 @@ forwarded SIGTERM cannot interrupt the teardown the first one started.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 from pathlib import Path
 
-from ..paths import temp_root
-from ..reaper import claim, process_start_time
+from ..hostproc import start_time as process_start_time
+from ..ownership import make_owned
 
 PIDS_ENV = "REFVM_XDIST_WORKER_PIDS"
 
@@ -38,8 +37,7 @@ class Controller:
     def __init__(self):
         # A claimed refvm-* directory, like a run's: `refvm clean` and every run's start
         # leave it alone while this process lives, and remove it if this process is killed.
-        self.directory = temp_root() / f"refvm-xdist-{secrets.token_hex(4)}"
-        claim(self.directory)
+        self.directory = make_owned("xdist")
         os.environ[PIDS_ENV] = str(self.directory)  # inherited by the workers it starts
 
     def worker_pids(self) -> list[int]:
