@@ -54,6 +54,10 @@ class GuestFailure(HarnessError):
     category = "guest"
 
 
+class ConsoleTimeout(GuestFailure):
+    """What was waited for on the console did not come in time (the guest is still there)."""
+
+
 class LoginError(GuestFailure):
     """The guest refused the credentials or never offered a shell."""
 

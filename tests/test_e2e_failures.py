@@ -60,3 +60,34 @@ def test_silent_guest_fails_at_its_boot_timeout_with_the_last_lines(tmp_path):
                                            r"(.|\n)*refguest login:"):
         run_steps(tmp_path, guest, "  - login\n")
     assert time.monotonic() - started < 120
+
+
+def test_a_refused_poweroff_fails_at_once_quoting_the_guest(tmp_path):
+    """A guest that cannot power off (a non-root user's `poweroff` says "Operation not
+    permitted"; here a shell function in the real guest's shell says it) fails as soon as the
+    command returns, not at the step's 120 s timeout."""
+    guest, = load_guests(["refguest"])
+    refuse = "poweroff() { echo 'poweroff: Operation not permitted' >&2; return 1; }"
+    started = time.monotonic()
+    with pytest.raises(GuestFailure) as err:
+        run_steps(tmp_path, guest, "  - login\n"
+                                   f"  - run: {{command: \"{refuse}\"}}\n"
+                                   "  - poweroff\n")
+    message = str(err.value)
+    assert "'poweroff' failed (exit 1) and the guest stays up" in message
+    assert "poweroff: Operation not permitted" in message
+    assert time.monotonic() - started < 60  # boot (~20 s) + seconds, not the 120 s timeout
+
+
+def test_a_poweroff_the_guest_ignores_fails_once_its_shell_still_answers(tmp_path):
+    """`poweroff` exits 0 but nothing happens (an init that ignores it): after `settle`
+    seconds the harness asks the shell, which answers, so the step fails then."""
+    guest, = load_guests(["refguest"])
+    ignore = "poweroff() { true; }"
+    started = time.monotonic()
+    with pytest.raises(GuestFailure, match=r"'poweroff' exited 0, but \d+s later the guest is "
+                                           r"still up and its shell answers: its init ignored"):
+        run_steps(tmp_path, guest, "  - login\n"
+                                   f"  - run: {{command: \"{ignore}\"}}\n"
+                                   "  - poweroff: {settle: 5}\n")
+    assert time.monotonic() - started < 90  # boot (~20 s) + settle, not the 120 s timeout

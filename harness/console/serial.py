@@ -21,7 +21,7 @@ from typing import Callable
 import pexpect
 from pexpect import fdpexpect
 
-from ..errors import GuestFailure, LoginError
+from ..errors import ConsoleTimeout, GuestFailure, LoginError
 from .log import ConsoleLog
 
 SEARCH_WINDOW = 16384  # bytes pexpect searches back from new data
@@ -61,7 +61,7 @@ class SerialConsole:
         """
         index, match = self.try_expect(patterns, timeout, what)
         if index is None:
-            raise GuestFailure(f"timed out after {timeout:.0f}s waiting for {what}; "
+            raise ConsoleTimeout(f"timed out after {timeout:.0f}s waiting for {what}; "
                                f"last console lines:\n{self.log.tail()}")
         return index, match
 

@@ -5,7 +5,7 @@ import re
 import time
 
 from .. import schema as s
-from ..errors import CommandFailed, GuestFailure
+from ..errors import CommandFailed, ConsoleTimeout, GuestFailure
 from . import register
 
 EXPECTED_FIRMWARE = {"uefi": "UEFI", "csm": "BIOS", "bhyveload": "BIOS"}
@@ -56,17 +56,40 @@ def firmware(ctx, args):
                            f"(exit {result.status})")
 
 
-@register("poweroff", s.Map({"timeout": s.F(s.Seconds(), default=120.0)}))
+POWEROFF_RETURNS = 30.0  # seconds a poweroff command gets to fail before we just wait
+
+
+@register("poweroff", s.Map({
+    "timeout": s.F(s.Seconds(), default=120.0),
+    "settle": s.F(s.Seconds(), default=30.0,
+                  doc="after a poweroff that exited 0, seconds before asking whether the "
+                      "guest's shell still answers (then it ignored the request)"),
+}))
 def poweroff(ctx, args):
-    """Power off from inside the guest; the hypervisor must exit reporting a power-off."""
-    ctx.console.send_line(ctx.family.commands["poweroff"])
+    """Power off from inside the guest; the hypervisor must exit reporting a power-off.
+
+    The command runs framed like any other, so a guest that refuses (not root: "Operation not
+    permitted") fails at once with its own words. One that says yes (status 0) and then stays
+    up, its init ignoring the request, is found by asking its shell after ``settle`` seconds:
+    a shell that still answers is a guest that will not go down."""
     started = time.monotonic()
     timeout = ctx.remaining(args["timeout"])
+    command = ctx.family.commands["poweroff"]
+    returned = _start_poweroff(ctx, command, min(timeout, POWEROFF_RETURNS))
+    probe_at = started + args["settle"] if returned else None
     info = None
     while info is None:
         ended = ctx.console.drain(1.0, "the guest to power off")
         info = ctx.vm.machine.wait_exit(10) if ended else ctx.vm.machine.poll()
-        if info is None and time.monotonic() - started > timeout:
+        now = time.monotonic()
+        if info is None and probe_at is not None and now >= probe_at:
+            probe_at = None
+            if _shell_answers(ctx):
+                raise GuestFailure(
+                    f"{command!r} exited 0, but {now - started:.0f}s later the guest is still "
+                    f"up and its shell answers: its init ignored the request; last console "
+                    f"lines:\n{ctx.vm.log.tail(15)}")
+        if info is None and now - started > timeout:
             raise GuestFailure(f"the guest did not power off within {timeout:.0f}s; "
                                f"last console lines:\n{ctx.vm.log.tail()}")
     ctx.record("exit", info.kind)
@@ -74,3 +97,33 @@ def poweroff(ctx, args):
     if info.kind != "poweroff":
         raise GuestFailure(f"expected the guest to power off, but the hypervisor reported "
                            f"{info}; last console lines:\n{ctx.vm.log.tail()}")
+
+
+def _start_poweroff(ctx, command: str, wait: float) -> bool:
+    """Run the poweroff command; True when it returned with status 0 (the guest should now go
+    down), False when it did not return (the shell went first). A non-zero status is a
+    failure, quoted; so is a failure pattern (a panic on the way down)."""
+    try:
+        result = ctx.console.run(command, timeout=wait)
+    except ConsoleTimeout:
+        return False
+    except GuestFailure:
+        if ctx.vm.machine.wait_exit(10) is None:
+            raise  # not the VM leaving: a panic or the like
+        return False  # the console closed because the VM exited before the command returned
+    if result.status != 0:
+        raise GuestFailure(f"{command!r} failed (exit {result.status}) and the guest stays up; "
+                           f"it said: {result.output.strip()[-300:]!r}")
+    return True
+
+
+def _shell_answers(ctx) -> bool:
+    """Whether the guest's shell still runs a command (a guest on its way down does not)."""
+    try:
+        return ctx.console.run("echo up", timeout=5).output.strip().endswith("up")
+    except ConsoleTimeout:
+        return False
+    except GuestFailure:
+        if ctx.vm.machine.wait_exit(10) is None:
+            raise
+        return False
