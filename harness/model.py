@@ -43,6 +43,23 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class BecomeRoot:
+    """How a console user who is not root becomes root for the steps' privileged commands:
+    ``su`` (root's password), ``sudo`` or ``doas`` (the user's password, or none)."""
+
+    method: str
+    password: str = ""
+
+    @property
+    def command(self) -> str:
+        return BECOME_ROOT_COMMANDS[self.method]
+
+
+# A root login shell, so the steps' commands run as root from then on.
+BECOME_ROOT_COMMANDS = {"su": "su -", "sudo": "sudo -i", "doas": "doas -s"}
+
+
+@dataclass(frozen=True)
 class ConsoleSpec:
     """How to talk to the guest on its serial console."""
 
@@ -52,6 +69,12 @@ class ConsoleSpec:
     shell_prompt: str
     boot_timeout: float
     login_incorrect: str
+    become_root: BecomeRoot | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every password the console may see: masked in logs."""
+        return [p for p in (self.password, self.become_root and self.become_root.password) if p]
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,10 @@ CONSOLE = s.Map({
     "shell_prompt": s.F(s.Regex(), default=DEFAULT_SHELL_PROMPT),
     "boot_timeout": s.F(s.Seconds(), default=300.0),
     "login_incorrect": s.F(s.Regex(), default=r"Login incorrect|Login failed|incorrect password"),
+    "become_root": s.F(s.Map({
+        "method": s.F(s.Enum(*BECOME_ROOT_COMMANDS), required=True),
+        "password": s.F(s.Str(nonempty=False), default=""),
+    }), doc="when the console user is not root: how it becomes root (su, sudo, doas)"),
 })
 
 
@@ -188,7 +215,12 @@ def load_guest(path: Path) -> Guest:
         name=data["name"], family=data["family"], description=data["description"],
         file=path.resolve(), image=image, memory=data["memory"], cpus=data["cpus"],
         firmware=tuple(data["firmware"]), devices=tuple(data["devices"]),
-        utc_clock=data["utc_clock"], console=ConsoleSpec(**data["console"]))
+        utc_clock=data["utc_clock"], console=_console(data["console"]))
+
+
+def _console(data: dict) -> ConsoleSpec:
+    become = data["become_root"]
+    return ConsoleSpec(**{**data, "become_root": BecomeRoot(**become) if become else None})
 
 
 REGION = s.Map({

@@ -157,7 +157,7 @@ class Run:
         try:
             facts = self.prepare_attachments(case, spec)
             machine = backend.start(spec)
-            log = ConsoleLog(spec.logdir / "console.log", secrets=[case.guest.console.password])
+            log = ConsoleLog(spec.logdir / "console.log", secrets=case.guest.console.secrets)
             log.note(f"{spec.name}: {case.id}; command line in command.txt")
 
             def describe_eof() -> str:

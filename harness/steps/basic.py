@@ -5,19 +5,53 @@ import re
 import time
 
 from .. import schema as s
-from ..errors import CommandFailed, ConsoleTimeout, GuestFailure
+from ..errors import CommandFailed, ConsoleTimeout, GuestFailure, LoginError
 from . import register
 
 EXPECTED_FIRMWARE = {"uefi": "UEFI", "csm": "BIOS", "bhyveload": "BIOS"}
 
 
-@register("login", doc="Wait for the login prompt and log in with the guest's credentials.")
+# What su, sudo and doas print when they will not: the first line of their answer is quoted.
+ROOT_REFUSED = (r"[^\r\n]*(?:Authentication failure|Sorry, try again|incorrect password attempt|"
+                r"is not in the sudoers file|not allowed to|Authentication failed|"
+                r"Operation not permitted|Permission denied|must be suid|: not found)[^\r\n]*")
+ROOT_PASSWORD_PROMPT = r"[Pp]assword(?: for [^:\r\n]*)?:\s*$"
+
+
+@register("login", doc="Wait for the login prompt and log in with the guest's credentials "
+                       "(then become root, when the guest file says how).")
 def login(ctx, args):
     spec = ctx.case.guest.console
+    after_login = ctx.family.after_login
     seconds = ctx.console.login(
         spec.user, spec.password, spec.login_prompt, spec.shell_prompt, spec.login_incorrect,
-        timeout=ctx.remaining(spec.boot_timeout), after_login=ctx.family.after_login)
+        timeout=ctx.remaining(spec.boot_timeout), after_login=() if spec.become_root else after_login)
     ctx.record("login_seconds", round(seconds, 2))
+    if spec.become_root:
+        become_root(ctx.console, spec)
+        for command in after_login:  # the root shell is a new shell: set it up too
+            ctx.console.run(command, timeout=ctx.remaining(30))
+
+
+def become_root(console, spec) -> None:
+    """Turn the console user's shell into a root login shell (su -, sudo -i, doas -s), answering
+    a password prompt with the guest file's password (masked in the log); refused in words."""
+    how = spec.become_root
+    console.send_line(how.command)
+    replies = [ROOT_PASSWORD_PROMPT, ROOT_REFUSED, spec.shell_prompt]
+    index, match = console.expect(replies, 60, f"{how.command!r} to ask for a password or "
+                                               f"give a shell")
+    if index == 0:
+        console.send_line(how.password, secret=True)
+        index, match = console.expect(replies[1:], 60, f"a root shell after {how.command!r}")
+        index += 1
+    if index == 1:
+        raise LoginError(f"{spec.user!r} could not become root with {how.command!r}: the guest "
+                         f"said {match.group(0).strip()[:200]!r}")
+    result = console.run("id -u", timeout=30)
+    if result.output.strip().splitlines()[-1:] != ["0"]:
+        raise LoginError(f"{how.command!r} gave a shell, but not root's: `id -u` printed "
+                         f"{result.output.strip()[:100]!r}")
 
 
 def _families_with_command(args) -> set:
