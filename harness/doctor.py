@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from . import firmware as fw
 from .backends.bhyve_caps import BhyveCaps, run_quietly
 from .errors import InfraError
@@ -78,12 +80,7 @@ def linux_checks(cache_dir: Path | None = None) -> list[Check]:
     for name, package in (("xorriso", "xorriso"), ("mformat", "mtools"),
                           ("dpkg-deb", "dpkg"), ("apt-get", "apt")):
         checks.append(_tool(name, package, f"reference guest build: {name}"))
-    try:
-        available = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
-                             .splitlines() if line.startswith("MemAvailable:"))) * 1024
-    except (OSError, StopIteration, ValueError):
-        available = None
-    checks.append(_memory_check(available))
+    checks.append(_memory_check(available_memory()))
     checks.append(_tool("virsh", "libvirt-clients", "libvirt client (optional)", WARN))
     return checks
 
@@ -157,3 +154,12 @@ def checks_for_this_host(cache_dir: Path | None = None) -> list[Check]:
     if system == "Linux":
         return linux_checks(cache_dir=cache_dir)
     return [Check(FAIL, "host", f"{system} is not supported", "use FreeBSD (bhyve) or Linux")]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new VMs (psutil: Linux's MemAvailable, FreeBSD's free +
+    inactive + laundry pages), or None when the host will not say."""
+    try:
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError, AttributeError):  # a doctor check reports, never crashes
+        return None

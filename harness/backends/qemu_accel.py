@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hostproc
 from ..errors import InfraError
 from ..process import deathsig_request
 
@@ -87,10 +88,7 @@ def choose(qemu: str, requested: str, cache_dir: Path | None,
 
 
 def _cache_key(qemu: str, probe_image: Path) -> str:
-    try:
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot_id = "unknown"
+    boot_id = hostproc.boot_id()
     binary = shutil.which(qemu)
     stamp = os.stat(binary).st_mtime_ns if binary else 0
     return f"{boot_id}:{binary}:{stamp}:{probe_image}"
