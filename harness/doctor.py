@@ -18,7 +18,7 @@ from typing import Callable
 import psutil
 
 from . import firmware as fw
-from .backends.bhyve_caps import BhyveCaps, run_quietly
+from .backends.bhyve.caps import BhyveCaps, run_quietly
 from .errors import InfraError
 
 OK, FAIL, WARN = "ok", "FAIL", "warn"

@@ -16,9 +16,9 @@ import signal
 from pathlib import Path
 
 from . import hostproc
-from .backends.bhyve_argv import destroy_argv
-from .backends.bhyve_caps import run_quietly
-from .backends.bhyve_ifaces import reap_interfaces
+from .backends.bhyve.argv import destroy_argv
+from .backends.bhyve.caps import run_quietly
+from .backends.bhyve.ifaces import reap_interfaces
 from .ownership import VM_NAME_RE, Verdict, judge
 from .paths import temp_root
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.backends.bhyve import Programs
+from harness.backends.bhyve.backend import Programs
 
 FAKE = Path(__file__).with_name("fake_bhyve.py")
 

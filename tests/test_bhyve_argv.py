@@ -51,10 +51,10 @@ import pytest
 
 from harness import firmware as fw
 from harness.backends import get_backend
-from harness.backends.bhyve import BhyveBackend, Programs
-from harness.backends.bhyve_argv import (bridge_addresses, net_number, nmdm_pair, tap_names,
+from harness.backends.bhyve.backend import BhyveBackend, Programs
+from harness.backends.bhyve.argv import (bridge_addresses, net_number, nmdm_pair, tap_names,
                                          vm_number)
-from harness.backends.bhyve_caps import BhyveCaps, parse_release
+from harness.backends.bhyve.caps import BhyveCaps, parse_release
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.bhyve_argv import tap_names
-from harness.backends.bhyve_ifaces import mark_for, parse_ifconfig, reap_interfaces
+from harness.backends.bhyve.argv import tap_names
+from harness.backends.bhyve.ifaces import mark_for, parse_ifconfig, reap_interfaces
 from harness.errors import InfraError
 from harness.ownership import make_owned
 from harness.vmspec import Nic

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from harness import firmware as fw
-from harness.backends import bhyve
-from harness.backends.bhyve import BhyveBackend, address_is_local, exit_info
-from harness.backends.bhyve_ifaces import mark_for
-from harness.backends.bhyve_argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
-from harness.backends.bhyve_caps import BhyveCaps, run_quietly
+from harness.backends.bhyve import backend as bhyve
+from harness.backends.bhyve.backend import BhyveBackend, address_is_local, exit_info
+from harness.backends.bhyve.ifaces import mark_for
+from harness.backends.bhyve.argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
+from harness.backends.bhyve.caps import BhyveCaps, run_quietly
 from harness.errors import InfraError
 from harness.process import stop
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec

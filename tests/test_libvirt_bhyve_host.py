@@ -28,7 +28,7 @@ def bhyve_driver_or_skip() -> None:
         pytest.skip(f"needs a FreeBSD host running libvirtd with the bhyve driver ({URI}); "
                     f"this host runs {platform.system()}")
     pytest.importorskip("libvirt", reason="libvirt-python is not installed")
-    from harness.backends.libvirt_connection import connect
+    from harness.backends.libvirt.connection import connect
     from harness.errors import InfraError
     try:
         connect(URI).close()
@@ -39,7 +39,7 @@ def bhyve_driver_or_skip() -> None:
 @pytest.mark.parametrize("scenario_name", ["boot", "uart"])
 def test_reference_guest_through_the_bhyve_driver(tmp_path, scenario_name):
     bhyve_driver_or_skip()
-    from harness.backends.libvirt_backend import LibvirtBackend
+    from harness.backends.libvirt.backend import LibvirtBackend
 
     guest, = load_guests(["refguest"])
     try:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness.backends.libvirt_console import CHUNK, StreamBridge
+from harness.backends.libvirt.console import CHUNK, StreamBridge
 from tests.test_libvirt_drivers import RejectedByDriver
 
 WOULD_BLOCK = -2  # virStreamRecv/virStreamSend on a non-blocking stream: try again later

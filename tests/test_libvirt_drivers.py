@@ -20,9 +20,9 @@ from tests.test_libvirt_xml import BHYVE_CAPS, HOST_CAPS, QEMU_CAPS
 
 libvirt = pytest.importorskip("libvirt")
 
-from harness.backends import libvirt_xml as lx  # noqa: E402
-from harness.backends.libvirt_backend import LibvirtBackend  # noqa: E402
-from harness.backends.libvirt_console import StreamBridge  # noqa: E402
+from harness.backends.libvirt import domain_xml as lx  # noqa: E402
+from harness.backends.libvirt.backend import LibvirtBackend  # noqa: E402
+from harness.backends.libvirt.console import StreamBridge  # noqa: E402
 
 # virCheckFlags(...) of each driver's virDomainCreateXML (src/qemu/qemu_driver.c
 # qemuDomainCreateXML; src/bhyve/bhyve_driver.c bhyveDomainCreateXML).
@@ -336,7 +336,7 @@ def test_remote_bhyve_data_port_is_unsupported_before_the_domain_exists(tmp_path
 def test_a_host_that_cannot_list_its_domains_is_an_infra_error():
     """`refvm clean --hosts` reports such a host and goes on to the next one, which it can
     only do for an InfraError (anything else is a harness bug)."""
-    from harness.backends.libvirt_reap import reap_domains
+    from harness.backends.libvirt.reap import reap_domains
 
     class DroppedConnection:  # test double: the connection breaks at the first request
         def listAllDomains(self, _flags):
@@ -372,7 +372,7 @@ def test_an_interrupt_while_a_console_closes_still_removes_domain_and_staged_fil
 
 
 def test_a_host_that_cannot_be_reached_is_tried_once_per_run(monkeypatch):
-    from harness.backends import libvirt_backend
+    from harness.backends.libvirt import backend as libvirt_backend
 
     attempts = []
 

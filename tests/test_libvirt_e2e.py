@@ -28,7 +28,7 @@ from harness.errors import GuestFailure, InfraError
 from harness.images.cache import ImageCache
 from harness.matrix import Case
 from harness.paths import REPO_ROOT, cache_dir, temp_root
-from harness.backends.libvirt_origin import origin_of, this_machine
+from harness.backends.libvirt.origin import origin_of, this_machine
 from harness.runner import Run
 from tests.test_e2e_devices import flip_byte_before_verify
 
@@ -44,7 +44,7 @@ def _reachable(uri: str) -> str | None:
         import libvirt
     except ImportError:
         return "libvirt-python is not installed (pip install libvirt-python)"
-    from harness.backends.libvirt_connection import connect
+    from harness.backends.libvirt.connection import connect
     try:
         connect(uri).close()
     except InfraError as err:
@@ -67,7 +67,7 @@ def refguest():
 
 
 def backend(uri: str = LOCAL):
-    from harness.backends.libvirt_backend import LibvirtBackend
+    from harness.backends.libvirt.backend import LibvirtBackend
     return LibvirtBackend(uri, domain_type="qemu")  # TCG: /dev/kvm hangs guests here
 
 
@@ -100,7 +100,7 @@ def run_boot(tmp_path, refguest, firmware: str, uri: str = LOCAL, name: str = "b
 
 def assert_nothing_left(run: Run, uri: str = LOCAL) -> None:
     assert refvm_domains(uri) == [], "a refvm domain outlived its run"
-    from harness.backends.libvirt_staging import STAGE_ROOT
+    from harness.backends.libvirt.staging import STAGE_ROOT
     assert not list(STAGE_ROOT.glob(f"refvm-{run.run_id}-*")), "staged files outlived the run"
     assert not run.workroot.exists()
 
@@ -175,7 +175,7 @@ def test_guest_reboot_is_reported_as_reboot(tmp_path, refguest):
 
 
 def nvme_bus_offered() -> bool:
-    from harness.backends.libvirt_xml import offers_disk_bus
+    from harness.backends.libvirt.domain_xml import offers_disk_bus
     return offers_disk_bus(backend().domain_capabilities(), "nvme")
 
 
@@ -200,7 +200,7 @@ def test_nvme_scenario_passes_through_qemu_system(tmp_path, refguest, firmware):
     if nvme_bus_offered():
         assert len(domain.findall("devices/disk/target[@bus='nvme']")) == 2
     else:
-        from harness.backends.libvirt_xml import qemu_args
+        from harness.backends.libvirt.domain_xml import qemu_args
         assert domain.find("devices/disk/target[@bus='nvme']") is None
         assert [json.loads(a) for a in qemu_args(domain) if a.startswith("{")] == [
             {"driver": "nvme", "drive": "disk1", "serial": "RVNVME-512"},
@@ -229,7 +229,7 @@ def test_plan_shows_the_nvme_domain_xml(tmp_path, capsys):
         if nvme_bus_offered():
             assert len(domain.findall("devices/disk/target[@bus='nvme']")) == 2
         else:
-            from harness.backends.libvirt_xml import qemu_args
+            from harness.backends.libvirt.domain_xml import qemu_args
             assert "<qemu:commandline>" in case["details"]
             assert json.loads(qemu_args(domain)[-1])["logical_block_size"] == 4096
 
@@ -246,7 +246,7 @@ def test_nvme_flipped_byte_in_the_image_fails_verify_through_libvirt(tmp_path, r
 # A child that boots one domain through Run, says its name and run id, then waits to be killed.
 BOOT_AND_WAIT = """
 import sys, time
-from harness.backends.libvirt_backend import LibvirtBackend
+from harness.backends.libvirt.backend import LibvirtBackend
 from harness.catalog import load_guests, load_scenarios
 from harness.matrix import Case
 from harness.runner import Run
@@ -292,9 +292,9 @@ def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest
         if run_id:
             shutil.rmtree(temp_root() / f"refvm-{run_id}", ignore_errors=True)
     # The reaper still has the staging directory to remove, but no domain.
-    from harness.backends.libvirt_connection import connect
-    from harness.backends.libvirt_reap import reap_domains
-    from harness.backends.libvirt_staging import STAGE_ROOT
+    from harness.backends.libvirt.connection import connect
+    from harness.backends.libvirt.reap import reap_domains
+    from harness.backends.libvirt.staging import STAGE_ROOT
 
     assert (STAGE_ROOT / name).exists()  # the killed run could not remove it itself
     conn = connect(LOCAL)
@@ -317,7 +317,7 @@ def bare_domains(*domains: tuple[str, str]):
     need(LOCAL)
     import libvirt
 
-    from harness.backends.libvirt_connection import connect
+    from harness.backends.libvirt.connection import connect
 
     conn = connect(LOCAL)
     doms = [conn.createXML(BARE_DOMAIN.format(name=name, uuid=uuid.uuid4(), metadata=metadata),
@@ -335,7 +335,7 @@ def bare_domains(*domains: tuple[str, str]):
 
 
 def origin_xml(run: str, workroot: Path | None, machine: str | None = None) -> str:
-    from harness.backends.libvirt_origin import NAMESPACE
+    from harness.backends.libvirt.origin import NAMESPACE
 
     where = f" workroot='{workroot}'" if workroot else ""
     return (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' "
@@ -346,7 +346,7 @@ def test_reap_domains_removes_marked_dead_runs_only(tmp_path):
     """Only a domain carrying refvm's mark (origin metadata naming this machine and its run
     directory) whose run is dead goes; a domain merely named like refvm's stays, and so does
     one whose mark names no run directory (made by a refvm before the mark)."""
-    from harness.backends.libvirt_reap import reap_domains
+    from harness.backends.libvirt.reap import reap_domains
     from harness.ownership import claim
 
     claim(tmp_path / "refvm-0badf00d")  # this living process's run
@@ -367,7 +367,7 @@ def test_reap_domains_removes_marked_dead_runs_only(tmp_path):
 def test_reaping_a_shared_host_touches_only_this_machines_dead_runs():
     """On a remote host other CI machines' runs may be alive: `refvm clean --hosts` there
     removes only domains whose origin metadata names this machine (and a dead run)."""
-    from harness.backends.libvirt_reap import reap_domains
+    from harness.backends.libvirt.reap import reap_domains
 
     ours, theirs = "refvm-deadbee1-1", "refvm-deadbee2-1"
     with bare_domains((ours, origin_xml("deadbee1", Path("/nonexistent/refvm-deadbee1"))),
@@ -381,8 +381,8 @@ def test_a_live_run_under_another_temp_root_is_never_reaped(tmp_path):
     """A run's domains name its claimed directory: a run with another REFVM_TMP (a CI job
     beside a developer's run, `sudo refvm clean` without TMPDIR) is judged by its own owner
     file, not by whether the reaping process's temp root knows its run id."""
-    from harness.backends.libvirt_origin import NAMESPACE
-    from harness.backends.libvirt_reap import reap_domains
+    from harness.backends.libvirt.origin import NAMESPACE
+    from harness.backends.libvirt.reap import reap_domains
     from harness.ownership import claim
 
     def origin(run: str, workroot: Path) -> str:
@@ -405,8 +405,8 @@ def test_a_live_run_under_another_temp_root_is_never_reaped(tmp_path):
 
 def test_another_machines_domain_on_this_host_is_left_to_it():
     """A domain another machine started here through the remote protocol is its to judge."""
-    from harness.backends.libvirt_origin import NAMESPACE
-    from harness.backends.libvirt_reap import reap_domains
+    from harness.backends.libvirt.origin import NAMESPACE
+    from harness.backends.libvirt.reap import reap_domains
 
     theirs = "refvm-deadbee3-1"
     metadata = (f"<metadata><refvm:origin xmlns:refvm='{NAMESPACE}' machine='another-machine' "

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from harness import firmware as fw
-from harness.backends import libvirt_backend
+from harness.backends.libvirt import backend as libvirt_backend
 from harness.errors import InfraError, Unsupported
 from tests.test_libvirt_drivers import (  # noqa: F401 - no_qemu_monitor_events: autouse
-    RecordingLibvirtConnection, RejectedByDriver, no_qemu_monitor_events, qemu_backend, vm)
+                                        RecordingLibvirtConnection, RejectedByDriver, no_qemu_monitor_events, qemu_backend, vm)
 from tests.test_libvirt_xml import QEMU_CAPS
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import libvirt_xml as lx
+from harness.backends.libvirt import domain_xml as lx
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
@@ -256,7 +256,7 @@ def test_xml_text_round_trips():
 
 
 def test_every_domain_says_which_machine_and_run_started_it():
-    from harness.backends.libvirt_origin import NAMESPACE, this_machine
+    from harness.backends.libvirt.origin import NAMESPACE, this_machine
 
     for driver in ("qemu", "bhyve"):
         domain = ET.fromstring(lx.to_xml(lx.build_domain(spec(), driver, lx.FirmwareFiles())))
@@ -463,10 +463,10 @@ def test_version_numbers():
     assert lx.parse_version(11009001) == (11, 9, 1)
 
 
-# File access and exit words (libvirt_staging, libvirt_machine; no libvirtd needed) -------
+# File access and exit words (libvirt.staging, libvirt.machine; no libvirtd needed) -------
 
 def test_others_can_reach_needs_searchable_parents_and_a_readable_file(tmp_path):
-    from harness.backends.libvirt_staging import others_can_reach
+    from harness.backends.libvirt.staging import others_can_reach
 
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
@@ -483,7 +483,7 @@ def test_others_can_reach_needs_searchable_parents_and_a_readable_file(tmp_path)
 
 
 def test_stage_links_shared_files_and_copies_private_read_only_ones(tmp_path):
-    from harness.backends.libvirt_staging import Stage
+    from harness.backends.libvirt.staging import Stage
 
     src = tmp_path / "private"
     src.mkdir(mode=0o700)
@@ -505,7 +505,7 @@ def test_stage_links_shared_files_and_copies_private_read_only_ones(tmp_path):
 
 
 def test_run_ids_of_domain_names():
-    from harness.backends.libvirt_reap import run_id_of
+    from harness.backends.libvirt.reap import run_id_of
 
     assert run_id_of("refvm-0123abcd-7") == "0123abcd"
     assert run_id_of("refvm-0123abcd") is None and run_id_of("webserver") is None
@@ -516,7 +516,7 @@ def _machine(events=(), qmp=None):
     libvirt = pytest.importorskip("libvirt")
     import threading
 
-    from harness.backends.libvirt_machine import LibvirtMachine
+    from harness.backends.libvirt.machine import LibvirtMachine
 
     m = object.__new__(LibvirtMachine)
     m.libvirt, m._events, m._qmp_reason, m._exit = libvirt, list(events), qmp, None
@@ -583,8 +583,8 @@ def test_nvme_disks_become_qemu_drive_and_device_args():
     Disk(Path("/w/1/d.raw"), bus="nvme", serial="RV-D", boot=True),
 ])
 def test_nvme_qemu_args_carry_the_qemu_backends_properties(disk):
-    """The same drive and device properties as harness/backends/qemu.py for the same disk."""
-    from harness.backends.qemu import _disk_args
+    """The same drive and device properties as harness/backends/qemu/backend.py for the same disk."""
+    from harness.backends.qemu.backend import _disk_args
 
     def props(text: str) -> dict:
         return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
@@ -663,7 +663,7 @@ def test_remote_bhyve_host_cannot_reach_a_data_port():
     lx.check_capabilities(console_only, BHYVE_CAPS, where, (11, 9, 0), local=False)
 
 
-# QEMU's user and the files it must write (libvirt_staging) --------------------------------------
+# QEMU's user and the files it must write (libvirt.staging) --------------------------------------
 
 HOST_CAPS = """\
 <capabilities>
@@ -680,7 +680,7 @@ HOST_CAPS = """\
 
 
 def test_qemu_user_and_security_models_from_the_host_capabilities():
-    from harness.backends.libvirt_staging import qemu_owner, security_models
+    from harness.backends.libvirt.staging import qemu_owner, security_models
 
     assert qemu_owner(HOST_CAPS, "qemu") == (64055, 64055)
     assert qemu_owner(HOST_CAPS, "kvm") == (64055, 107)
@@ -692,7 +692,7 @@ def test_qemu_user_and_security_models_from_the_host_capabilities():
 def test_stage_lends_a_writable_file_to_qemus_user_and_gives_it_back(tmp_path):
     """libvirt chowns only the files its <disk> elements name; a file passed as QEMU
     arguments is chowned by the stage for the run (QEMU must open it read-write)."""
-    from harness.backends.libvirt_staging import Stage
+    from harness.backends.libvirt.staging import Stage
 
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from harness.backends.qemu import QemuBackend
+from harness.backends.qemu.backend import QemuBackend
 from harness.catalog import load_guests, load_scenarios
 from harness.matrix import build
 

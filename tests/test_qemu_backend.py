@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from harness import firmware as fw
-from harness.backends.qemu import QemuBackend
-from harness.backends.qemu_accel import choose
+from harness.backends.qemu.backend import QemuBackend
+from harness.backends.qemu.accel import choose
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
@@ -100,7 +100,7 @@ def test_vars_copy_is_private_and_a_wrong_size_is_refused(tmp_path):
 
 
 def test_auto_falls_back_to_tcg_and_says_why(tmp_path, monkeypatch):
-    import harness.backends.qemu_accel as accel
+    import harness.backends.qemu.accel as accel
     monkeypatch.setattr(accel, "probe", lambda *a, **k: (False, "kvm probe failed: hangs"))
     monkeypatch.setattr(accel.os, "access", lambda *a: True)
     image = tmp_path / "guest.raw"
@@ -111,7 +111,7 @@ def test_auto_falls_back_to_tcg_and_says_why(tmp_path, monkeypatch):
 
 
 def test_auto_without_a_probe_image_uses_tcg_and_says_why(monkeypatch):
-    import harness.backends.qemu_accel as accel
+    import harness.backends.qemu.accel as accel
     monkeypatch.setattr(accel.os, "access", lambda *a: True)
     choice = choose("qemu-system-x86_64", "auto", None, None)
     assert choice.name == "tcg" and "no reference guest image to probe with" in choice.reason

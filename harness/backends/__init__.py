@@ -16,12 +16,12 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "ExitInfo", "Machine", "get
 
 def get_backend(name: str, **options) -> Backend:
     if name == "qemu":
-        from .qemu import QemuBackend
+        from .qemu.backend import QemuBackend
         return QemuBackend(**options)
     if name == "bhyve":
-        from .bhyve import BhyveBackend
+        from .bhyve.backend import BhyveBackend
         return BhyveBackend(**options)
     if name == "libvirt":
-        from .libvirt_backend import LibvirtBackend
+        from .libvirt.backend import LibvirtBackend
         return LibvirtBackend(**options)
     raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")

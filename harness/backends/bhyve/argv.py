@@ -35,8 +35,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..vmspec import Disk, Nic, VmSpec
-from .bhyve_caps import BhyveCaps
+from ...vmspec import Disk, Nic, VmSpec
+from .caps import BhyveCaps
 
 HOSTBRIDGE_SLOT, LPC_SLOT = 0, 31
 FIRST_DEVICE_SLOT, LAST_DEVICE_SLOT = 2, 30
@@ -237,7 +237,7 @@ def destroy_argv(bhyvectl: str, name: str) -> list[str]:
 def bridge_create_argv(ifconfig: str, mark: str) -> list[str]:
     """ifconfig(8) ``create`` without a unit number: a new bridge(4), whose name (e.g.
     ``bridge3``) ifconfig prints on standard output. ``description`` (a parameter the synopsis
-    allows after ``create``) marks it as refvm's at birth (bhyve_ifaces)."""
+    allows after ``create``) marks it as refvm's at birth (bhyve.ifaces)."""
     return [ifconfig, "bridge", "create", "description", mark]
 
 

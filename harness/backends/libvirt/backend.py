@@ -11,8 +11,8 @@ resumed; libvirt's bhyve driver refuses that flag (bhyveDomainCreateXML accepts 
 and VALIDATE) and cannot suspend, so there the domain runs from the start (see
 LibvirtMachine.resume). This module holds what is about the host and the plan:
 host facts, firmware, the checked domain XML, and start(). The rest has its own module:
-libvirt_connection (binding, event loop, connect), libvirt_staging (file access for
-libvirt's QEMU user), libvirt_machine (a running domain and how it ended), libvirt_reap
+connection (binding, event loop, connect), staging (file access for
+libvirt's QEMU user), machine (a running domain and how it ended), reap
 (dead runs' leftovers, reached through ``LibvirtBackend.reap_dead_runs``).
 """
 from __future__ import annotations
@@ -22,16 +22,16 @@ import shlex
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import firmware as fw
-from ..errors import InfraError
-from ..vmspec import VmSpec
-from . import libvirt_xml as lx
-from .base import Backend
-from .libvirt_connection import connect, is_local, load_binding
-from .libvirt_machine import LibvirtMachine
-from .libvirt_origin import this_machine
-from .libvirt_reap import reap_domains, run_directory
-from .libvirt_staging import STAGE_ROOT, Stage, qemu_owner, security_models
+from ... import firmware as fw
+from ...errors import InfraError
+from ...vmspec import VmSpec
+from . import domain_xml as lx
+from ..base import Backend
+from .connection import connect, is_local, load_binding
+from .machine import LibvirtMachine
+from .origin import this_machine
+from .reap import reap_domains, run_directory
+from .staging import STAGE_ROOT, Stage, qemu_owner, security_models
 
 __all__ = ["LibvirtBackend", "LibvirtMachine"]
 
@@ -133,7 +133,7 @@ class LibvirtBackend(Backend):
     def nvme_as_qemu_args(self) -> bool:
         """Whether NVMe disks go to QEMU as its own arguments: the QEMU driver, when the
         domain capabilities list no nvme disk bus (libvirt 9.0). The bhyve driver keeps
-        <target bus='nvme'>, gated on its libvirt version instead (libvirt_xml)."""
+        <target bus='nvme'>, gated on its libvirt version instead (domain_xml)."""
         return self.driver == "qemu" and not lx.offers_disk_bus(self.domain_capabilities(),
                                                                 "nvme")
 
@@ -263,7 +263,7 @@ class LibvirtBackend(Backend):
             raise
 
     def reap_dead_runs(self, log=lambda _text: None, dry_run: bool = False) -> list[str]:
-        """Remove what this machine's dead refvm runs left on this host (libvirt_reap): only
+        """Remove what this machine's dead refvm runs left on this host (libvirt.reap): only
         domains whose origin metadata names this machine and a dead run; staging directories
         only on a local host."""
         return reap_domains(self.conn, stage_root=STAGE_ROOT if self.local else None, log=log,

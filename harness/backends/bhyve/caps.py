@@ -35,7 +35,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import InfraError
+from ...errors import InfraError
 
 VARS_FILE_SINCE = (13, 1)
 ACPI_FLAG_UNTIL = (15, 0)  # first release whose bhyve(8) no longer lists -A

@@ -11,7 +11,7 @@ NVMe disks become QEMU's own ``-device nvme`` through libvirt's documented QEMU 
 (``<qemu:commandline>``, drvqemu "Pass-through of arbitrary qemu commands"), with the drive and
 device properties the QEMU backend uses; the domain's ``<description>`` says so. libvirt marks
 such a domain tainted (custom-argv) in its log, and neither chowns nor labels those files:
-libvirt_staging makes them reachable, and :func:`check_capabilities` refuses hosts whose
+staging makes them reachable, and :func:`check_capabilities` refuses hosts whose
 AppArmor or SELinux profiles would not let QEMU open them.
 
 ``bhyve`` (bhyve:///system): the elements libvirt's bhyve driver documents (docs/drvbhyve.rst):
@@ -33,10 +33,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InfraError, Unsupported
-from ..vmspec import Disk, VmSpec
-from .libvirt_origin import origin_element
-from .libvirt_reap import run_directory, run_id_of
+from ...errors import InfraError, Unsupported
+from ...vmspec import Disk, VmSpec
+from .origin import origin_element
+from .reap import run_directory, run_id_of
 
 DRIVERS = ("qemu", "bhyve")
 
@@ -139,7 +139,7 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     """The <domain> element for ``spec`` under libvirt driver ``driver`` ('qemu' or 'bhyve').
 
     ``disk_paths`` maps a disk's own path to the path libvirt must open instead (a staged
-    copy of a read-only image: see libvirt_staging); absent disks use their own path.
+    copy of a read-only image: see staging); absent disks use their own path.
     """
     if driver not in DRIVERS:
         raise InfraError(f"unknown libvirt driver {driver!r}; known: {', '.join(DRIVERS)}")
@@ -149,7 +149,7 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     _sub(domain, "name", spec.name)
     _sub(domain, "uuid", spec.uuid)
     run_id = run_id_of(spec.name)
-    if run_id is not None:  # which machine's run this is: see libvirt_origin
+    if run_id is not None:  # which machine's run this is: see origin
         workroot = run_directory(spec.name, spec.workdir)
         _sub(domain, "metadata").append(origin_element(
             run_id, options.machine, str(workroot) if workroot else None))

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hostproc
-from ..errors import InfraError
-from ..process import deathsig_request
+from ... import hostproc
+from ...errors import InfraError
+from ...process import deathsig_request
 
 PROBE_TIMEOUT = 30.0  # a healthy KVM boots the reference guest to its prompt in a few seconds
 LOGIN_MARKER = b"login:"

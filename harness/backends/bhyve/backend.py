@@ -26,18 +26,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import firmware as fw
-from ..cleanup import run_all
-from ..errors import InfraError, Unsupported
-from ..process import spawn, stop, tail_text
-from ..vmspec import VmSpec
-from .base import Backend, ExitInfo, Machine
-from .bhyve_argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
-                         bridge_address_argv, bridge_addresses, bridge_create_argv,
-                         bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
-                         nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
-from .bhyve_caps import BhyveCaps, bhyve_present, run_quietly
-from .bhyve_ifaces import describe, mark_for, verdict_for
+from ... import firmware as fw
+from ...cleanup import run_all
+from ...errors import InfraError, Unsupported
+from ...process import spawn, stop, tail_text
+from ...vmspec import VmSpec
+from ..base import Backend, ExitInfo, Machine
+from .argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
+                   bridge_address_argv, bridge_addresses, bridge_create_argv,
+                   bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
+                   nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
+from .caps import BhyveCaps, bhyve_present, run_quietly
+from .ifaces import describe, mark_for, verdict_for
 
 # bhyve(8) EXIT STATUS: "0 rebooted, 1 powered off, 2 halted, 3 triple fault (amd64 only),
 # 4 exited due to an error". vmrun.sh: "0 - VM has been reset".
@@ -135,7 +135,7 @@ class BhyveBackend(Backend):
         """VmSpec's "user" network has no bhyve equivalent: each VM with NICs gets a bridge of
         its own, made and destroyed with the VM, holding the host's end of a per-VM /24 and one
         tap per NIC; no DHCP server runs there, so the guest sets its address itself (see
-        bhyve_argv's module docstring for the numbering)."""
+        bhyve.argv's module docstring for the numbering)."""
         self.programs = programs
         self._caps = caps
         self.nmdm_pattern = nmdm_pattern

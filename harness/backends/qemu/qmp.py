@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import InfraError
+from ...errors import InfraError
 
 
 class QmpClient:

@@ -17,7 +17,7 @@ libvirt's event thread and is all about one domain after it started.
 Consoles are libvirt streams (virDomainOpenConsole), except on libvirt's bhyve driver for any
 port but the first: bhyveDomainOpenConsole ignores the device name and always opens serials[0]'s
 nmdm device, so a data port (COM2) is reached by opening its nmdm B side, named in the live
-domain XML, directly (local hosts only; libvirt_xml refuses remote ones before start).
+domain XML, directly (local hosts only; domain_xml refuses remote ones before start).
 """
 from __future__ import annotations
 
@@ -26,19 +26,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cleanup import run_all
-from ..errors import InfraError, Unsupported
-from ..vmspec import VmSpec
-from . import libvirt_xml as lx
-from .base import ExitInfo, Machine
-from .bhyve import open_nmdm
-from .libvirt_connection import load_binding
-from .libvirt_console import StreamBridge
-from .libvirt_staging import Stage
-from .qemu import SHUTDOWN_REASONS
+from ...cleanup import run_all
+from ...errors import InfraError, Unsupported
+from ...vmspec import VmSpec
+from . import domain_xml as lx
+from ..base import ExitInfo, Machine
+from ..bhyve.backend import open_nmdm
+from .connection import load_binding
+from .console import StreamBridge
+from .staging import Stage
+from ..qemu.backend import SHUTDOWN_REASONS
 
 if TYPE_CHECKING:
-    from .libvirt_backend import LibvirtBackend
+    from .backend import LibvirtBackend
 
 # Exit reasons ---------------------------------------------------------------------------------
 

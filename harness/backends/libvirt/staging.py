@@ -14,7 +14,7 @@ tmpdir. The least surprising fix that needs no change to libvirt's configuration
   shared cached image; writable disks and the per-VM UEFI vars copy are chowned to libvirt-qemu
   by libvirt's DAC driver (dynamic_ownership, on by default) for the run and given back to root
   when the domain stops;
-- a writable file that no <disk> names (an NVMe disk passed as QEMU arguments, libvirt_xml) is
+- a writable file that no <disk> names (an NVMe disk passed as QEMU arguments, domain_xml) is
   never chowned by libvirt: QEMU, as libvirt-qemu, could read the root-owned 0644 scratch file
   but not open it read-write, and would refuse to start. The harness chowns it to the user
   libvirt runs QEMU as (the DAC ``<baselabel>`` of the host capabilities) and gives it back in
@@ -32,7 +32,7 @@ import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import InfraError
+from ...errors import InfraError
 
 STAGE_ROOT = Path("/var/lib/libvirt/images")
 

@@ -12,12 +12,12 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .. import firmware as fw
-from ..errors import InfraError
-from ..process import spawn, stop, tail_text
-from ..vmspec import Disk, VmSpec
-from .base import Backend, ExitInfo, Machine
-from .qemu_accel import choose as choose_accel
+from ... import firmware as fw
+from ...errors import InfraError
+from ...process import spawn, stop, tail_text
+from ...vmspec import Disk, VmSpec
+from ..base import Backend, ExitInfo, Machine
+from .accel import choose as choose_accel
 from .qmp import QmpClient, connect_unix
 
 QEMU_BINARY = "qemu-system-x86_64"

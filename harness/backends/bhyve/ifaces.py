@@ -12,8 +12,8 @@ import platform
 import re
 from pathlib import Path
 
-from ..ownership import Verdict, run_directory_verdict
-from .bhyve_caps import run_quietly
+from ...ownership import Verdict, run_directory_verdict
+from .caps import run_quietly
 
 MARK_PREFIX = "refvm:"
 IFACE_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9_.]*[0-9]+): flags=")

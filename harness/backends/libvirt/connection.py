@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from urllib.parse import urlparse
 
-from ..errors import InfraError
+from ...errors import InfraError
 
 SETUP_HINT = "run .ci/libvirt-setup (installs libvirt, starts libvirtd and virtlogd)"
 

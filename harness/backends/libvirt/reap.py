@@ -12,11 +12,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import InfraError
-from ..ownership import Verdict, run_directory_verdict, run_id_of_vm
-from .libvirt_connection import load_binding
-from .libvirt_origin import origin_of, this_machine
-from .libvirt_staging import STAGE_ROOT, WORKROOT_FILE
+from ...errors import InfraError
+from ...ownership import Verdict, run_directory_verdict, run_id_of_vm
+from .connection import load_binding
+from .origin import origin_of, this_machine
+from .staging import STAGE_ROOT, WORKROOT_FILE
 
 def run_id_of(name: str) -> str | None:
     return run_id_of_vm(name)

@@ -1,0 +1,1 @@
+"""bhyve: bhyve/bhyvectl/bhyveload command lines, host capabilities, taps and bridges."""

@@ -1,0 +1,1 @@
+"""libvirt: domain XML, connections, consoles over streams, staging, reaping."""
