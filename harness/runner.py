@@ -98,7 +98,9 @@ class Run:
         self._serial += 1
         guest = case.guest
         workdir = self.workroot / str(self._serial)
-        disks = [Disk(path=image, bus="virtio-blk", readonly=True, boot=True,
+        # The guest may write its boot disk (first-boot host keys, growfs, a read-write /);
+        # what it writes stays in a per-case view, the cached image is never changed.
+        disks = [Disk(path=image, bus="virtio-blk", ephemeral=True, boot=True,
                       format=guest.image.format)]
         nics, serials = [], [SerialPort("com1", "console")]
         for item in case.scenario.attach:

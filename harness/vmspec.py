@@ -5,7 +5,7 @@ VmSpec. That is what lets a differential run compare the same VM on two hypervis
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DISK_BUSES = ("virtio-blk", "nvme", "ahci-hd", "ahci-cd")
@@ -13,7 +13,14 @@ DISK_BUSES = ("virtio-blk", "nvme", "ahci-hd", "ahci-cd")
 
 @dataclass(frozen=True)
 class Disk:
-    """A block device. ``boot`` marks the disk firmware boots from (there is exactly one)."""
+    """A block device. ``boot`` marks the disk firmware boots from (there is exactly one).
+
+    ``ephemeral``: the guest reads and writes it, but its writes go to a view private to this
+    VM and are gone when it ends; ``path`` itself (a cached, verified image) is never written.
+    Guests write to their root file system on first boot (host keys, growfs, systemd's
+    remount), so a boot disk is ephemeral rather than read-only. How each backend makes the
+    view: QEMU ``snapshot=on`` (a temporary overlay it deletes itself); bhyve (raw files only)
+    and libvirt a sparse private copy in the VM's workdir (``private_copies``)."""
 
     path: Path
     bus: str = "virtio-blk"
@@ -22,6 +29,7 @@ class Disk:
     boot: bool = False
     serial: str | None = None
     sector_size: int | None = None  # logical = physical, bytes
+    ephemeral: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,16 @@ class VmSpec:
     @property
     def boot_disk(self) -> Disk:
         return next(d for d in self.disks if d.boot)
+
+
+def private_copies(spec: VmSpec) -> tuple[VmSpec, list[tuple[Path, Path]]]:
+    """For hypervisors without a copy-on-write view: ``spec`` with each ephemeral disk
+    pointing at a private copy in its workdir, and the (image, copy) pairs to make."""
+    copies, disks = [], []
+    for index, disk in enumerate(spec.disks):
+        if disk.ephemeral:
+            copy = spec.workdir / f"private-{index}-{disk.path.name}"
+            copies.append((disk.path, copy))
+            disk = replace(disk, path=copy, ephemeral=False)
+        disks.append(disk)
+    return replace(spec, disks=tuple(disks)), copies

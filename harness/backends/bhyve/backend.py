@@ -30,7 +30,8 @@ from ... import firmware as fw
 from ...cleanup import run_all
 from ...errors import InfraError, Unsupported
 from ...process import spawn, stop, tail_text
-from ...vmspec import VmSpec
+from ...hostdata import sparse_copy
+from ...vmspec import VmSpec, private_copies
 from ..base import Backend, ExitInfo, Machine
 from .argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
                    bridge_address_argv, bridge_addresses, bridge_create_argv,
@@ -225,6 +226,7 @@ class BhyveBackend(Backend):
 
     # Command lines ---------------------------------------------------------------------------
     def launch_plan(self, spec: VmSpec) -> LaunchPlan:
+        spec, _ = private_copies(spec)  # bhyve has no copy-on-write view of a raw image
         reasons = problems(spec, self.caps)
         if reasons:
             raise Unsupported("; ".join(reasons))
@@ -242,8 +244,8 @@ class BhyveBackend(Backend):
                       for port in spec.serials})
 
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
-        """Run order, to paste on FreeBSD: stale VM, vars copy, bridge and taps, bhyveload,
-        bhyve.
+        """Run order, to paste on FreeBSD: stale VM, private copies of ephemeral disks (the
+        boot image), vars copy, bridge and taps, bhyveload, bhyve.
 
         The vars copy is shown as ``cp``; start() makes the same copy in Python (and checks
         its size against the template). The VM's bridge is named by ``ifconfig bridge
@@ -254,6 +256,7 @@ class BhyveBackend(Backend):
         plan = self.launch_plan(spec)
         bootrom, template = self._bootrom(spec)
         lines = [plan.destroy]
+        lines += [["cp", str(image), str(copy)] for image, copy in private_copies(spec)[1]]
         if bootrom and bootrom.vars:
             lines.append(["cp", str(template), str(bootrom.vars)])
         if plan.taps:
@@ -274,6 +277,8 @@ class BhyveBackend(Backend):
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
         bootrom, template = self._bootrom(spec)
+        for image, copy in private_copies(spec)[1]:
+            sparse_copy(image, copy)  # what the plan shows as cp, keeping the image's holes
         if bootrom and bootrom.vars:
             fw.make_vars_copy(template, bootrom.vars)
         (spec.logdir / "command.txt").write_text(

@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 
 from ... import firmware as fw
 from ...errors import InfraError
-from ...vmspec import VmSpec
+from ...hostdata import sparse_copy
+from ...vmspec import VmSpec, private_copies
 from . import domain_xml as lx
 from ..base import Backend
 from .connection import connect, is_local, load_binding
@@ -209,6 +210,7 @@ class LibvirtBackend(Backend):
     def domain_xml(self, spec: VmSpec, disk_paths: dict | None = None,
                    firmware: lx.FirmwareFiles | None = None) -> str:
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""
+        spec = self.view_of(spec)
         domain = lx.build_domain(spec, self.driver, firmware or self.firmware_for(spec),
                                  self.options(), disk_paths)
         models = security_models(self.host_capabilities()) if lx.qemu_args(domain) else ()
@@ -217,6 +219,15 @@ class LibvirtBackend(Backend):
                               local=self.local, security_models=models)
         return lx.to_xml(domain)
 
+    @staticmethod
+    def view_of(spec: VmSpec) -> VmSpec:
+        """``spec`` as libvirt runs it: an ephemeral disk becomes a private (sparse) copy in
+        the VM's workdir, made by start(). Neither driver has a view libvirt can give here:
+        the bhyve driver has no transient disks, and the QEMU driver's ``<transient/>`` (9.0)
+        opens the image itself read-write before it adds its overlay, which a shared cached
+        image (never chowned to libvirt's QEMU user) cannot allow."""
+        return private_copies(spec)[0]
+
     # Lifecycle -------------------------------------------------------------------------------
     def start(self, spec: VmSpec) -> "LibvirtMachine":
         """Check, stage, create. What the host cannot run is refused before any file is
@@ -224,6 +235,7 @@ class LibvirtBackend(Backend):
         libvirt = load_binding()
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
+        spec, copies = private_copies(spec)
         firmware = self.firmware_for(spec)
         self.domain_xml(spec, firmware=firmware)  # raises Unsupported/InfraError: no staging yet
         vars_copy = firmware.nvram if self.local else None
@@ -231,6 +243,8 @@ class LibvirtBackend(Backend):
             if self.local else None
         dom = None
         try:
+            for image, copy in copies:
+                sparse_copy(image, copy)
             if vars_copy is not None:
                 fw.make_vars_copy(firmware.vars_template, vars_copy)
             disk_paths = {}

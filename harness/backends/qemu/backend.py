@@ -181,6 +181,8 @@ def _disk_args(index: int, disk: Disk) -> list[str]:
     node = f"disk{index}"
     drive = f"file={disk.path},format={disk.format},if=none,id={node}," \
             f"readonly={'on' if disk.readonly else 'off'}"
+    if disk.ephemeral:  # writes go to a temporary overlay QEMU deletes; the file is untouched
+        drive += ",snapshot=on"
     extra = f",bootindex={0}" if disk.boot else ""
     if disk.sector_size:
         extra += f",logical_block_size={disk.sector_size},physical_block_size={disk.sector_size}"
