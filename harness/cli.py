@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
-    images = sub.add_parser("images", help="fetch, build and verify guest images")
-    images.add_argument("action", choices=("fetch", "verify"))
+    images = sub.add_parser("images", help="fetch, build, verify or import guest images")
+    images.add_argument("action", choices=("fetch", "verify", "import"))
+    images.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                        help="import: images downloaded elsewhere, matched to guests by sha256")
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     clean = sub.add_parser("clean", help="remove what runs that were killed left behind")
     clean.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
@@ -286,6 +288,11 @@ def cmd_images(args, _extra) -> int:
     fetching = args.action == "fetch"
     cache = ImageCache(cache_dir(), allow_fetch=fetching, allow_build=fetching,
                        log=lambda text: print(f"refvm: {text}", flush=True))
+    if args.action == "import":
+        return _import_images(cache, args.files, guests)
+    if args.files:
+        print(f"refvm: images {args.action} takes no files (only import does)", file=sys.stderr)
+        return EXIT_USAGE
     status = EXIT_OK
     for guest in guests:
         try:
@@ -296,6 +303,21 @@ def cmd_images(args, _extra) -> int:
             status = EXIT_FAILED
         except HarnessError as err:
             print(f"{guest.name}: error: {err}")
+            status = EXIT_FAILED
+    return status
+
+
+def _import_images(cache: ImageCache, files: list[Path], guests) -> int:
+    if not files:
+        print("refvm: images import needs the image files to import", file=sys.stderr)
+        return EXIT_USAGE
+    status = EXIT_OK
+    for path in files:
+        try:
+            for guest, target in cache.import_file(path, guests):
+                print(f"{guest.name}: ok {target} (imported from {path})")
+        except HarnessError as err:
+            print(f"refvm: {err}", file=sys.stderr)
             status = EXIT_FAILED
     return status
 

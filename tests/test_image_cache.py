@@ -191,3 +191,65 @@ def test_scratch_of_a_killed_download_is_removed_by_the_next_fetch_and_nothing_e
     assert live.is_dir() and all(path.exists() for path in decoys)
     assert sorted(p.name for p in images.glob("refvm-fetch-*")) == sorted(
         [live.name, "refvm-fetch-0000beef", "refvm-fetch-notours"])
+
+
+def test_an_unreachable_download_site_is_a_skip_naming_images_import(tmp_path):
+    """These machines cannot reach download.freebsd.org: a closed port stands in for it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        guest = url_guest(tmp_path, f"http://127.0.0.1:{port}/FreeBSD.raw.xz", SHA, "xz")
+        with pytest.raises(ImageUnavailable, match="cannot download .* from this host .*; fetch "
+                                                   "it elsewhere and add it with: refvm images "
+                                                   "import FILE"):
+            quiet_cache(tmp_path).prepare(guest)
+
+
+def test_import_adds_a_file_fetched_elsewhere_after_checking_it(tmp_path):
+    payload = lzma.compress(PAYLOAD)
+    fetched = tmp_path / "FreeBSD-14.3-RELEASE-amd64-BASIC-CI.raw.xz"
+    fetched.write_bytes(payload)
+    guest = url_guest(tmp_path, "https://download.example.org/FreeBSD.raw.xz",
+                      hashlib.sha256(payload).hexdigest(), "xz")
+    cache = quiet_cache(tmp_path, allow_fetch=False)
+    (imported_guest, target), = cache.import_file(fetched, [guest])
+    assert imported_guest is guest and target.read_bytes() == PAYLOAD  # unpacked
+    assert cache.prepare(guest) == target  # no download needed (downloads are off)
+    assert "imported from" in read_stamp(target)["url"]
+    assert not list(target.parent.glob("refvm-fetch-*"))  # the scratch went
+
+
+def test_import_refuses_a_file_no_guest_pins(tmp_path):
+    stray = tmp_path / "other.raw"
+    stray.write_bytes(b"not an image anybody pinned")
+    guest = url_guest(tmp_path, "https://download.example.org/FreeBSD.raw", SHA)
+    with pytest.raises(InfraError, match=f"which no guest pins \\(guests with a download pin: "
+                                         f"urlguest: {SHA}\\)"):
+        quiet_cache(tmp_path).import_file(stray, [guest])
+    assert not (tmp_path / "cache" / "images").exists() or \
+        not any((tmp_path / "cache" / "images").iterdir())
+
+
+def test_refvm_images_import_through_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    payload = PAYLOAD
+    fetched = tmp_path / "disk.img"
+    fetched.write_bytes(payload)
+    url_guest(tmp_path, "https://download.example.org/disk.img", SHA)
+    env = dict(os.environ, REFVM_CACHE=str(tmp_path / "cache"))
+    cli = [sys.executable, "-m", "harness.cli", "images", "import"]
+    ok = subprocess.run(cli + [str(fetched), "--guest", str(tmp_path / "g.yaml")],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == (f"urlguest: ok {tmp_path / 'cache' / 'images' / SHA}.raw "
+                         f"(imported from {fetched})\n")
+    wrong = tmp_path / "wrong.img"
+    wrong.write_bytes(b"x")
+    bad = subprocess.run(cli + [str(wrong), "--guest", str(tmp_path / "g.yaml")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 1 and "which no guest pins" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -17,13 +17,14 @@ import fcntl
 import hashlib
 import json
 import shutil
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InfraError
-from ..hostdata import file_sha256
+from ..hostdata import file_sha256, sparse_copy
 from ..model import Guest
 from ..ownership import judge, make_owned
 
@@ -147,17 +148,53 @@ class ImageCache:
             if not self.allow_fetch:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
                                        "downloads are off (run: refvm images fetch)")
-            target.unlink(missing_ok=True)
-            _remove_dead_scratch(target.parent)
-            scratch = make_owned("fetch", root=target.parent)
-            try:
-                download = self._fetch(image.url, image.sha256, scratch / "download")
-                _decompress(download, image.compression, scratch / "unpacked").replace(target)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            write_stamp(target, file_sha256(target), {"source_sha256": image.sha256,
-                                                       "url": image.url})
-            return target
+            return self._install(guest, target, lambda tmp: self._fetch(image.url, image.sha256,
+                                                                        tmp))
+
+    def _install(self, guest: Guest, target: Path, obtain: Callable[[Path], Path],
+                 source: str | None = None) -> Path:
+        """Put the guest's pinned image into ``target`` (its lock held): ``obtain(tmp)`` puts
+        the file as downloaded (compressed) at ``tmp`` and returns it once its sha256 is the
+        pinned one; it is unpacked, moved into place and stamped."""
+        image = guest.image
+        target.unlink(missing_ok=True)
+        _remove_dead_scratch(target.parent)
+        scratch = make_owned("fetch", root=target.parent)
+        try:
+            download = obtain(scratch / "download")
+            _decompress(download, image.compression, scratch / "unpacked").replace(target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        write_stamp(target, file_sha256(target), {"source_sha256": image.sha256,
+                                                   "url": source or image.url})
+        return target
+
+    # Import ----------------------------------------------------------------------------------
+    def import_file(self, path: Path, guests) -> list[tuple[Guest, Path]]:
+        """Add an image fetched elsewhere (an air-gapped host, a machine without the download
+        site) to the cache, for every guest whose pinned sha256 it has; returns (guest, cache
+        path) pairs. The file is copied in first and the *copy* hashed, so what is cached is
+        exactly what was checked; a file no guest pins is refused, naming what they pin."""
+        path = Path(path)
+        if not path.is_file():
+            raise InfraError(f"{path}: not a regular file")
+        wanted = [g for g in guests if g.image.url]
+        sha = file_sha256(path)
+        matches = [g for g in wanted if g.image.sha256 == sha]
+        if not matches:
+            pins = "; ".join(f"{g.name}: {g.image.sha256}" for g in wanted) or "none"
+            raise InfraError(f"{path} has sha256 {sha}, which no guest pins (guests with a "
+                             f"download pin: {pins})")
+        imported = []
+        for guest in matches:
+            target = self.expected_path(guest)
+            with locked(target):
+                if not (verified(target, None, True) and
+                        read_stamp(target).get("source_sha256") == sha):
+                    self._install(guest, target, lambda tmp: _copy_checked(path, tmp, sha),
+                                  source=f"imported from {path}")
+            imported.append((guest, target))
+        return imported
 
     def _fetch(self, url: str, sha256: str, tmp: Path) -> Path:
         """Download ``url`` into ``tmp`` (in a scratch directory, see _download); keep it
@@ -169,9 +206,14 @@ class ImageCache:
                 while chunk := resp.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
-        except OSError as err:
+        except urllib.error.HTTPError as err:  # the server answered: the pin is wrong or moved
             tmp.unlink(missing_ok=True)
             raise InfraError(f"cannot fetch {url}: {err}") from None
+        except OSError as err:  # no route, no DNS, refused: this host cannot download it
+            tmp.unlink(missing_ok=True)
+            raise ImageUnavailable(
+                f"cannot download {url} from this host ({getattr(err, 'reason', err)}); fetch "
+                f"it elsewhere and add it with: refvm images import FILE") from None
         if digest.hexdigest() != sha256:
             tmp.unlink(missing_ok=True)
             raise InfraError(f"{url}: sha256 mismatch: expected {sha256}, "
@@ -221,6 +263,17 @@ class ImageCache:
             write_stamp(target, file_sha256(target), {"recipe_key": key})
             self.log(f"built {target} (sha256 {read_stamp(target)['sha256']})")
             return target
+
+
+def _copy_checked(source: Path, dest: Path, sha256: str) -> Path:
+    """Copy ``source`` to ``dest``; keep it only if the copy's sha256 is ``sha256``."""
+    sparse_copy(source, dest)
+    actual = file_sha256(dest)
+    if actual != sha256:
+        dest.unlink(missing_ok=True)
+        raise InfraError(f"{source} changed while it was imported (sha256 {actual}, expected "
+                         f"{sha256}); nothing was kept")
+    return dest
 
 
 def _remove_dead_scratch(images: Path) -> None:
