@@ -25,7 +25,7 @@ DEVICE_OPS = (
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:\\-]+$")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:\\-]+")  # used with fullmatch: no final newline
 PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 FAMILY = s.Map({
@@ -60,7 +60,7 @@ class Family:
             if key not in values:
                 raise InfraError(f"{self.name}.yaml {op}: no value for @{key}@")
             value = str(values[key])
-            if not SAFE_VALUE.match(value):
+            if not SAFE_VALUE.fullmatch(value):
                 raise InfraError(f"refusing to put {value!r} into a guest command ({op})")
             return value
 
