@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..backends import BACKENDS, DEFAULT_BACKEND
-from ..catalog import load_scenarios
+from ..catalog import load_scenarios, select_scenarios
 from ..errors import ConfigError, HarnessError, Unsupported
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
@@ -64,6 +64,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     try:
         config.stash[STATE_KEY] = state = RefvmState(config.option)
+        _check_selection(config, state)
     except ConfigError as err:  # a bad hosts file: file:line: field: message, no traceback
         raise pytest.UsageError(str(err)) from None
     if state.pool is not None:
@@ -86,6 +87,24 @@ def pytest_configure(config):
         # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down; a
         # second SIGTERM (runners often send more than one) does not cut that short.
         workers.stop_once_on(signal.SIGTERM)
+
+
+def _check_selection(config, state) -> None:
+    """``--guest`` and ``--scenario`` name things that exist, checked once here: left to
+    collection, a bad guest file is an error per scenario file and an unknown name selects
+    nothing, which passes. Scenario names are those of the scenario directories' files that
+    load (a broken one is reported when it is collected)."""
+    if config.option.guest:
+        state.guests  # noqa: B018 - loads and checks them, raising ConfigError
+    if config.option.scenario:
+        scenarios = []
+        for directory in config.getini("refvm_scenario_dirs"):
+            for path in sorted((config.rootpath / directory).glob("*.yaml")):
+                try:
+                    scenarios += load_scenarios([path])
+                except ConfigError:
+                    continue
+        select_scenarios(scenarios, config.option.scenario)
 
 
 def pytest_unconfigure(config):
