@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 SHOWN_CHARS = 60  # a value quoted in a message is cut here: one alias bomb made a 72 MB line
 _FIELD_CHARS = 120
+_MESSAGE_CHARS = 600  # a last bound, for messages that quote a value without show()
 # Anything a terminal would act on or that would end the line: C0/C1 controls, DEL, and the
 # Unicode line and paragraph separators. Shown as \xNN / \uNNNN instead.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
@@ -57,7 +58,8 @@ class Problem:
     def __str__(self) -> str:
         """One line, whatever the file name, key or message holds (escaped, field cut)."""
         return (f"{escape(str(self.file))}:{self.line}: "
-                f"{shorten(escape(str(self.field)), _FIELD_CHARS)}: {escape(str(self.message))}")
+                f"{shorten(escape(str(self.field)), _FIELD_CHARS)}: "
+                f"{shorten(escape(str(self.message)), _MESSAGE_CHARS)}")
 
 
 class ConfigError(Exception):

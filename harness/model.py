@@ -281,7 +281,8 @@ class _Attachment(s.Kind):
 def _check_scenario(scenario: dict, where: s.Where, _raw) -> None:
     # Items that failed their own checks are MISSING (already reported): skip them here.
     attach = [item for item in scenario["attach"]
-              if item is not s.MISSING and item[1] is not s.MISSING]
+              if item is not s.MISSING and item[1] is not s.MISSING
+              and not any(v is s.MISSING for v in item[1].values())]
     ids = [body["id"] for _kind, body in attach]
     for ident in {i for i in ids if ids.count(i) > 1}:
         where.child("attach", where.line).report(f"id {ident!r} is used twice")

@@ -219,7 +219,7 @@ def _human(size: int) -> str:
     for unit, name in ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
         if size >= unit and size % unit == 0:
             return f"{size // unit} {name}"
-    return f"{size} bytes"
+    return "1 byte" if size == 1 else f"{size} bytes"
 
 
 class Mac(Str):

@@ -101,6 +101,28 @@ class _LocatingLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def compose_mapping_node(self, anchor):
+        """PyYAML's, plus: a key must be a scalar. Checked here, at the key's own line (an
+        alias's, not its anchor's), before a list key could be hashed or a bomb expanded."""
+        start_event = self.get_event()
+        tag = start_event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.MappingNode, None, start_event.implicit)
+        node = yaml.MappingNode(tag, [], start_event.start_mark, None,
+                                flow_style=start_event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        while not self.check_event(yaml.MappingEndEvent):
+            key_event = self.peek_event()
+            item_key = self.compose_node(node, None)
+            if not isinstance(item_key, yaml.ScalarNode):
+                raise _Refused(_line(key_event), "(key)",
+                               "a key must be a plain value, not a list or mapping")
+            item_value = self.compose_node(node, item_key)
+            node.value.append((item_key, item_value))
+        node.end_mark = self.get_event().end_mark
+        return node
+
     def get_single_node(self):
         node = super().get_single_node()
         if node is not None:
