@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import (load_all, load_guests, load_scenarios, repo_guest_files, scenario_files,
-                      select_scenarios, unique_files)
+                      same_file_key, select_scenarios, unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported
 from .hosts import HostPool, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
@@ -111,6 +111,22 @@ def _is_scenario(path: Path) -> bool:
     return isinstance(data, dict) and "steps" in data
 
 
+def _build_recipes(guest_files: list[Path]) -> set:
+    """The files these guest files name as ``image.build``: recipes, which a directory holds
+    beside its guests (guests/linux/refguest/recipe.yaml) and which the image builder checks."""
+    recipes = set()
+    for path in guest_files:
+        try:
+            raw = load_file(path)
+        except ConfigError:
+            continue
+        image = raw.get("image") if isinstance(raw, dict) else None
+        build = image.get("build") if isinstance(image, dict) else None
+        if isinstance(build, str) and build and "\0" not in build:
+            recipes.add(same_file_key(path.parent / build))
+    return recipes
+
+
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
     """The files named, with each directory replaced by the YAML files under it (sorted,
     recursively), each file once. A path that does not exist is a problem; a FIFO, device or
@@ -140,23 +156,24 @@ def cmd_validate(args, _extra) -> int:
     else:
         files = repo_guest_files() + scenario_files()
     scenarios = [p for p in files if _is_scenario(p)]
-    guests = [p for p in files if p not in scenarios]
+    recipes = _build_recipes([p for p in files if p not in scenarios])
+    guests = [p for p in files if p not in scenarios and same_file_key(p) not in recipes]
     for paths, loader in ((guests, load_guest), (scenarios, load_scenario)):
         try:
             load_all(paths, loader)  # also: two files may not use one name
         except ConfigError as err:
             problems += err.problems
-    for hosts_file in unique_files(args.hosts):
+    hosts_files = unique_files(args.hosts)
+    for hosts_file in hosts_files:
         try:
             load_hosts(hosts_file)
         except ConfigError as err:
             problems += err.problems
-        files.append(hosts_file)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    print(f"ok: {len(files)} file(s) valid")
+    print(f"ok: {len(guests) + len(scenarios) + len(hosts_files)} file(s) valid")
     return EXIT_OK
 
 
