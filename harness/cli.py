@@ -101,30 +101,26 @@ def main(argv=None) -> int:
 
 
 # validate ------------------------------------------------------------------------------------
-def _is_scenario(path: Path) -> bool:
-    if path.parent.name == "scenarios":
-        return True
-    try:
-        data = load_file(path)
-    except ConfigError:
-        return False
-    return isinstance(data, dict) and "steps" in data
-
-
-def _build_recipes(guest_files: list[Path]) -> set:
-    """The files these guest files name as ``image.build``: recipes, which a directory holds
-    beside its guests (guests/linux/refguest/recipe.yaml) and which the image builder checks."""
-    recipes = set()
-    for path in guest_files:
+def _classify(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(guest files, scenario files) among ``files``, each read once here. A file in a folder
+    named scenarios, or with ``steps``, is a scenario; a file that a guest names as its
+    ``image.build`` is a build recipe (guests/linux/refguest/recipe.yaml), left to the image
+    builder; anything else, unreadable files included, is checked as a guest."""
+    scenarios, guests, recipes = [], [], set()
+    for path in files:
         try:
             raw = load_file(path)
         except ConfigError:
+            raw = None
+        if path.parent.name == "scenarios" or isinstance(raw, dict) and "steps" in raw:
+            scenarios.append(path)
             continue
+        guests.append(path)
         image = raw.get("image") if isinstance(raw, dict) else None
         build = image.get("build") if isinstance(image, dict) else None
         if isinstance(build, str) and build and "\0" not in build:
             recipes.add(same_file_key(path.parent / build))
-    return recipes
+    return [p for p in guests if same_file_key(p) not in recipes], scenarios
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
@@ -155,9 +151,7 @@ def cmd_validate(args, _extra) -> int:
         files = []
     else:
         files = repo_guest_files() + scenario_files()
-    scenarios = [p for p in files if _is_scenario(p)]
-    recipes = _build_recipes([p for p in files if p not in scenarios])
-    guests = [p for p in files if p not in scenarios and same_file_key(p) not in recipes]
+    guests, scenarios = _classify(files)
     for paths, loader in ((guests, load_guest), (scenarios, load_scenario)):
         try:
             load_all(paths, loader)  # also: two files may not use one name
@@ -170,8 +164,7 @@ def cmd_validate(args, _extra) -> int:
         except ConfigError as err:
             problems += err.problems
     if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
+        print(ConfigError(problems), file=sys.stderr)
         return EXIT_USAGE
     print(f"ok: {len(guests) + len(scenarios) + len(hosts_files)} file(s) valid")
     return EXIT_OK

@@ -62,12 +62,33 @@ class Problem:
                 f"{shorten(escape(str(self.message)), _MESSAGE_CHARS)}")
 
 
+PROBLEMS_PER_FILE = 20  # a file of 5000 unknown keys is one mistake, not 5000 lines to read
+
+
+def report_lines(problems: list[Problem]) -> list[str]:
+    """The lines to print for ``problems``: at most :data:`PROBLEMS_PER_FILE` per file, then
+    one line saying how many more that file has."""
+    shown: dict[str, int] = {}
+    hidden: dict[str, list[Problem]] = {}
+    lines = []
+    for problem in problems:
+        if shown.get(problem.file, 0) < PROBLEMS_PER_FILE:
+            shown[problem.file] = shown.get(problem.file, 0) + 1
+            lines.append(str(problem))
+        else:
+            hidden.setdefault(problem.file, []).append(problem)
+    for file, rest in hidden.items():
+        lines.append(str(Problem(file, rest[0].line, "(file)",
+                                 f"{len(rest)} more problem(s) not shown")))
+    return lines
+
+
 class ConfigError(Exception):
     """One or more problems in guest, scenario or hosts files."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(report_lines(self.problems)))
 
 
 class HarnessError(Exception):

@@ -13,9 +13,10 @@ Every input file is hostile until parsed, so this module also refuses, each with
 * characters YAML refuses or counts differently from an editor (NUL and other controls,
   U+0085/U+2028/U+2029, which PyYAML takes as line breaks), at their real line;
 * nesting deeper than :data:`MAX_DEPTH` (PyYAML composes recursively: thousands of levels are
-  a RecursionError), more than :data:`MAX_ALIASES` aliases, documents whose aliases expand to
-  more than :data:`MAX_NODES` nodes (a "billion laughs" bomb is a few hundred bytes) and
-  aliases that contain themselves;
+  a RecursionError), more than :data:`MAX_NODES` values (a 1 MiB list takes PyYAML 8 s), more
+  than :data:`MAX_ALIASES` aliases, documents whose aliases expand to more than
+  :data:`MAX_NODES` values (a "billion laughs" bomb is a few hundred bytes) and aliases that
+  contain themselves;
 * keys that are lists or mappings, numbers longer than :data:`MAX_DIGITS` digits, and scalars
   Python cannot build (a 13th month).
 """
@@ -30,10 +31,11 @@ import yaml
 
 from .errors import ConfigError, Problem
 
-MAX_BYTES = 1 << 20    # guest, scenario and hosts files are a few KiB
+MAX_BYTES = 256 << 10  # guest, scenario and hosts files are a few KiB; PyYAML reads ~1 MiB/s
 MAX_DEPTH = 32         # the deepest real file nests 5 levels
 MAX_ALIASES = 100      # the repository's files use none
-MAX_NODES = 100_000    # nodes after alias expansion: what validation walks
+MAX_NODES = 10_000     # values in a file, and after alias expansion (what validation walks);
+                       # the largest real file has a few hundred, and PyYAML composes ~40k/s
 MAX_DIGITS = 40        # enough for any size in bytes; int("9" * 5000) is a ValueError
 
 # What PyYAML refuses (its Reader.NON_PRINTABLE), plus the line breaks only YAML knows of.
@@ -80,6 +82,7 @@ class _LocatingLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._aliases = 0
+        self._nodes = 0
 
     # composing: bounded depth and aliases ---------------------------------------------------
     def compose_node(self, parent, index):
@@ -90,6 +93,9 @@ class _LocatingLoader(yaml.SafeLoader):
                 raise _Refused(_line(event), "(syntax)",
                                f"more than {MAX_ALIASES} aliases (*name) in one file")
             return super().compose_node(parent, index)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(_line(event), "(syntax)", f"more than {MAX_NODES} values in one file")
         if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             return super().compose_node(parent, index)
         self._depth += 1

@@ -118,12 +118,12 @@ def _dangling_link(tmp_path):
 
 def _two_mib(tmp_path):
     (tmp_path / "x.yaml").write_text(GUEST + "#" * (2 << 20) + "\n")
-    return tmp_path / "x.yaml", "larger than 1048576 bytes"
+    return tmp_path / "x.yaml", "larger than 262144 bytes"
 
 
 def _endless_line(tmp_path):
     (tmp_path / "x.yaml").write_text("name: " + "a" * (8 << 20))
-    return tmp_path / "x.yaml", "larger than 1048576 bytes"
+    return tmp_path / "x.yaml", "larger than 262144 bytes"
 
 
 SPECIAL = {"fifo": _fifo, "dev-zero-link": _dev_zero, "symlink-loop": _symlink_loop,
@@ -144,11 +144,11 @@ def test_special_file_is_refused_without_reading_it(tmp_path, make, how):
 
 def test_a_file_just_under_the_size_cap_is_read_in_time(tmp_path):
     path = tmp_path / "big.yaml"
-    path.write_text(GUEST + "".join(f"# {i:07d} {'x' * 100}\n" for i in range(9000))
+    path.write_text(GUEST + "".join(f"# {i:07d} {'x' * 100}\n" for i in range(2300))
                     + "colour: blue\n")
-    assert path.stat().st_size < 1 << 20
+    assert 240 << 10 < path.stat().st_size <= 256 << 10
     line = one_clean_line(*refvm("validate", path))
-    assert line.startswith(f"{path}:9014: colour: unknown key"), line
+    assert line.startswith(f"{path}:2314: colour: unknown key"), line
 
 
 def test_an_image_path_that_is_a_symlink_loop(tmp_path):
@@ -175,3 +175,14 @@ def test_duplicate_names_across_files(tmp_path):
     assert code == 2
     assert err.strip() == f"{tmp_path / 'b.yaml'}:1: name: 'tiny' is also the name in " \
                           f"{tmp_path / 'a.yaml'}"
+
+
+def test_a_file_of_many_mistakes_lists_twenty_and_counts_the_rest(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(GUEST + "".join(f"k{i}: 1\n" for i in range(500)))
+    code, err, elapsed = refvm("validate", path)
+    lines = err.splitlines()
+    assert code == 2 and elapsed <= TIME_LIMIT and "Traceback" not in err
+    assert len(lines) == 21, err
+    assert lines[0].startswith(f"{path}:14: k0: unknown key")
+    assert lines[-1] == f"{path}:34: (file): 480 more problem(s) not shown"
