@@ -17,7 +17,7 @@ from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import (load_all, load_guests, load_scenarios, repo_guest_files, scenario_files,
                       same_file_key, select_scenarios, unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported
-from .hosts import HostPool, load_hosts
+from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
 from .model import FIRMWARES, load_guest, load_scenario
@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     if "--" in extra:  # `refvm run -- -n 2`: the separator is ours, not an argument to pytest
         extra.remove("--")
     try:
+        if getattr(args, "libvirt_uri", None) is not None:
+            check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
                 "images": cmd_images, "clean": cmd_clean,
                 "doctor": cmd_doctor}[args.command](args, extra)

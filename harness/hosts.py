@@ -151,6 +151,15 @@ def _check_host(host: dict, where: s.Where, raw) -> None:
             "bhyveload boots bhyve guests only: use a bhyve:// URI or the bhyve backend")
 
 
+def check_uri(uri: str, option: str = "--libvirt-uri") -> str:
+    """A URI from the command line, held to the hosts file's rules: ConfigError if not."""
+    problems: list[Problem] = []
+    Uri().convert(uri, s.Where("(command line)", option, 0, problems))
+    if problems:
+        raise ConfigError(problems)
+    return uri
+
+
 HOST = s.Map({
     "uri": s.F(Uri(), required=True),
     "name": s.F(s.Name(), doc="defaults to the URI's host name, or 'local'"),

@@ -21,6 +21,7 @@ import pytest
 from ..backends import BACKENDS, DEFAULT_BACKEND
 from ..catalog import load_scenarios, select_scenarios
 from ..errors import ConfigError, HarnessError, Unsupported
+from ..hosts import check_uri
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
@@ -90,10 +91,12 @@ def pytest_configure(config):
 
 
 def _check_selection(config, state) -> None:
-    """``--guest`` and ``--scenario`` name things that exist, checked once here: left to
-    collection, a bad guest file is an error per scenario file and an unknown name selects
-    nothing, which passes. Scenario names are those of the scenario directories' files that
-    load (a broken one is reported when it is collected)."""
+    """``--libvirt-uri`` is a URI a hosts file could hold, and ``--guest`` and ``--scenario``
+    name things that exist, checked once here: left to collection, a bad guest file is an
+    error per scenario file and an unknown name selects nothing, which passes. Scenario names
+    are those of the scenario directories' files that load (a broken one is reported when it
+    is collected)."""
+    check_uri(config.option.libvirt_uri)
     if config.option.guest:
         state.guests  # noqa: B018 - loads and checks them, raising ConfigError
     if config.option.scenario:
