@@ -182,3 +182,13 @@ def test_a_repository_guest_named_by_path_is_that_guest(tmp_path):
     link.symlink_to(path)
     chosen = load_guests([str(path), "refguest", str(link), str(path)])
     assert [g.name for g in chosen] == ["refguest"]
+
+
+def test_a_value_with_a_final_newline_never_reaches_a_guest_command():
+    from harness.errors import InfraError
+    from harness.families import family
+
+    linux = family("linux")
+    assert "/sys/class/block/vdb/size" in linux.device_command("disk_size", name="vdb")
+    with pytest.raises(InfraError, match=r"refusing to put 'vdb\\n' into a guest command"):
+        linux.device_command("disk_size", name="vdb\n")

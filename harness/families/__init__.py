@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import schema as s
-from ..errors import ConfigError, InfraError
+from ..errors import ConfigError, InfraError, show
 from ..yamlfile import load_file
 
 HERE = Path(__file__).parent
@@ -61,7 +61,7 @@ class Family:
                 raise InfraError(f"{self.name}.yaml {op}: no value for @{key}@")
             value = str(values[key])
             if not SAFE_VALUE.fullmatch(value):
-                raise InfraError(f"refusing to put {value!r} into a guest command ({op})")
+                raise InfraError(f"refusing to put {show(value)} into a guest command ({op})")
             return value
 
         return PLACEHOLDER.sub(fill, template)
