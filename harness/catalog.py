@@ -73,9 +73,9 @@ def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
     missing = [p for p in extra if not os.path.lexists(p)]
     if missing:
         raise ConfigError([Problem(str(p), 0, "--guest", "no such guest file") for p in missing])
-    repo = repo_guest_files(root)
-    # A repository guest named by its path is that guest, not a second one with its name.
-    guests = load_all(repo + extra, load_guest)
+    # load_all takes each file once: a repository guest named by its path is that guest, not a
+    # second one with its name.
+    guests = load_all(repo_guest_files(root) + extra, load_guest)
     if not selectors:
         return [g for g in guests if g.file.parent.parent == root.resolve()]
     by_name = {g.name: g for g in guests}

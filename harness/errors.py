@@ -19,7 +19,7 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 def escape(text: str) -> str:
-    """``text`` with every control character written visibly (``\x1b``, ``\n``): an input
+    """``text`` with every control character written visibly (``\\x1b``, ``\\n``): an input
     file's key or value must not forge an output line or clear the screen."""
     def visible(match):
         char = match.group()

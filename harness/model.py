@@ -6,6 +6,7 @@ hypervisor: the same files drive QEMU, bhyve and libvirt.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,7 +181,8 @@ def _resolve(guest_file: Path, raw, key: str) -> Path:
         return (guest_file.parent / image[key]).resolve()
     except (OSError, RuntimeError, ValueError) as err:
         reason = "a symlink loop" if isinstance(err, RuntimeError) or \
-            getattr(err, "errno", None) == 40 else (getattr(err, "strerror", None) or str(err))
+            getattr(err, "errno", None) == errno.ELOOP else \
+            (getattr(err, "strerror", None) or str(err))
         raise ConfigError([Problem(str(guest_file), image.line_of(key), f"image.{key}",
                                    f"cannot resolve: {reason}")]) from None
 

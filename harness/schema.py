@@ -178,7 +178,7 @@ class Bool(Kind):
         return value
 
 
-_SIZE = re.compile(r"(\d{1,20})[ \t]*([KMGT]?)(i?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]{1,20})[ \t]*([KMGT]?)(i?B)?", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB}
 
 
