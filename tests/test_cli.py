@@ -191,3 +191,18 @@ def test_refvm_run_counts_matrix_skips_apart_from_cases_that_could_not_run():
                    ReportDouble("failed", "teardown")):
         outcomes.pytest_runtest_logreport(report)
     assert (outcomes.passed, outcomes.runtime_skips, outcomes.failed) == (1, 1, 1)
+
+
+def test_the_readme_examples_are_valid(tmp_path, capsys):
+    """Every YAML example in README.md validates (the guest's placeholder hash filled in)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.yaml"
+        path.write_text(block.replace("<64 hex digits of the downloaded file>", "a" * 64))
+        args = ["--hosts", str(path)] if block.lstrip().startswith("- uri:") else [str(path)]
+        assert main(["validate", *args]) == 0, capsys.readouterr().err
