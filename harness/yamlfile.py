@@ -38,11 +38,12 @@ MAX_NODES = 10_000     # values in a file, and after alias expansion (what valid
                        # the largest real file has a few hundred, and PyYAML composes ~40k/s
 MAX_DIGITS = 40        # enough for any size in bytes; int("9" * 5000) is a ValueError
 
-# What PyYAML refuses (its Reader.NON_PRINTABLE), plus the line breaks only YAML knows of.
+# What PyYAML refuses (its Reader.NON_PRINTABLE), plus the line breaks only YAML knows of:
+# NEL, U+2028, U+2029 and a CR without its LF (an editor shows no new line there).
 _BAD_CHAR = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd"
-                       "\U00010000-\U0010ffff]")
+                       "\U00010000-\U0010ffff]|\r(?!\n)")
 _CHAR_NAMES = {"\x85": "NEL", "\u2028": "LINE SEPARATOR", "\u2029": "PARAGRAPH SEPARATOR",
-               "\x00": "NUL"}
+               "\x00": "NUL", "\r": "a carriage return without a line feed"}
 
 
 class LocatedDict(dict):
@@ -248,6 +249,8 @@ def load_text(text: str, filename: str):
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 1
         reason = err.problem or err.context or "invalid YAML"
+        if err.problem and err.context and not err.context.startswith("while "):
+            reason = f"{err.context}, {err.problem}"  # "expected a single document ..., but"
         raise ConfigError([Problem(filename, line, "(syntax)", f"invalid YAML: {reason}")]) from None
     except yaml.YAMLError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
