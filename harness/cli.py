@@ -311,6 +311,8 @@ def cmd_run(args, extra) -> int:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
     outcomes = _Outcomes()
     code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
+    if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
+        return EXIT_USAGE
     if code != 0:
         return code
     if outcomes.passed == 0:

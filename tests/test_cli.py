@@ -206,3 +206,9 @@ def test_the_readme_examples_are_valid(tmp_path, capsys):
         path.write_text(block.replace("<64 hex digits of the downloaded file>", "a" * 64))
         args = ["--hosts", str(path)] if block.lstrip().startswith("- uri:") else [str(path)]
         assert main(["validate", *args]) == 0, capsys.readouterr().err
+
+
+def test_a_usage_error_inside_pytest_is_refvms_usage_status(tmp_path, capsys):
+    # pytest's own usage error (exit 4) for an option after `--` is exit 2, like refvm's
+    assert main(["run", "--artifacts", str(tmp_path), "--", "--scenario", "nosuch"]) == 2
+    assert capsys.readouterr().err.count("unknown scenario 'nosuch'; known: boot,") == 1
