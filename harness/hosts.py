@@ -79,7 +79,7 @@ class Uri(s.Kind):
         if port is not None:
             if not host:
                 raise s.Invalid(f"{show(value)} has a port but no host")
-            if not port.isdigit() or not 1 <= int(port[:6]) <= 65535:
+            if not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
                 raise s.Invalid(f"port {show(port)} in {show(value)} is not 1-65535")
         for param in (query.split("&") if query else []):
             key, _, val = param.partition("=")
