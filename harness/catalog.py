@@ -5,9 +5,10 @@ private images (a licensed Windows, say) never need to live in the tree.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, show
 from .model import Guest, Scenario, load_guest, load_scenario
 from .paths import GUESTS_DIR, SCENARIOS_DIR
 
@@ -21,10 +22,32 @@ def scenario_files(root: Path = SCENARIOS_DIR) -> list[Path]:
     return sorted(root.glob("*.yaml"))
 
 
-def load_all(paths, loader) -> list:
-    """Load every file, collecting every problem of every file before raising."""
-    loaded, problems = [], []
+def same_file_key(path: Path):
+    """What makes two paths one file: device and inode, or (for a path that cannot be
+    stat'ed, such as a symlink loop) its absolute spelling. Never raises."""
+    try:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
+
+
+def unique_files(paths) -> list[Path]:
+    """``paths`` without repeats of one file (the same file named twice, or by a symlink)."""
+    seen, out = set(), []
     for path in paths:
+        key = same_file_key(path)
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(path))
+    return out
+
+
+def load_all(paths, loader) -> list:
+    """Load every file once (however often it is named), collecting every problem of every
+    file before raising."""
+    loaded, problems = [], []
+    for path in unique_files(paths):
         try:
             loaded.append(loader(path))
         except ConfigError as err:
@@ -47,21 +70,24 @@ def _looks_like_path(selector: str) -> bool:
 def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
     """The repository's guests, or only those selected by name or path (in the order given)."""
     extra = [Path(s) for s in selectors if _looks_like_path(s)]
-    missing = [p for p in extra if not p.is_file()]
+    missing = [p for p in extra if not os.path.lexists(p)]
     if missing:
         raise ConfigError([Problem(str(p), 0, "--guest", "no such guest file") for p in missing])
+    # load_all takes each file once: a repository guest named by its path is that guest, not a
+    # second one with its name.
     guests = load_all(repo_guest_files(root) + extra, load_guest)
     if not selectors:
         return [g for g in guests if g.file.parent.parent == root.resolve()]
     by_name = {g.name: g for g in guests}
-    by_file = {g.file: g for g in guests}
+    by_file = {same_file_key(g.file): g for g in guests}
     chosen, problems = [], []
     for selector in selectors:
-        guest = by_file.get(Path(selector).resolve()) if _looks_like_path(selector) \
+        guest = by_file.get(same_file_key(Path(selector))) if _looks_like_path(selector) \
             else by_name.get(selector)
         if guest is None:
             problems.append(Problem("(command line)", 0, "--guest",
-                                    f"unknown guest {selector!r}; known: {', '.join(sorted(by_name))}"))
+                                    f"unknown guest {show(selector)}; known: "
+                                    f"{', '.join(sorted(by_name))}"))
         elif guest not in chosen:
             chosen.append(guest)
     if problems:
@@ -71,3 +97,14 @@ def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
 
 def load_scenarios(paths=None) -> list[Scenario]:
     return load_all(paths if paths is not None else scenario_files(), load_scenario)
+
+
+def select_scenarios(scenarios: list[Scenario], names) -> list[Scenario]:
+    """The scenarios named (all if none); an unknown name is a problem naming the choices."""
+    known = {s.name for s in scenarios}
+    unknown = [n for n in dict.fromkeys(names) if n not in known]
+    if unknown:
+        raise ConfigError([Problem("(command line)", 0, "--scenario",
+                                   f"unknown scenario {show(n)}; known: "
+                                   f"{', '.join(sorted(known))}") for n in unknown])
+    return [s for s in scenarios if not names or s.name in names]

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
-from .catalog import load_all, load_guests, load_scenarios, repo_guest_files, scenario_files
+from .catalog import (load_all, load_guests, load_scenarios, repo_guest_files, scenario_files,
+                      same_file_key, select_scenarios, unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported
-from .hosts import HostPool, load_hosts
+from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
 from .model import FIRMWARES, load_guest, load_scenario
@@ -48,8 +49,11 @@ def _hosts_option(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refvm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    validate = sub.add_parser("validate", help="check guest and scenario files")
-    validate.add_argument("files", nargs="*", type=Path)
+    validate = sub.add_parser("validate", help="check guest, scenario and hosts files")
+    validate.add_argument("files", nargs="*", type=Path, metavar="FILE|DIR",
+                          help="guest and scenario files, or directories of them (*.yaml)")
+    validate.add_argument("--hosts", action="append", default=[], type=Path, metavar="FILE",
+                          help="a hosts file to check (repeatable)")
     plan = sub.add_parser("plan", help="show the test matrix and exact command lines")
     _selection_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
@@ -74,7 +78,11 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if "--" in extra:  # `refvm run -- -n 2`: the separator is ours, not an argument to pytest
+        extra.remove("--")
     try:
+        if getattr(args, "libvirt_uri", None) is not None:
+            check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
                 "images": cmd_images, "clean": cmd_clean,
                 "doctor": cmd_doctor}[args.command](args, extra)
@@ -99,34 +107,72 @@ def main(argv=None) -> int:
 
 
 # validate ------------------------------------------------------------------------------------
-def _is_scenario(path: Path) -> bool:
-    if path.parent.name == "scenarios":
-        return True
-    try:
-        data = load_file(path)
-    except ConfigError:
-        return False
-    return isinstance(data, dict) and "steps" in data
+def _classify(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(guest files, scenario files) among ``files``, each read once here. A file in a folder
+    named scenarios, or with ``steps``, is a scenario; a file that a guest names as its
+    ``image.build`` is a build recipe (guests/linux/refguest/recipe.yaml), left to the image
+    builder; anything else, unreadable files included, is checked as a guest."""
+    scenarios, guests, recipes = [], [], set()
+    for path in files:
+        try:
+            raw = load_file(path)
+        except ConfigError:
+            raw = None
+        if path.parent.name == "scenarios" or isinstance(raw, dict) and "steps" in raw:
+            scenarios.append(path)
+            continue
+        guests.append(path)
+        image = raw.get("image") if isinstance(raw, dict) else None
+        build = image.get("build") if isinstance(image, dict) else None
+        if isinstance(build, str) and build and "\0" not in build:
+            recipes.add(same_file_key(path.parent / build))
+    return [p for p in guests if same_file_key(p) not in recipes], scenarios
+
+
+def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
+    """The files named, with each directory replaced by the YAML files under it (sorted,
+    recursively), each file once. A path that does not exist is a problem; a FIFO, device or
+    symlink loop is passed on, for the loader to refuse without reading it."""
+    files = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")
+                           and not p.is_dir())
+            if not found:
+                problems.append(Problem(str(path), 0, "(file)", "no *.yaml files under it"))
+            files += found
+        elif os.path.lexists(path):
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), 0, "(file)", "no such file"))
+    return unique_files(files)
 
 
 def cmd_validate(args, _extra) -> int:
     """Check files (default: the repository's); every problem is one ``file:line: field:`` line."""
-    files = args.files or repo_guest_files() + scenario_files()
-    problems: list[Problem] = [Problem(str(p), 0, "(file)", "no such file")
-                               for p in files if not p.is_file()]
-    present = [p for p in files if p.is_file()]
-    scenarios = [p for p in present if _is_scenario(p)]
-    guests = [p for p in present if p not in scenarios]
+    problems: list[Problem] = []
+    if args.files:
+        files = _yaml_files(args.files, problems)
+    elif args.hosts:
+        files = []
+    else:
+        files = repo_guest_files() + scenario_files()
+    guests, scenarios = _classify(files)
     for paths, loader in ((guests, load_guest), (scenarios, load_scenario)):
         try:
             load_all(paths, loader)  # also: two files may not use one name
         except ConfigError as err:
             problems += err.problems
+    hosts_files = unique_files(args.hosts)
+    for hosts_file in hosts_files:
+        try:
+            load_hosts(hosts_file)
+        except ConfigError as err:
+            problems += err.problems
     if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
+        print(ConfigError(problems), file=sys.stderr)
         return EXIT_USAGE
-    print(f"ok: {len(files)} file(s) valid")
+    print(f"ok: {len(guests) + len(scenarios) + len(hosts_files)} file(s) valid")
     return EXIT_OK
 
 
@@ -136,7 +182,7 @@ def cmd_plan(args, _extra) -> int:
     from .runner import Run
 
     guests = load_guests(args.guest)
-    scenarios = [s for s in load_scenarios() if not args.scenario or s.name in args.scenario]
+    scenarios = select_scenarios(load_scenarios(), args.scenario)
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
     pool = HostPool(load_hosts(args.hosts)) if args.hosts else None
     backends = BackendsByHost(args, cache, lambda: guests, planning=True)
@@ -247,6 +293,12 @@ class _Outcomes:
 def cmd_run(args, extra) -> int:
     import pytest
 
+    # The selection and the hosts file are checked here, once: inside pytest a bad guest file
+    # would be a collection error (and a traceback) for every scenario file.
+    load_guests(args.guest)
+    select_scenarios(load_scenarios(), args.scenario)
+    if args.hosts:
+        load_hosts(args.hosts)
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
                    "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
                    "--qemu-binary", args.qemu_binary]
@@ -263,6 +315,8 @@ def cmd_run(args, extra) -> int:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
     outcomes = _Outcomes()
     code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
+    if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
+        return EXIT_USAGE
     if code != 0:
         return code
     if outcomes.passed == 0:

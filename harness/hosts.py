@@ -24,22 +24,89 @@ pytest-xdist hands each worker its groups, libvirt's remote protocol reaches the
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from . import schema as s
-from .errors import ConfigError, InfraError, Problem
+from .errors import ConfigError, InfraError, Problem, show
 from .yamlfile import load_text, read_text
 
 FIRMWARES = ("uefi", "csm", "bhyveload")
 BACKENDS = ("libvirt", "qemu", "bhyve")
-_URI = (r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://"       # driver[+transport]://
-        r"([^\s/?#@\[\]]+@)?"                    # user@
-        r"(\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]*)"  # host: a name, an address, [IPv6], or none
-        r"(:[0-9]+)?"                            # :port
-        r"/(system|session)(\?[^\s#]*)?$")       # ?keyfile=...&no_verify=1 and the like
+# A URI reaches libvirt, which may hand its parts to ssh (user, host, port, keyfile, ...): so
+# every part is held to plain ASCII words that cannot start with '-' (an ssh option such as
+# -oProxyCommand=...) and hold no shell syntax. Matched whole (fullmatch).
+_URI = re.compile(
+    r"(?P<driver>[a-z][a-z0-9]{0,15})(?:\+(?P<transport>[a-z0-9]{1,16}))?://"
+    r"(?:(?P<user>[^\s/?#@\[\]]*)@)?"
+    r"(?P<host>\[[^\]/\s]*\]|[^\s/?#@\[\]:]*)"
+    r"(?::(?P<port>[^/]*))?"
+    r"/(?:system|session)(?:\?(?P<query>[^\s#]*))?")
+_URI_WHAT = "a libvirt URI such as qemu:///system or qemu+tcp://host/system"
+_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")  # a user name
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+TRANSPORTS = ("tls", "tcp", "ssh", "libssh", "libssh2", "unix")  # not ext: it runs a command
+# libvirt's URI parameters, less ``command`` (the ext transport's program).
+URI_PARAMS = ("name", "socket", "netcat", "keyfile", "no_verify", "no_tty", "pkipath",
+              "known_hosts", "known_hosts_verify", "sshauth", "mode", "proxy", "tls_priority")
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9_./~:,+][A-Za-z0-9_./~:,+-]{0,255}|")
+
+
+class Uri(s.Kind):
+    """A libvirt URI whose every part is checked, so urllib never raises on it and nothing in
+    it can become an ssh option or shell syntax on the way to another host."""
+
+    def check(self, value, where):
+        if not isinstance(value, str):
+            raise s.Invalid(f"must be a string, got {s._type_name(value)}")
+        if len(value) > 500 or not value.isascii() or not value.isprintable():
+            raise s.Invalid(f"{show(value)} is not {_URI_WHAT} (plain ASCII, at most 500 "
+                            "characters)")
+        match = _URI.fullmatch(value)
+        if not match:
+            raise s.Invalid(f"{show(value)} is not {_URI_WHAT}")
+        transport, user, host, port, query = match.group(
+            "transport", "user", "host", "port", "query")
+        if transport is not None and transport not in TRANSPORTS:
+            raise s.Invalid(f"transport {show(transport)} in {show(value)}: expected one of "
+                            f"{', '.join(TRANSPORTS)}")
+        if user is not None and not _WORD.fullmatch(user):
+            raise s.Invalid(f"user {show(user)} in {show(value)} is not a plain user name")
+        self._check_host(host, value)
+        if port is not None:
+            if not host:
+                raise s.Invalid(f"{show(value)} has a port but no host")
+            if not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+                raise s.Invalid(f"port {show(port)} in {show(value)} is not 1-65535")
+        for param in (query.split("&") if query else []):
+            key, _, val = param.partition("=")
+            if key not in URI_PARAMS:
+                raise s.Invalid(f"parameter {show(key)} in {show(value)}: known parameters "
+                                f"are {', '.join(URI_PARAMS)}")
+            if not _PARAM_VALUE.fullmatch(val):
+                raise s.Invalid(f"parameter {key} in {show(value)}: {show(val)} is not a "
+                                "plain value (letters, digits, ./~:,+_-; not starting with -)")
+        return value
+
+    @staticmethod
+    def _check_host(host: str, value: str) -> None:
+        if host.startswith("["):
+            inner = host[1:-1]
+            try:
+                ipaddress.IPv6Address(inner)
+            except ValueError:
+                hint = " (an IPv4 address is written without brackets)" \
+                    if re.fullmatch(r"[0-9.]+", inner) else ""
+                raise s.Invalid(f"{show(host)} in {show(value)} is not an IPv6 address"
+                                f"{hint}") from None
+            return
+        if host and (len(host) > 253 or not all(_LABEL.fullmatch(label)
+                                                for label in host.split("."))):
+            raise s.Invalid(f"host {show(host)} in {show(value)} is not a host name or "
+                            "address (letters, digits, '-' and '.', not starting with '-')")
 
 
 @dataclass(frozen=True)
@@ -84,9 +151,17 @@ def _check_host(host: dict, where: s.Where, raw) -> None:
             "bhyveload boots bhyve guests only: use a bhyve:// URI or the bhyve backend")
 
 
+def check_uri(uri: str, option: str = "--libvirt-uri") -> str:
+    """A URI from the command line, held to the hosts file's rules: ConfigError if not."""
+    problems: list[Problem] = []
+    Uri().convert(uri, s.Where("(command line)", option, 0, problems))
+    if problems:
+        raise ConfigError(problems)
+    return uri
+
+
 HOST = s.Map({
-    "uri": s.F(s.Str(_URI, "a libvirt URI such as qemu:///system or "
-                           "qemu+tcp://host/system"), required=True),
+    "uri": s.F(Uri(), required=True),
     "name": s.F(s.Name(), doc="defaults to the URI's host name, or 'local'"),
     "max_vms": s.F(s.Int(minimum=1, maximum=256), default=1),
     "firmware": s.F(s.ListOf(s.Enum(*FIRMWARES), unique=True, nonempty=True),

@@ -6,6 +6,7 @@ hypervisor: the same files drive QEMU, bhyve and libvirt.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _check_image(image: dict, where: s.Where, _raw) -> None:
 
 
 IMAGE = s.Map({
-    "url": s.F(s.Str(r"^https?://\S+$", "an http(s) URL")),
+    "url": s.F(s.Str(r"https?://[!-~]{1,2000}", "an http(s) URL (printable ASCII, no spaces)")),
     "path": s.F(s.Str()),
     "build": s.F(s.Str(), doc="recipe file, relative to the guest file"),
     "sha256": s.F(s.Sha256()),
@@ -188,13 +189,29 @@ GUEST = s.Map({
     "family": s.F(s.Enum(*FAMILIES), required=True),
     "description": s.F(s.Str(), default=""),
     "image": s.F(IMAGE, required=True),
-    "memory": s.F(s.Size(minimum=32 << 20, multiple_of=1 << 20), default=512 << 20),
+    # A bare number means MiB here (bhyve's -m rule); 1 TiB is more than any test host has.
+    "memory": s.F(s.Size(minimum=32 * s.MiB, multiple_of=s.MiB, maximum=s.TiB, bare=s.MiB),
+                  default=512 * s.MiB),
     "cpus": s.F(s.Int(1, 256), default=1),
     "firmware": s.F(s.ListOf(s.Enum(*FIRMWARES), unique=True, nonempty=True), required=True),
     "devices": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
     "utc_clock": s.F(s.Bool(), default=True, doc="RTC in UTC (bhyve -u); Windows wants false"),
     "console": s.F(CONSOLE, required=True),
 }, extra=_check_guest)
+
+
+def _resolve(guest_file: Path, raw, key: str) -> Path:
+    """``image.<key>`` relative to the guest file, resolved; a symlink loop or a path the
+    system refuses (NUL, too long) is a problem at that line, not a traceback."""
+    image = raw["image"]
+    try:
+        return (guest_file.parent / image[key]).resolve()
+    except (OSError, RuntimeError, ValueError) as err:
+        reason = "a symlink loop" if isinstance(err, RuntimeError) or \
+            getattr(err, "errno", None) == errno.ELOOP else \
+            (getattr(err, "strerror", None) or str(err))
+        raise ConfigError([Problem(str(guest_file), image.line_of(key), f"image.{key}",
+                                   f"cannot resolve: {reason}")]) from None
 
 
 def load_guest(path: Path) -> Guest:
@@ -208,8 +225,8 @@ def load_guest(path: Path) -> Guest:
     img = data["image"]
     image = ImageSpec(
         url=img["url"],
-        path=(path.parent / img["path"]).resolve() if img["path"] else None,
-        build=(path.parent / img["build"]).resolve() if img["build"] else None,
+        path=_resolve(path, raw, "path") if img["path"] else None,
+        build=_resolve(path, raw, "build") if img["build"] else None,
         sha256=img["sha256"], format=img["format"], compression=img["compression"])
     return Guest(
         name=data["name"], family=data["family"], description=data["description"],
@@ -223,10 +240,13 @@ def _console(data: dict) -> ConsoleSpec:
     return ConsoleSpec(**{**data, "become_root": BecomeRoot(**become) if become else None})
 
 
+MAX_DISK = 2 * s.TiB  # scratch disks are sparse files, but not without end
+
+# Byte counts: a bare number means bytes.
 REGION = s.Map({
-    "offset": s.F(s.Size(minimum=0), required=True),
-    "length": s.F(s.Size(minimum=512), required=True),
-    "block": s.F(s.Size(minimum=512), required=True),
+    "offset": s.F(s.Size(minimum=0, maximum=MAX_DISK), required=True),
+    "length": s.F(s.Size(minimum=512, maximum=MAX_DISK), required=True),
+    "block": s.F(s.Size(minimum=512, maximum=64 * s.MiB), required=True),
 })
 
 
@@ -248,7 +268,9 @@ def _check_disk(disk: dict, where: s.Where, raw) -> None:
         if r["offset"] + r["length"] > disk["size"]:
             at.report(f"ends at byte {r['offset'] + r['length']}, past the disk's {disk['size']}")
         for other in disk["regions"][:index]:
-            if other is not s.MISSING and r["offset"] < other["offset"] + other["length"] \
+            if other is s.MISSING or any(v is s.MISSING for v in other.values()):
+                continue  # reported already
+            if r["offset"] < other["offset"] + other["length"] \
                     and other["offset"] < r["offset"] + r["length"]:
                 at.report("overlaps an earlier region (each region's data must be its own)")
 
@@ -256,19 +278,19 @@ def _check_disk(disk: dict, where: s.Where, raw) -> None:
 DISK = s.Map({
     "id": s.F(s.Name(), required=True),
     "bus": s.F(s.Enum("virtio-blk", "nvme", "ahci-hd"), default="virtio-blk"),
-    "size": s.F(s.Size(minimum=1 << 20), required=True),
-    "serial": s.F(s.Str(r"^[A-Za-z0-9-]{1,20}$", "1-20 letters, digits or '-'"), required=True),
+    # Like memory, a bare number means MiB (a disk is never a few bytes).
+    "size": s.F(s.Size(minimum=s.MiB, maximum=MAX_DISK, bare=s.MiB), required=True),
+    "serial": s.F(s.Str(r"[A-Za-z0-9-]{1,20}", "1-20 letters, digits or '-'"), required=True),
     "readonly": s.F(s.Bool(), default=False),
     "sector_size": s.F(s.Int(512, 4096)),
-    "seed": s.F(s.Int(0), default=1),
+    "seed": s.F(s.Int(0, (1 << 64) - 1), default=1),
     "regions": s.F(s.ListOf(REGION), default=[]),
 }, extra=_check_disk)
 
 NIC = s.Map({
     "id": s.F(s.Name(), required=True),
     "model": s.F(s.Enum("virtio-net"), default="virtio-net"),
-    "mac": s.F(s.Str(r"^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$", "a lower-case MAC address"),
-               required=True),
+    "mac": s.F(s.Mac(), required=True),
 })
 
 SERIAL = s.Map({
@@ -293,7 +315,8 @@ class _Attachment(s.Kind):
 def _check_scenario(scenario: dict, where: s.Where, _raw) -> None:
     # Items that failed their own checks are MISSING (already reported): skip them here.
     attach = [item for item in scenario["attach"]
-              if item is not s.MISSING and item[1] is not s.MISSING]
+              if item is not s.MISSING and item[1] is not s.MISSING
+              and not any(v is s.MISSING for v in item[1].values())]
     ids = [body["id"] for _kind, body in attach]
     for ident in {i for i in ids if ids.count(i) > 1}:
         where.child("attach", where.line).report(f"id {ident!r} is used twice")

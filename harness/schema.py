@@ -4,19 +4,35 @@ Why not jsonschema: its errors point at JSON paths, not at the line a person has
 cannot convert ``512M`` into a number. Every kind here converts a raw YAML value into the value
 the model wants, and reports each problem it finds (all of them, not just the first) as
 ``file:line: field: message`` through a shared list.
+
+Values are checked whole (``re.fullmatch``: a ``$`` would let a final newline through), quoted
+through :func:`errors.show` (escaped, cut short), and bounded: numbers finite, sizes below a
+maximum, regular expressions compiled under a guard.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import Problem
+from .errors import Problem, show
 
-MISSING = object()
+
+class _Missing:
+    """The value of a field that failed its check (already reported) or is absent."""
+
+    def __repr__(self) -> str:
+        return "(missing)"
+
+
+MISSING = _Missing()
 
 # Names end up in file names, VM names, test ids and libvirt domain names: keep them boring.
-SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # use with fullmatch
+MAX_REGEX_CHARS = 1000     # the longest regex in the repository is under 100 characters
+MAX_SECONDS = 7 * 86400.0  # a timeout longer than a week is a typo, and nan/inf never expire
+KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
 
 class Invalid(Exception):
@@ -86,8 +102,8 @@ class Str(Kind):
             raise Invalid(f"must be a string, got {_type_name(value)}")
         if self.nonempty and not value.strip():
             raise Invalid("must not be empty")
-        if self.pattern and not self.pattern.match(value):
-            raise Invalid(f"{value!r} is not {self.what or 'valid'}")
+        if self.pattern and not self.pattern.fullmatch(value):
+            raise Invalid(f"{show(value)} is not {self.what or 'valid'}")
         return value
 
 
@@ -104,16 +120,22 @@ class Regex(Str):
 
     def check(self, value, where):
         value = super().check(value, where)
+        if len(value) > MAX_REGEX_CHARS:
+            raise Invalid(f"a regular expression of {len(value)} characters "
+                          f"(at most {MAX_REGEX_CHARS})")
         try:
             re.compile(value)
         except re.error as err:
             raise Invalid(f"invalid regular expression: {err}") from None
+        except (OverflowError, RecursionError, ValueError, MemoryError) as err:
+            reason = "nested too deep" if isinstance(err, RecursionError) else str(err)
+            raise Invalid(f"invalid regular expression: {reason}") from None
         return value
 
 
 class Sha256(Str):
     def __init__(self):
-        super().__init__(r"^[0-9a-f]{64}$", "a sha256 (64 lower-case hex digits)")
+        super().__init__(r"[0-9a-f]{64}", "a sha256 (64 lower-case hex digits)")
 
 
 class Int(Kind):
@@ -131,13 +153,21 @@ class Int(Kind):
 
 
 class Seconds(Kind):
-    """A positive duration in seconds (int or float)."""
+    """A positive, finite duration in seconds (int or float), at most :data:`MAX_SECONDS`:
+    a nan deadline never expires, and nan compares false with everything."""
+
+    def __init__(self, maximum: float = MAX_SECONDS):
+        self.maximum = maximum
 
     def check(self, value, where):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Invalid(f"must be a number of seconds, got {_type_name(value)}")
+        if not math.isfinite(value):
+            raise Invalid(f"must be a finite number of seconds, got {show(value)}")
         if value <= 0:
-            raise Invalid(f"must be positive, got {value}")
+            raise Invalid(f"must be positive, got {show(value)}")
+        if value > self.maximum:
+            raise Invalid(f"must be at most {self.maximum:g} seconds, got {show(value)}")
         return float(value)
 
 
@@ -148,33 +178,65 @@ class Bool(Kind):
         return value
 
 
-_SIZE = re.compile(r"^(\d+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
-_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"([0-9]{1,20})[ \t]*([KMGT]?)(i?B)?", re.IGNORECASE | re.ASCII)
+_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB}
 
 
 class Size(Kind):
-    """A size such as ``512M``, ``1G`` or ``4096K``; a bare number means MiB (bhyve's -m rule).
+    """A size such as ``512M``, ``1G``, ``4096K`` or ``64KiB``, converted to bytes.
 
-    Converted to bytes. ``multiple_of`` rejects sizes a device cannot have (whole sectors).
+    A bare number means bytes, unless the field says otherwise with ``bare`` (memory: MiB,
+    bhyve's -m rule): a byte count read as MiB turned ``bytes: 65536`` into 64 GiB. Every size
+    has a ``maximum`` (default :data:`GiB`: byte counts a step moves; memory and disks set
+    their own). ``multiple_of`` rejects sizes a device cannot have (whole sectors).
     """
 
-    def __init__(self, minimum: int = 1, multiple_of: int = 1):
-        self.minimum, self.multiple_of = minimum, multiple_of
+    def __init__(self, minimum: int = 1, multiple_of: int = 1, maximum: int = GiB,
+                 bare: int = 1):
+        self.minimum, self.multiple_of, self.maximum, self.bare = \
+            minimum, multiple_of, maximum, bare
 
     def check(self, value, where):
+        example = "512M or 1G" if self.bare == MiB else "65536, 64K or 8MiB"
         if isinstance(value, bool):
-            raise Invalid("must be a size such as 512M or 1G, got true/false")
+            raise Invalid(f"must be a size such as {example}, got true/false")
         if isinstance(value, int):
-            size = value * _UNITS[""]
-        elif isinstance(value, str) and (m := _SIZE.match(value.strip())):
-            size = int(m.group(1)) * _UNITS[m.group(2).upper()]
+            size = value * self.bare
+        elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip(" \t"))):
+            size = int(m.group(1)) * (_UNITS[m.group(2).upper()] if m.group(2) else self.bare)
         else:
-            raise Invalid(f"must be a size such as 512M or 1G, got {value!r}")
+            raise Invalid(f"must be a size such as {example}, got {show(value)}")
         if size < self.minimum:
-            raise Invalid(f"must be at least {self.minimum} bytes, got {value!r}")
+            raise Invalid(f"must be at least {_human(self.minimum)}, got {show(value)}")
+        if size > self.maximum:
+            raise Invalid(f"must be at most {_human(self.maximum)}, got {show(value)}")
         if size % self.multiple_of:
-            raise Invalid(f"must be a multiple of {self.multiple_of} bytes, got {value!r}")
+            raise Invalid(f"must be a multiple of {_human(self.multiple_of)}, got {show(value)}")
         return size
+
+
+def _human(size: int) -> str:
+    for unit, name in ((TiB, "TiB"), (GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return "1 byte" if size == 1 else f"{size} bytes"
+
+
+class Mac(Str):
+    """A lower-case unicast MAC address: not all-zero, not broadcast, not multicast (the low
+    bit of the first octet), none of which a NIC can have as its own address."""
+
+    def __init__(self):
+        super().__init__(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", "a lower-case MAC address")
+
+    def check(self, value, where):
+        value = super().check(value, where)
+        if value == "00:00:00:00:00:00":
+            raise Invalid(f"{show(value)} is the all-zero MAC address")
+        if int(value[:2], 16) & 1:
+            raise Invalid(f"{show(value)} is a multicast or broadcast MAC address; a NIC "
+                          "needs a unicast one (first octet even)")
+        return value
 
 
 class Enum(Kind):
@@ -183,7 +245,8 @@ class Enum(Kind):
 
     def check(self, value, where):
         if not isinstance(value, str) or value not in self.choices:
-            raise Invalid(f"unknown value {value!r}; expected one of: {', '.join(self.choices)}")
+            raise Invalid(f"unknown value {show(value)}; expected one of: "
+                          f"{', '.join(self.choices)}")
         return value
 
 
@@ -203,7 +266,7 @@ class ListOf(Kind):
             converted = self.item.convert(item, item_where)
             if self.unique and isinstance(converted, str):
                 if converted in seen:
-                    item_where.report(f"{converted!r} is listed twice")
+                    item_where.report(f"{show(converted)} is listed twice")
                 seen.add(converted)
             out.append(converted)
         return out
@@ -262,6 +325,8 @@ class FamilyMap(Kind):
 
     def check(self, value, where):
         if isinstance(value, dict):
+            if not value:  # nothing for any family: every case would skip, silently
+                raise Invalid(f"must name at least one of: {', '.join(self.FAMILIES)}")
             return Map({f: F(self.item) for f in self.FAMILIES}).check(value, where)
         return {f: self.item.check(value, where) for f in self.FAMILIES}
 

@@ -76,9 +76,67 @@ def test_plan_rejects_unknown_guest(capsys):
 
 
 def test_run_with_nothing_selected_is_not_success(tmp_path):
-    code = main(["run", "--scenario", "no-such-scenario", "--accel", "tcg",
+    # refguest has no bhyveload firmware: the selection is valid but selects no case
+    code = main(["run", "--scenario", "boot", "--firmware", "bhyveload", "--accel", "tcg",
                  "--artifacts", str(tmp_path), "-q", "-p", "no:cacheprovider"])
-    assert code != 0
+    assert code == 5
+
+
+def test_unknown_scenario_is_a_usage_error_naming_the_choices(tmp_path, capsys):
+    for command in ("plan", "run"):
+        assert main([command, "--scenario", "boot", "--scenario", "nosuch",
+                     "--artifacts", str(tmp_path)]) == 2
+        assert capsys.readouterr().err == (
+            "(command line):0: --scenario: unknown scenario 'nosuch'; known: boot, nvme, "
+            "uart, virtio-blk, virtio-net\n")
+
+
+def test_plain_pytest_refuses_an_unknown_scenario_or_guest_once():
+    for option in ("--scenario", "--guest"):
+        proc = subprocess.run([sys.executable, "-m", "pytest", "scenarios", option, "nosuch",
+                               "-p", "no:cacheprovider"], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 4  # pytest's exit status for a usage error
+        assert f"{option}: unknown {option[2:]} 'nosuch'; known: " in proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout and proc.stderr.count("known:") == 1
+
+
+def test_run_hands_what_follows_the_double_dash_to_pytest(monkeypatch, tmp_path):
+    import pytest
+
+    seen = []
+    monkeypatch.setattr(pytest, "main", lambda args, plugins=(): seen.append(args) or 0)
+    main(["run", "--scenario", "boot", "--artifacts", str(tmp_path), "--", "-n", "2", "-p",
+          "no:cacheprovider"])
+    args, = seen
+    assert "--" not in args and args[-4:] == ["-n", "2", "-p", "no:cacheprovider"]
+
+
+def test_validate_takes_directories_and_each_file_once(capsys):
+    from harness.paths import GUESTS_DIR, SCENARIOS_DIR
+
+    assert main(["validate", str(GUESTS_DIR), str(SCENARIOS_DIR)]) == 0
+    assert capsys.readouterr().out == "ok: 6 file(s) valid\n"
+    guest = GUESTS_DIR / "linux/refguest.yaml"
+    assert main(["validate", str(guest), str(guest), str(GUESTS_DIR / "linux/../linux/refguest.yaml")]) == 0
+    assert capsys.readouterr().out == "ok: 1 file(s) valid\n"
+
+
+def test_validate_checks_hosts_files(tmp_path, capsys):
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("- uri: qemu:///system\n- uri: qemu+tcp://h:99999/system\n")
+    assert main(["validate", "--hosts", str(hosts)]) == 2
+    assert capsys.readouterr().err.startswith(f"{hosts}:2: [1].uri: port '99999' in")
+
+
+def test_plan_takes_a_repository_guest_by_its_path(capsys):
+    from harness.paths import GUESTS_DIR
+
+    path = str(GUESTS_DIR / "linux/refguest.yaml")
+    assert main(["plan", "--accel", "tcg", "--json", "--scenario", "boot", "--guest", path,
+                 "--guest", "refguest", "--guest", path]) == 0
+    ids = [c["id"] for c in json.loads(capsys.readouterr().out)["cases"]]
+    assert ids == ["boot[refguest-uefi-qemu]", "boot[refguest-csm-qemu]"]
 
 
 def test_plan_shows_what_each_device_scenario_adds(capsys):
@@ -133,3 +191,24 @@ def test_refvm_run_counts_matrix_skips_apart_from_cases_that_could_not_run():
                    ReportDouble("failed", "teardown")):
         outcomes.pytest_runtest_logreport(report)
     assert (outcomes.passed, outcomes.runtime_skips, outcomes.failed) == (1, 1, 1)
+
+
+def test_the_readme_examples_are_valid(tmp_path, capsys):
+    """Every YAML example in README.md validates (the guest's placeholder hash filled in)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"example{index}.yaml"
+        path.write_text(block.replace("<64 hex digits of the downloaded file>", "a" * 64))
+        args = ["--hosts", str(path)] if block.lstrip().startswith("- uri:") else [str(path)]
+        assert main(["validate", *args]) == 0, capsys.readouterr().err
+
+
+def test_a_usage_error_inside_pytest_is_refvms_usage_status(tmp_path, capsys):
+    # pytest's own usage error (exit 4) for an option after `--` is exit 2, like refvm's
+    assert main(["run", "--artifacts", str(tmp_path), "--", "--scenario", "nosuch"]) == 2
+    assert capsys.readouterr().err.count("unknown scenario 'nosuch'; known: boot,") == 1

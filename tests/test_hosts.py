@@ -191,3 +191,16 @@ def test_a_hosts_file_that_is_not_utf8_is_one_line(tmp_path):
         load_hosts(path)
     assert [str(p) for p in err.value.problems] == [
         f"{path}:2: --hosts: not UTF-8 text: byte 0xe9 at offset 29"]
+
+
+def test_uris_libvirt_documents_are_accepted():
+    text = "".join(f"- uri: {uri}\n  name: h{i}\n" for i, uri in enumerate([
+        "qemu+tls://kvm1.example.com:16514/system?pkipath=/etc/pki/refvm",
+        "qemu+ssh://ci@10.0.0.7:22/system?keyfile=~/.ssh/id_ed25519&known_hosts=/etc/ssh/kh"
+        "&no_verify=1",
+        "qemu+unix:///session?socket=/run/user/1000/libvirt/virtqemud-sock",
+        "bhyve+ssh://root@[2001:db8::7]:2222/system?sshauth=privkey,agent",
+        "qemu+tcp://h:1/system", "qemu+tcp://h:65535/system", "test:///session",
+    ]))
+    assert [h.uri.split(":")[0] for h in parse_hosts(text, "hosts.yaml")] == [
+        "qemu+tls", "qemu+ssh", "qemu+unix", "bhyve+ssh", "qemu+tcp", "qemu+tcp", "test"]

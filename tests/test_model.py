@@ -138,3 +138,57 @@ def test_duplicate_guest_names_are_refused(tmp_path):
     b = write(tmp_path, GOOD_GUEST.format(sha=SHA), "b.yaml")
     with pytest.raises(ConfigError, match="'tiny' is also the name in"):
         load_guests([str(a), str(b)])
+
+
+def test_byte_counts_are_bytes_and_sizes_keep_their_units(tmp_path):
+    """A bare number in a byte-count field is bytes (it was MiB: ``bytes: 65536`` asked for
+    64 GiB); memory and disk sizes keep bhyve's bare-number-is-MiB rule; units work as before."""
+    path = write(tmp_path, """\
+        name: s
+        attach:
+          - disk: {id: d, size: 64, serial: S1, regions: [{offset: 4096, length: 8192, block: 4K}]}
+          - serial: {id: data, port: com2}
+          - nic: {id: n, mac: '52:54:00:00:00:02'}
+        steps:
+          - uart_check: {serial: data, bytes: 65536}
+          - uart_check: {serial: data, bytes: 64KiB}
+          - net_check: {nic: n, bytes: 8M}
+        """, "s.yaml")
+    scenario = load_scenario(path)
+    disk = scenario.attach[0]
+    assert disk.size == 64 << 20
+    assert (disk.regions[0].offset, disk.regions[0].length, disk.regions[0].block) == \
+        (4096, 8192, 4096)
+    assert [s.args["bytes"] for s in scenario.steps] == [65536, 65536, 8 << 20]
+    guest = load_guest(write(tmp_path, GOOD_GUEST.format(sha=SHA).replace("256M", "512")))
+    assert guest.memory == 512 << 20
+
+
+def test_repository_byte_counts_mean_what_they_meant():
+    by_name = {s.name: s for s in load_scenarios()}
+    uart, = [s for s in by_name["uart"].steps if s.kind == "uart_check"]
+    assert uart.args["bytes"] == 64 << 10
+    net, = [s for s in by_name["virtio-net"].steps if s.kind == "net_check"]
+    assert net.args["bytes"] == 8 << 20
+    assert by_name["virtio-blk"].attach[0].size == 64 << 20
+    assert load_guests()[0].memory == 512 << 20
+
+
+def test_a_repository_guest_named_by_path_is_that_guest(tmp_path):
+    from harness.paths import GUESTS_DIR
+
+    path = GUESTS_DIR / "linux/refguest.yaml"
+    link = tmp_path / "link.yaml"
+    link.symlink_to(path)
+    chosen = load_guests([str(path), "refguest", str(link), str(path)])
+    assert [g.name for g in chosen] == ["refguest"]
+
+
+def test_a_value_with_a_final_newline_never_reaches_a_guest_command():
+    from harness.errors import InfraError
+    from harness.families import family
+
+    linux = family("linux")
+    assert "/sys/class/block/vdb/size" in linux.device_command("disk_size", name="vdb")
+    with pytest.raises(InfraError, match=r"refusing to put 'vdb\\n' into a guest command"):
+        linux.device_command("disk_size", name="vdb\n")

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import schema as s
-from ..errors import ConfigError, InfraError
+from ..errors import ConfigError, InfraError, show
 from ..yamlfile import load_file
 
 HERE = Path(__file__).parent
@@ -25,7 +25,7 @@ DEVICE_OPS = (
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.
-SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:\\-]+$")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:\\-]+")  # used with fullmatch: no final newline
 PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 FAMILY = s.Map({
@@ -60,8 +60,8 @@ class Family:
             if key not in values:
                 raise InfraError(f"{self.name}.yaml {op}: no value for @{key}@")
             value = str(values[key])
-            if not SAFE_VALUE.match(value):
-                raise InfraError(f"refusing to put {value!r} into a guest command ({op})")
+            if not SAFE_VALUE.fullmatch(value):
+                raise InfraError(f"refusing to put {show(value)} into a guest command ({op})")
             return value
 
         return PLACEHOLDER.sub(fill, template)

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from ..backends import BACKENDS, DEFAULT_BACKEND
-from ..catalog import load_scenarios
+from ..catalog import load_scenarios, select_scenarios
 from ..errors import ConfigError, HarnessError, Unsupported
+from ..hosts import check_uri
 from ..images.cache import ImageUnavailable
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
@@ -64,7 +65,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     try:
         config.stash[STATE_KEY] = state = RefvmState(config.option)
-    except ConfigError as err:  # a bad hosts file: file:line: field: message, no traceback
+        _check_selection(config, state)
+    except ConfigError as err:  # a bad hosts file or selection: one line each, no traceback
         raise pytest.UsageError(str(err)) from None
     if state.pool is not None:
         pool.distribute_by_host(config)
@@ -86,6 +88,29 @@ def pytest_configure(config):
         # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down; a
         # second SIGTERM (runners often send more than one) does not cut that short.
         workers.stop_once_on(signal.SIGTERM)
+
+
+def _check_selection(config, state) -> None:
+    """``--libvirt-uri`` is a URI a hosts file could hold, and ``--guest`` and ``--scenario``
+    name things that exist, checked once here: left to collection, a bad guest file is an
+    error per scenario file and an unknown name selects nothing, which passes. Scenario names
+    are those of the files in the scenario directories or named on the command line that load
+    (a broken one is reported when it is collected)."""
+    check_uri(config.option.libvirt_uri)
+    if config.option.guest:
+        state.guests  # noqa: B018 - loads and checks them, raising ConfigError
+    if config.option.scenario:
+        paths = [p for d in config.getini("refvm_scenario_dirs")
+                 for p in sorted((config.rootpath / d).glob("*.yaml"))]
+        paths += [Path(a.split("::")[0]) for a in config.args
+                  if a.split("::")[0].endswith((".yaml", ".yml"))]
+        scenarios = []
+        for path in paths:
+            try:
+                scenarios += load_scenarios([path])
+            except ConfigError:
+                continue
+        select_scenarios(scenarios, config.option.scenario)
 
 
 def pytest_unconfigure(config):
