@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import model
 from .errors import ConfigError, Problem, show
-from .model import Guest, Scenario, load_guest, load_scenario
+from .model import Guest, Scenario, load_guest
 from .paths import GUESTS_DIR, SCENARIOS_DIR
+from .steps import step_schema
 
 
 def repo_guest_files(root: Path = GUESTS_DIR) -> list[Path]:
@@ -93,6 +95,11 @@ def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
     if problems:
         raise ConfigError(problems)
     return chosen
+
+
+def load_scenario(path: Path) -> Scenario:
+    """One scenario file, its steps checked against the step registry."""
+    return model.load_scenario(path, step_schema())
 
 
 def load_scenarios(paths=None) -> list[Scenario]:

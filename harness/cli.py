@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
-from .catalog import (load_all, load_guests, load_scenarios, repo_guest_files, scenario_files,
-                      same_file_key, select_scenarios, unique_files)
+from .catalog import (load_all, load_guests, load_scenario, load_scenarios, repo_guest_files,
+                      same_file_key, scenario_files, select_scenarios, unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported
 from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
-from .model import FIRMWARES, load_guest, load_scenario
+from .model import FIRMWARES, load_guest
 from .paths import SCENARIOS_DIR, cache_dir
 from .yamlfile import load_file
 

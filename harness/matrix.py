@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import Guest, Scenario
-from .steps import REGISTRY, step_schema
+from .steps import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ def skip_reason(case: Case, backend) -> str | None:
 
 def build(scenarios, guests, backend, firmwares=()) -> list[tuple[Case, str | None]]:
     """Every (case, skip reason) for the selection; firmwares filters if given."""
-    step_schema()  # make sure the step registry is populated
     out = []
     for scenario in scenarios:
         for guest in guests:

@@ -337,16 +337,14 @@ def _check_scenario(scenario: dict, where: s.Where, _raw) -> None:
                     f"no {kind} with id {ident!r} under attach")
 
 
-def _scenario_schema():
-    from .steps import step_schema  # steps register their own argument schemas
-
+def _scenario_schema(steps: s.Kind):
     return s.Map({
         "name": s.F(s.Name(), required=True),
         "description": s.F(s.Str(), default=""),
         "requires": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
         "timeout": s.F(s.Seconds(), default=900.0),
         "attach": s.F(s.ListOf(_Attachment()), default=[]),
-        "steps": s.F(s.ListOf(step_schema(), nonempty=True), required=True),
+        "steps": s.F(s.ListOf(steps, nonempty=True), required=True),
     }, extra=_check_scenario)
 
 
@@ -362,12 +360,15 @@ def _attachment(kind: str, body: dict):
     return SerialAttach(body["id"], body["port"])
 
 
-def load_scenario(path: Path) -> Scenario:
-    """Load and check one scenario file; raise ConfigError listing every problem found."""
+def load_scenario(path: Path, steps: s.Kind) -> Scenario:
+    """Load and check one scenario file; raise ConfigError listing every problem found.
+
+    ``steps`` checks each step and its arguments: the steps' own registry (harness.steps,
+    through harness.catalog.load_scenario), which sits above the model and is handed in."""
     path = Path(path)
     raw = load_file(path)
     problems: list[Problem] = []
-    data = s.validate(raw, _scenario_schema(), str(path), problems)
+    data = s.validate(raw, _scenario_schema(steps), str(path), problems)
     if problems:
         raise ConfigError(problems)
     steps = tuple(Step(kind, args, line) for kind, args, line in data["steps"])

@@ -13,7 +13,7 @@ from harness.catalog import load_guests
 from harness.errors import GuestFailure
 from harness.images.cache import ImageCache
 from harness.matrix import Case
-from harness.model import load_scenario
+from harness.catalog import load_scenario
 from harness.paths import cache_dir
 from harness.runner import Run
 

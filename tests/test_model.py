@@ -8,7 +8,8 @@ import pytest
 
 from harness.catalog import load_guests, load_scenarios
 from harness.errors import ConfigError
-from harness.model import load_guest, load_scenario
+from harness.catalog import load_scenario
+from harness.model import load_guest
 
 GOOD_GUEST = """\
 name: tiny

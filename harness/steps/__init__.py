@@ -1,61 +1,19 @@
 """Scenario steps: the verbs a scenario file may use, each with its own argument schema.
 
 A step is written in YAML either as a bare name (``- login``) or as a one-key mapping
-(``- run: {command: uname -s, output: '^Linux$'}``). The registry below is what scenario
-validation checks against, so an unknown step or argument is a load-time error with a line.
+(``- run: {command: uname -s, output: '^Linux$'}``). The registry (``registry``) is what
+scenario validation checks against, so an unknown step or argument is a load-time error with a
+line. Importing this package registers the built-in steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from .. import schema as s
+from . import basic, disks, network, uart  # noqa: F401  (they register on import)
+from .registry import REGISTRY, StepKind, StepType, register
 
-
-@dataclass(frozen=True)
-class StepType:
-    name: str
-    args: s.Map
-    run: Callable  # run(ctx, args) -> None; raises GuestFailure / InfraError
-    doc: str = ""
-    # Which OS families the step can run on given its args (None: all families).
-    families: Callable[[dict], set] | None = None
-
-
-REGISTRY: dict[str, StepType] = {}
-
-
-def register(name: str, args: s.Map | None = None, doc: str = "", families=None):
-    """Decorator: make ``fn(ctx, args)`` available to scenario files as step ``name``."""
-
-    def wrap(fn):
-        REGISTRY[name] = StepType(name, args or s.Map({}), fn, doc or (fn.__doc__ or ""), families)
-        return fn
-
-    return wrap
-
-
-class _StepKind(s.Kind):
-    def check(self, value, where):
-        if isinstance(value, str):
-            name, args = value, {}
-        elif isinstance(value, dict) and len(value) == 1:
-            (name, args), = value.items()
-            args = {} if args is None else args
-        else:
-            raise s.Invalid("a step is a name or a mapping with one key: the step's name")
-        if name not in REGISTRY:
-            raise s.Invalid(f"unknown step {name!r}; known steps: {', '.join(sorted(REGISTRY))}")
-        line = value.line_of(name) if hasattr(value, "line_of") else where.line
-        converted = REGISTRY[name].args.convert(args, s.Where(where.file, f"{where.field}.{name}",
-                                                              line, where.problems))
-        return (name, converted, where.line)
+__all__ = ["REGISTRY", "StepType", "register", "step_schema"]
 
 
 def step_schema() -> s.Kind:
-    _load_builtin_steps()
-    return _StepKind()
-
-
-def _load_builtin_steps() -> None:
-    from . import basic, disks, network, uart  # noqa: F401  (they register on import)
+    """The kind that checks one step of a scenario file against the registry."""
+    return StepKind()

@@ -6,7 +6,7 @@ import time
 
 from .. import schema as s
 from ..errors import CommandFailed, ConsoleTimeout, GuestFailure, LoginError
-from . import register
+from .registry import register
 
 EXPECTED_FIRMWARE = {"uefi": "UEFI", "csm": "BIOS", "bhyveload": "BIOS"}
 

@@ -15,7 +15,7 @@ from .. import schema as s
 from ..errors import GuestFailure
 from ..hostdata import file_sha256, read_region, sha256
 from ..model import DiskAttach
-from . import register
+from .registry import register
 from .guestops import first_sha256, guest_op, integers, last_line
 
 DISK_ARG = s.Map({"disk": s.F(s.Name(), required=True)})

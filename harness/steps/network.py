@@ -15,7 +15,7 @@ from .. import schema as s
 from ..errors import GuestFailure, InfraError
 from ..hostio import TcpEndpoint
 from ..model import NicAttach
-from . import register
+from .registry import register
 from .guestops import first_sha256, guest_op, integers, last_line
 
 

@@ -13,7 +13,7 @@ from ..errors import GuestFailure
 from ..hostdata import sha256
 from ..hostio import serial_receive, serial_send
 from ..model import SerialAttach
-from . import register
+from .registry import register
 from .guestops import first_sha256, guest_op, integers
 
 
