@@ -136,7 +136,8 @@ def test_duplicate_module_and_package(tmp_path):
 
 def test_invalid_yaml_names_line(tmp_path):
     message = recipe_error(tmp_path, "builder: x\nmodules: [a, b\nhostname: y\n")
-    assert "not valid YAML" in message and "(line " in message
+    assert message.endswith("recipe.yaml:3: (syntax): invalid YAML: expected ',' or ']', but "
+                            "got ':'")
 
 
 def test_not_a_mapping(tmp_path):
@@ -145,8 +146,17 @@ def test_not_a_mapping(tmp_path):
 
 def test_unreadable_recipe(tmp_path):
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(RecipeError, match=r"nope\.yaml: cannot read recipe"):
+    with pytest.raises(RecipeError, match=r"nope\.yaml:0: \(file\): cannot read: No such file"):
         load_recipe(missing)
+
+
+def test_a_recipe_that_is_a_fifo_is_refused_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # reading it would block forever
+    with pytest.raises(RecipeError, match="fifo.yaml:0: .*not a regular file"):
+        load_recipe(fifo)
 
 
 def test_package_file_name_and_apt_spec():

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ...errors import ConfigError
+from ...yamlfile import load_file
+
 
 BUILDER_NAME = "debian-busybox-hybrid"
 RECIPE_FIELDS = ("builder", "hostname", "kernel_cmdline", "modules", "packages")
@@ -79,18 +81,10 @@ def normalize_module(name: str) -> str:
 def load_recipe(path: Path) -> Recipe:
     """Read and check a recipe; every problem names the file and the field to edit."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise RecipeError(f"{path}: cannot read recipe: {reason}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
+    try:  # the same hostile-input guards as guest files: regular files, bounded YAML
+        data = load_file(path)
+    except ConfigError as err:
+        raise RecipeError(str(err.problems[0])) from None
 
     def fail(field: str, message: str) -> RecipeError:
         return RecipeError(f"{path}: {field}: {message}")
