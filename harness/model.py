@@ -31,7 +31,7 @@ DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$"
 class ImageSpec:
     """Where a guest's boot disk comes from; always pinned by sha256 or by a build recipe."""
 
-    url: str | None
+    urls: tuple  # where to download it from, tried in order (empty: not downloaded)
     path: Path | None
     build: Path | None
     sha256: str | None
@@ -39,8 +39,13 @@ class ImageSpec:
     compression: str
 
     @property
+    def url(self) -> str | None:
+        """The first download URL (the others are fallbacks for the same file)."""
+        return self.urls[0] if self.urls else None
+
+    @property
     def source(self) -> str:
-        return "url" if self.url else "path" if self.path else "build"
+        return "url" if self.urls else "path" if self.path else "build"
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,9 @@ def _check_image(image: dict, where: s.Where, _raw) -> None:
 
 
 IMAGE = s.Map({
-    "url": s.F(s.Str(r"https?://[!-~]{1,2000}", "an http(s) URL (printable ASCII, no spaces)")),
+    "url": s.F(s.OneOrList(s.Str(r"https?://[!-~]{1,2000}",
+                                 "an http(s) URL (printable ASCII, no spaces)")),
+               doc="one URL, or a list tried in order (the same file: one sha256)"),
     "path": s.F(s.Str()),
     "build": s.F(s.Str(), doc="recipe file, relative to the guest file"),
     "sha256": s.F(s.Sha256()),
@@ -224,7 +231,7 @@ def load_guest(path: Path) -> Guest:
         raise ConfigError(problems)
     img = data["image"]
     image = ImageSpec(
-        url=img["url"],
+        urls=tuple(img["url"] or ()),
         path=_resolve(path, raw, "path") if img["path"] else None,
         build=_resolve(path, raw, "build") if img["build"] else None,
         sha256=img["sha256"], format=img["format"], compression=img["compression"])

@@ -272,6 +272,23 @@ class ListOf(Kind):
         return out
 
 
+class OneOrList(Kind):
+    """One value or a list of them (a guest's image URLs: an end-of-life release moves from
+    the download site to the archive, with the same file and sha256); always a list after."""
+
+    def __init__(self, item: Kind, max_items: int = 8):
+        self.item = item
+        self.list = ListOf(item, unique=True, nonempty=True)
+        self.max_items = max_items
+
+    def check(self, value, where):
+        if isinstance(value, list):
+            if len(value) > self.max_items:
+                raise Invalid(f"at most {self.max_items} items, got {len(value)}")
+            return self.list.check(value, where)
+        return [self.item.check(value, where)]
+
+
 @dataclass
 class F:
     """A field of a mapping: its kind, whether it is required, its default and a doc line."""

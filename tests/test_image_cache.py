@@ -160,7 +160,7 @@ def test_local_image_with_wrong_hash_is_refused(tmp_path):
     image = tmp_path / "disk.img"
     image.write_bytes(PAYLOAD)
     guest = url_guest(tmp_path, "http://unused/", SHA)
-    guest = replace(guest, image=replace(guest.image, url=None, path=image, sha256="0" * 64))
+    guest = replace(guest, image=replace(guest.image, urls=(), path=image, sha256="0" * 64))
     with pytest.raises(InfraError, match="does not have sha256 0{64}"):
         quiet_cache(tmp_path).prepare(guest)
 
@@ -253,3 +253,42 @@ def test_refvm_images_import_through_the_command_line(tmp_path):
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1 and "which no guest pins" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_guest_may_list_several_urls_for_one_file(tmp_path, server):
+    """An end-of-life release moves from the download site to the archive: the same file,
+    the same sha256, under another URL. The first that answers with the pinned file wins."""
+    server.blobs["/archive/disk.img"] = PAYLOAD
+    server.blobs["/mirror/disk.img"] = b"another file"
+    path = tmp_path / "g.yaml"
+    path.write_text(f"""\
+name: urlguest
+family: linux
+image:
+  url:
+    - {server.url}/releases/disk.img
+    - {server.url}/mirror/disk.img
+    - {server.url}/archive/disk.img
+  sha256: {SHA}
+firmware: [csm]
+console: {{user: root}}
+""")
+    guest = load_guest(path)
+    assert guest.image.urls == tuple(f"{server.url}/{d}/disk.img"
+                                     for d in ("releases", "mirror", "archive"))
+    target = quiet_cache(tmp_path).prepare(guest)
+    assert target.read_bytes() == PAYLOAD
+    assert server.hits == {"/releases/disk.img": 1, "/mirror/disk.img": 1,
+                           "/archive/disk.img": 1}
+
+
+def test_when_every_url_fails_each_failure_is_named(tmp_path, server):
+    server.blobs["/mirror/disk.img"] = b"another file"
+    path = tmp_path / "g.yaml"
+    path.write_text(f"name: urlguest\nfamily: linux\nimage:\n  url: [{server.url}/gone.img, "
+                    f"{server.url}/mirror/disk.img]\n  sha256: {SHA}\nfirmware: [csm]\n"
+                    f"console: {{user: root}}\n")
+    with pytest.raises(InfraError) as err:
+        quiet_cache(tmp_path).prepare(load_guest(path))
+    assert f"{server.url}/gone.img: HTTP Error 404" in str(err.value)
+    assert f"{server.url}/mirror/disk.img: sha256 mismatch" in str(err.value)

@@ -148,7 +148,7 @@ class ImageCache:
             if not self.allow_fetch:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
                                        "downloads are off (run: refvm images fetch)")
-            return self._install(guest, target, lambda tmp: self._fetch(image.url, image.sha256,
+            return self._install(guest, target, lambda tmp: self._fetch(image.urls, image.sha256,
                                                                         tmp))
 
     def _install(self, guest: Guest, target: Path, obtain: Callable[[Path], Path],
@@ -178,7 +178,7 @@ class ImageCache:
         path = Path(path)
         if not path.is_file():
             raise InfraError(f"{path}: not a regular file")
-        wanted = [g for g in guests if g.image.url]
+        wanted = [g for g in guests if g.image.urls]
         sha = file_sha256(path)
         matches = [g for g in wanted if g.image.sha256 == sha]
         if not matches:
@@ -196,29 +196,38 @@ class ImageCache:
             imported.append((guest, target))
         return imported
 
-    def _fetch(self, url: str, sha256: str, tmp: Path) -> Path:
-        """Download ``url`` into ``tmp`` (in a scratch directory, see _download); keep it
-        only if its sha256 is ``sha256``."""
-        self.log(f"fetching {url}")
-        digest = hashlib.sha256()
-        try:
-            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                while chunk := resp.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except urllib.error.HTTPError as err:  # the server answered: the pin is wrong or moved
-            tmp.unlink(missing_ok=True)
-            raise InfraError(f"cannot fetch {url}: {err}") from None
-        except OSError as err:  # no route, no DNS, refused: this host cannot download it
-            tmp.unlink(missing_ok=True)
+    def _fetch(self, urls: tuple, sha256: str, tmp: Path) -> Path:
+        """Download the first of ``urls`` that gives a file with sha256 ``sha256`` into
+        ``tmp`` (in a scratch directory, see _download). Every URL is tried before giving up:
+        a skip (ImageUnavailable) when none could be reached from this host, an InfraError
+        naming each failure when a server answered wrongly (an HTTP error, another file)."""
+        failures, unreachable = [], 0
+        for url in urls:
+            self.log(f"fetching {url}")
+            digest = hashlib.sha256()
+            try:
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                    while chunk := resp.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except urllib.error.HTTPError as err:  # the server answered: wrong or moved
+                failures.append(f"{url}: {err}")
+                continue
+            except OSError as err:  # no route, no DNS, refused: this host cannot reach it
+                failures.append(f"{url}: {getattr(err, 'reason', err)}")
+                unreachable += 1
+                continue
+            if digest.hexdigest() == sha256:
+                return tmp
+            failures.append(f"{url}: sha256 mismatch: expected {sha256}, got "
+                            f"{digest.hexdigest()}; the file was not kept")
+        tmp.unlink(missing_ok=True)
+        if unreachable == len(urls):
             raise ImageUnavailable(
-                f"cannot download {url} from this host ({getattr(err, 'reason', err)}); fetch "
-                f"it elsewhere and add it with: refvm images import FILE") from None
-        if digest.hexdigest() != sha256:
-            tmp.unlink(missing_ok=True)
-            raise InfraError(f"{url}: sha256 mismatch: expected {sha256}, "
-                             f"got {digest.hexdigest()}; the file was not kept")
-        return tmp
+                f"cannot download {' or '.join(urls)} from this host "
+                f"({'; '.join(f.split(': ', 1)[1] for f in failures)}); fetch it elsewhere and "
+                f"add it with: refvm images import FILE")
+        raise InfraError("cannot fetch the image: " + "; ".join(failures))
 
     # Build -----------------------------------------------------------------------------------
     def recipe_key(self, guest: Guest) -> str:
