@@ -32,8 +32,8 @@ def start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     env = dict(os.environ, REFVM_TMP=str(scratch))
     with open(tmp_path / "out.log", "w") as out:  # the child keeps its own copy of the fd
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware",
-             "csm", "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
+            [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--guest",
+             "refguest", "--firmware", "csm", "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
              "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, scratch
@@ -141,7 +141,7 @@ def test_a_run_keeps_what_it_did_not_make_and_reaps_a_dead_runs_leftovers(tmp_pa
     assert dead.is_dir()
     out = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--scenario", "boot", "--firmware", "csm",
-         "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"), "-p", "no:cacheprovider"],
+         "--guest", "refguest", "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"), "-p", "no:cacheprovider"],
         env=dict(os.environ, REFVM_TMP=str(scratch)), capture_output=True, text=True,
         timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

@@ -48,7 +48,7 @@ def collect(tmp_path, hosts_text: str, *args: str) -> tuple[int, list[dict], str
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "scenarios", "--collect-only", "-q",
          "-p", "no:cacheprovider", "-p", "print_items", "--backend", "libvirt",
-         "--hosts", str(hosts), *args],
+         "--guest", "refguest", "--hosts", str(hosts), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     items = [json.loads(line[5:]) for line in proc.stdout.splitlines()
              if line.startswith("ITEM ")]
@@ -115,7 +115,7 @@ def test_plan_names_the_host_of_every_case(tmp_path):
     hosts.write_text(TWO_HOSTS)
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "plan", "--backend", "libvirt", "--hosts",
-         str(hosts), "--scenario", "boot", "--json"],
+         str(hosts), "--scenario", "boot", "--guest", "refguest", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0 and "cannot connect to libvirt" in proc.stderr:
         pytest.skip(proc.stderr.strip())  # plan reads each host's domain capabilities
@@ -152,7 +152,8 @@ def test_a_host_it_cannot_reach_is_one_infra_line_counted_against_that_host(tmp_
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider",
          "--backend", "libvirt", "--hosts", str(hosts), "--scenario", "boot",
-         "--artifacts", str(tmp_path / "artifacts"), "--junitxml", str(junit)],
+         "--guest", "refguest", "--artifacts", str(tmp_path / "artifacts"),
+         "--junitxml", str(junit)],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output
@@ -171,7 +172,7 @@ def test_plan_says_an_unreachable_host_is_an_error_as_run_would(tmp_path):
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text("- uri: qemu+tcp://127.0.0.1:9/system\n  name: nobody-listens\n")
     plan = [sys.executable, "-m", "harness.cli", "plan", "--backend", "libvirt", "--hosts",
-            str(hosts), "--scenario", "boot"]
+            str(hosts), "--scenario", "boot", "--guest", "refguest"]
     proc = subprocess.run(plan + ["--json"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

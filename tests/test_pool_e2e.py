@@ -52,6 +52,7 @@ def pool(tmp_path):
 
 def pool_command(tmp_path, hosts: Path, *selection: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider",
+            "--guest", "refguest",
             "--backend", "libvirt", "--hosts", str(hosts), "-n", "2", "--accel", "tcg",
             "--artifacts", str(tmp_path / "artifacts"),
             "--junitxml", str(tmp_path / "junit.xml"), *selection]
@@ -88,7 +89,8 @@ def test_a_two_host_pool_runs_the_whole_matrix_on_both_hosts(tmp_path, pool):
     decoys = make_decoys(scratch)  # named like refvm's, not made by it: the run must keep them
     env = dict(os.environ, REFVM_TMP=str(scratch))
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--backend", "libvirt", "--hosts",
+        [sys.executable, "-m", "harness.cli", "run", "--guest", "refguest", "--backend",
+         "libvirt", "--hosts",
          str(hosts), "--accel", "tcg", "--artifacts", str(tmp_path / "artifacts"),
          "--junitxml", str(tmp_path / "junit.xml"), "-p", "no:cacheprovider"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

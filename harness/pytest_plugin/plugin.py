@@ -202,7 +202,8 @@ class ScenarioItem(pytest.Item):
             pytest.skip(self.skip_reason)
         try:
             image = self.state.image_for(self.case.guest)
-        except ImageUnavailable as err:
+        except ImageUnavailable as err:  # cannot be had on this host (offline, no route)
+            self.user_properties.append(("skip", "image"))
             pytest.skip(str(err))
         if self.host is not None:  # before the host is reached: its summary counts failures
             self.record("host", pool.host_label(self.host))
