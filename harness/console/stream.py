@@ -9,9 +9,17 @@ everything read since the last match (``before``) without bound. Its read, searc
 are one loop that cannot be changed piecewise, so this module does the reading and the
 :class:`~harness.console.serial.SerialConsole` the searching:
 
-- **coalesce reads**: after a small read, wait ``COALESCE_SECONDS`` and take whatever else has
-  arrived in one go (up to ``COALESCE_LIMIT``); a big read (a fast stream) is not delayed. The
-  cost is per wake-up, not per byte the UART delivers; a prompt is seen at most that late;
+- **coalesce reads**: once output arrives, read again while more comes, and hand the text
+  over (to the log, the failure scan and the search) when a pass finds nothing new, after
+  ``COALESCE_SECONDS``, or at once when a pass reads a lot (a fast stream is not held back).
+  The search, scan and log cost per hand-over, not per byte the UART delivers. The passes
+  themselves cannot be far apart: QEMU writes each UART byte to its socket with a write of its
+  own and the socket holds only ~278 such writes (its send buffer counts each one's overhead),
+  so a reader that sleeps 20 ms stalls the guest's UART (measured: 32 KB/s instead of
+  100-300 KB/s). The interval adapts (``READ_INTERVAL``) so that a pass finds about
+  ``PASS_TARGET`` bytes: short while a fast 1-byte stream flows, longer for a slow one, since
+  every wake-up costs CPU too. What stays is the kernel's cost of one socket buffer per
+  QEMU write, which the reader pays and no reader avoids (bench/console_flood.py's "floor");
 - **failure patterns once per complete line**: each new complete line is scanned exactly once,
   whatever wait is running; an unfinished line is scanned when a wait ends, and a line longer
   than ``LINE_LIMIT`` without a newline is scanned in pieces that overlap;
@@ -27,8 +35,10 @@ import select
 import time
 
 READ_CHUNK = 65536
-COALESCE_SECONDS = 0.02  # after a small read, wait this long for more before searching
-COALESCE_BELOW = 4096  # a read smaller than this means the guest is trickling
+READ_INTERVAL = (0.0005, 0.01)  # while output trickles in, read this often (see below) ...
+PASS_TARGET = 160  # ... adapted so that a pass finds about this many bytes
+COALESCE_SECONDS = 0.02  # ... and hand it over at least this often
+COALESCE_BELOW = 4096  # a pass that reads less than this means the guest is trickling
 COALESCE_LIMIT = 1 << 20  # at most this many bytes are handed over per wake-up
 KEEP_LIMIT = 4 << 20  # characters of unconsumed text kept (a command's output keeps its end)
 LINE_LIMIT = 4096  # a line without newline longer than this is scanned in pieces
@@ -53,32 +63,48 @@ class ConsoleStream:
         self._chunks: list[str] = []
         self._size = 0
         self._unscanned = ""  # text after the last line scanned for failure patterns
+        self._interval = READ_INTERVAL[0]
 
     # Reading ---------------------------------------------------------------------------------
     def read(self, timeout: float) -> str:
         """Wait up to ``timeout`` seconds for output; return the new text ('' if none came).
 
-        At end of stream returns what was still read, then '' with ``eof`` set.
+        Once output arrives, keeps reading while more comes, for up to ``COALESCE_SECONDS``;
+        returns early when a pass finds nothing new (the burst is over: a prompt is seen within
+        one interval, at most ``READ_INTERVAL[1]``) or a single pass found a lot (a fast stream
+        is not held back). At end of stream returns what was still read, with ``eof`` set.
         """
-        if self.eof:
+        if self.eof or not self._ready(max(timeout, 0)):
             return ""
-        if not self._ready(max(timeout, 0)):
-            return ""
-        data = self._read_once()
-        if data and len(data) < COALESCE_BELOW:
-            time.sleep(COALESCE_SECONDS)
-        parts = [data] if data else []
-        total = len(data or b"")
-        while data and total < COALESCE_LIMIT and self._ready(0):
-            data = self._read_once()
-            if data:
-                parts.append(data)
-                total += len(data)
-        raw = b"".join(parts)
-        text = self._decoder.decode(raw, final=self.eof)
+        parts: list[bytes] = []
+        started = time.monotonic()
+        got = self._read_available(parts)
+        while not (self.eof or not got or got >= COALESCE_BELOW
+                   or sum(map(len, parts)) >= COALESCE_LIMIT
+                   or time.monotonic() - started >= COALESCE_SECONDS):
+            time.sleep(self._interval)
+            got = self._read_available(parts)
+            if got:  # aim at PASS_TARGET bytes per pass at the rate just seen
+                wanted = self._interval * PASS_TARGET / got
+                self._interval = min(max((self._interval + wanted) / 2, READ_INTERVAL[0]),
+                                     READ_INTERVAL[1])
+        text = self._decoder.decode(b"".join(parts), final=self.eof)
         if text:
             self._take(text)
         return text
+
+    def _read_available(self, parts: list[bytes]) -> int:
+        """Read what is there now (one read takes all of it, up to READ_CHUNK); bytes read."""
+        got = 0
+        while self._ready(0):
+            data = self._read_once()
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+            if len(data) < READ_CHUNK:
+                break
+        return got
 
     def _ready(self, timeout: float) -> bool:
         try:
