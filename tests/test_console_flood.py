@@ -40,6 +40,19 @@ def open_console(tmp_path):
         guest.close()
 
 
+@pytest.fixture
+def socket_console(tmp_path):
+    """(console, guest socket) over a socketpair; the guest side is written by the test."""
+    harness_side, guest = socket.socketpair()
+    log = ConsoleLog(tmp_path / "console.log")
+    console = SerialConsole(harness_side, log, LINUX_FAILURES)
+    yield console, guest
+    console.close()
+    log.close()
+    guest.close()
+    harness_side.close()
+
+
 def cpu_to_prompt(console) -> float:
     started = time.process_time()
     console.expect([DEFAULT_LOGIN_PROMPT], 120, "the login prompt")
@@ -99,10 +112,8 @@ def test_prompt_and_marker_split_over_many_reads_still_match(open_console):
     assert "[   13.1] eth0: link up\r\nnoise " in console.before
 
 
-def test_prompt_after_a_burst_is_seen_within_tens_of_milliseconds(tmp_path):
-    harness_side, guest = socket.socketpair()
-    log = ConsoleLog(tmp_path / "console.log")
-    console = SerialConsole(harness_side, log, LINUX_FAILURES)
+def test_prompt_after_a_burst_is_seen_within_tens_of_milliseconds(socket_console):
+    console, guest = socket_console
     sent = []
 
     def guest_side():
@@ -120,17 +131,11 @@ def test_prompt_after_a_burst_is_seen_within_tens_of_milliseconds(tmp_path):
         assert latency < 0.1, f"{latency * 1000:.0f} ms"
     finally:
         writer.join()
-        console.close()
-        log.close()
-        guest.close()
-        harness_side.close()
 
 
-def test_memory_stays_bounded_while_a_flood_matches_nothing(tmp_path, monkeypatch):
+def test_memory_stays_bounded_while_a_flood_matches_nothing(socket_console, monkeypatch):
     monkeypatch.setattr(stream, "KEEP_LIMIT", 256 << 10)
-    harness_side, guest = socket.socketpair()
-    log = ConsoleLog(tmp_path / "console.log")
-    console = SerialConsole(harness_side, log, LINUX_FAILURES)
+    console, guest = socket_console
     largest = []
 
     def guest_side():
@@ -153,7 +158,3 @@ def test_memory_stays_bounded_while_a_flood_matches_nothing(tmp_path, monkeypatc
         assert max(largest) <= 2 * (256 << 10) + stream.COALESCE_LIMIT
     finally:
         writer.join()
-        console.close()
-        log.close()
-        guest.close()
-        harness_side.close()
