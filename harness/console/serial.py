@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -55,7 +56,8 @@ class SerialConsole:
         self._describe_eof = describe_eof or (lambda: "the console stream closed")
         self._stream = stream  # keep a reference: the fd must outlive our use of it
         fd = stream.fileno() if hasattr(stream, "fileno") else stream
-        self.reader = ConsoleStream(fd, log, self.failure_patterns)
+        self.reader = ConsoleStream(fd, log, self.failure_patterns,
+                                    stream if isinstance(stream, socket.socket) else None)
         self.match = None  # the last match of a wait's own pattern
         self.before = ""  # the text between the previous match and that one
 

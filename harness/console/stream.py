@@ -10,16 +10,18 @@ are one loop that cannot be changed piecewise, so this module does the reading a
 :class:`~harness.console.serial.SerialConsole` the searching:
 
 - **coalesce reads**: once output arrives, read again while more comes, and hand the text
-  over (to the log, the failure scan and the search) when a pass finds nothing new, after
-  ``COALESCE_SECONDS``, or at once when a pass reads a lot (a fast stream is not held back).
-  The search, scan and log cost per hand-over, not per byte the UART delivers. The passes
-  themselves cannot be far apart: QEMU writes each UART byte to its socket with a write of its
-  own and the socket holds only ~278 such writes (its send buffer counts each one's overhead),
-  so a reader that sleeps 20 ms stalls the guest's UART (measured: 32 KB/s instead of
-  100-300 KB/s). The interval adapts (``READ_INTERVAL``) so that a pass finds about
-  ``PASS_TARGET`` bytes: short while a fast 1-byte stream flows, longer for a slow one, since
-  every wake-up costs CPU too. What stays is the kernel's cost of one socket buffer per
-  QEMU write, which the reader pays and no reader avoids (bench/console_flood.py's "floor");
+  over (to the log, the failure scan and the search) when nothing came for ``QUIET_SECONDS``,
+  after ``COALESCE_SECONDS``, or at once when a pass reads a lot (a fast stream is not held
+  back). The search, scan and log cost per hand-over, not per byte the UART delivers. The
+  passes themselves cannot be far apart: QEMU writes each UART byte to its socket with a write
+  of its own and the socket holds only ~278 such writes (its send buffer counts each one's
+  overhead), so a reader that sleeps 20 ms stalls the guest's UART (measured: 32 KB/s instead
+  of 100-300 KB/s). The interval between passes (within ``READ_INTERVAL``) follows the rate
+  seen so that a pass finds about ``PASS_TARGET`` bytes, fewer than the socket holds: short
+  while a fast stream flows, longer for a slow one, since every wake-up costs CPU too. What
+  stays is the kernel's cost of one socket buffer per QEMU write, which the reader pays and no
+  reader avoids (bench/console_flood.py's "floor"); sockets are read with MSG_DONTWAIT, so a
+  pass is one system call;
 - **failure patterns once per complete line**: each new complete line is scanned exactly once,
   whatever wait is running; an unfinished line is scanned when a wait ends, and a line longer
   than ``LINE_LIMIT`` without a newline is scanned in pieces that overlap;
@@ -32,14 +34,16 @@ import codecs
 import errno
 import os
 import select
+import socket
 import time
 
 READ_CHUNK = 65536
-READ_INTERVAL = (0.0005, 0.01)  # while output trickles in, read this often (see below) ...
-PASS_TARGET = 160  # ... adapted so that a pass finds about this many bytes
-COALESCE_SECONDS = 0.02  # ... and hand it over at least this often
+READ_INTERVAL = (0.0005, 0.01)  # seconds between passes while output flows (see above) ...
+PASS_TARGET = 160  # ... chosen so that a pass finds about this many bytes
+QUIET_SECONDS = 0.005  # no new output for this long: hand over what was read (a prompt)
+COALESCE_SECONDS = 0.02  # hand over at least this often during a flood
 COALESCE_BELOW = 4096  # a pass that reads less than this means the guest is trickling
-COALESCE_LIMIT = 1 << 20  # at most this many bytes are handed over per wake-up
+COALESCE_LIMIT = 1 << 20  # at most this many bytes are handed over at once
 KEEP_LIMIT = 4 << 20  # characters of unconsumed text kept (a command's output keeps its end)
 LINE_LIMIT = 4096  # a line without newline longer than this is scanned in pieces
 LINE_OVERLAP = 256  # ... that overlap by this much, so a pattern across a cut is still found
@@ -52,8 +56,9 @@ class ConsoleStream:
     decides what to do. ``text`` / ``consume`` give the unconsumed text to the searcher.
     """
 
-    def __init__(self, fd: int, log, failure_patterns=()):
+    def __init__(self, fd: int, log, failure_patterns=(), sock: socket.socket | None = None):
         self.fd = fd
+        self._sock = sock  # a socket is read without a select(2) before each pass
         self.log = log  # anything with write(str); None stops logging (after close)
         self.failure_patterns = list(failure_patterns)
         self.failure = None
@@ -70,24 +75,24 @@ class ConsoleStream:
         """Wait up to ``timeout`` seconds for output; return the new text ('' if none came).
 
         Once output arrives, keeps reading while more comes, for up to ``COALESCE_SECONDS``;
-        returns early when a pass finds nothing new (the burst is over: a prompt is seen within
-        one interval, at most ``READ_INTERVAL[1]``) or a single pass found a lot (a fast stream
-        is not held back). At end of stream returns what was still read, with ``eof`` set.
+        returns early when nothing new came for ``QUIET_SECONDS`` (the burst is over: a prompt
+        is seen that late) or a single pass found a lot (a fast stream is not held back). At end of stream returns what was still read, with ``eof`` set.
         """
         if self.eof or not self._ready(max(timeout, 0)):
             return ""
         parts: list[bytes] = []
         started = time.monotonic()
-        got = self._read_available(parts)
-        while not (self.eof or not got or got >= COALESCE_BELOW
-                   or sum(map(len, parts)) >= COALESCE_LIMIT
-                   or time.monotonic() - started >= COALESCE_SECONDS):
+        got = total = self._read_available(parts)
+        quiet = 0.0
+        while not (self.eof or got >= COALESCE_BELOW or quiet >= QUIET_SECONDS
+                   or total >= COALESCE_LIMIT or time.monotonic() - started >= COALESCE_SECONDS):
             time.sleep(self._interval)
             got = self._read_available(parts)
-            if got:  # aim at PASS_TARGET bytes per pass at the rate just seen
-                wanted = self._interval * PASS_TARGET / got
-                self._interval = min(max((self._interval + wanted) / 2, READ_INTERVAL[0]),
-                                     READ_INTERVAL[1])
+            total += got
+            quiet = 0.0 if got else quiet + self._interval
+            rate = total / (time.monotonic() - started)  # bytes/s, over this whole read
+            self._interval = min(max(PASS_TARGET / max(rate, 1.0), READ_INTERVAL[0]),
+                                 READ_INTERVAL[1])
         text = self._decoder.decode(b"".join(parts), final=self.eof)
         if text:
             self._take(text)
@@ -96,7 +101,7 @@ class ConsoleStream:
     def _read_available(self, parts: list[bytes]) -> int:
         """Read what is there now (one read takes all of it, up to READ_CHUNK); bytes read."""
         got = 0
-        while self._ready(0):
+        while self._sock is not None or self._ready(0):
             data = self._read_once()
             if not data:
                 break
@@ -115,8 +120,12 @@ class ConsoleStream:
         return bool(readable)
 
     def _read_once(self) -> bytes:
+        """One read; b'' if nothing is there (a socket: no select(2) first) or at the end."""
         try:
-            data = os.read(self.fd, READ_CHUNK)
+            if self._sock is not None:
+                data = self._sock.recv(READ_CHUNK, socket.MSG_DONTWAIT)
+            else:
+                data = os.read(self.fd, READ_CHUNK)
         except BlockingIOError:
             return b""
         except OSError as err:  # EIO: a tty whose other side closed; ECONNRESET; EBADF
