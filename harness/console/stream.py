@@ -53,7 +53,7 @@ class ConsoleStream:
     """One console file descriptor: reads, logs, scans for failures and buffers its text.
 
     ``failure`` is set to the first failure-pattern match seen (a ``re.Match``); the caller
-    decides what to do. ``text`` / ``consume`` give the unconsumed text to the searcher.
+    decides what to do. ``tail`` / ``consume`` give the unconsumed text to the searcher.
     """
 
     def __init__(self, fd: int, log, failure_patterns=(), sock: socket.socket | None = None):
@@ -76,7 +76,8 @@ class ConsoleStream:
 
         Once output arrives, keeps reading while more comes, for up to ``COALESCE_SECONDS``;
         returns early when nothing new came for ``QUIET_SECONDS`` (the burst is over: a prompt
-        is seen that late) or a single pass found a lot (a fast stream is not held back). At end of stream returns what was still read, with ``eof`` set.
+        is seen that late) or a single pass found a lot (a fast stream is not held back).
+        At end of stream returns what was still read, with ``eof`` set.
         """
         if self.eof or not self._ready(max(timeout, 0)):
             return ""
