@@ -132,3 +132,36 @@ class ScriptedGuestConsole:
     def say(self, text: str) -> None:
         """Print something on the console now (e.g. a panic while the harness waits)."""
         self._send(text)
+
+
+class TricklingConsole:
+    """A console that delivers text like a real serial line: in small writes (1..16 bytes by
+    default) at a set rate, from a separate process (tests/trickle_feeder.py) so that the
+    feeder's CPU is not counted as the harness's. ``parts`` is a list of (text, repeat)."""
+
+    def __init__(self, parts, rate: float = 80_000, pieces=(1, 16), seed: int = 10):
+        import json
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.harness_side, guest = socket.socketpair()
+        self.size = sum(len(text.encode()) * repeat for text, repeat in parts)
+        spec = json.dumps({"rate": rate, "pieces": list(pieces), "seed": seed,
+                           "parts": [[text, repeat] for text, repeat in parts]})
+        feeder = Path(__file__).with_name("trickle_feeder.py")
+        self.process = subprocess.Popen([sys.executable, str(feeder), str(guest.fileno()), spec],
+                                        pass_fds=[guest.fileno()])
+        guest.close()
+
+    def close(self) -> None:
+        try:
+            self.harness_side.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.harness_side.close()
+        try:
+            self.process.wait(10)
+        except Exception:  # noqa: BLE001 - a stuck feeder must not hang the test run
+            self.process.kill()
+            self.process.wait()

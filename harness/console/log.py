@@ -7,12 +7,14 @@ Secrets (passwords) are masked line by line before anything reaches the disk.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from pathlib import Path
 
 MASK = "********"
 CONTINUED = " \\"  # marks a line split by the log, not by the guest
+_TRAILING_CR = re.compile(r"\r+$", re.MULTILINE)
 
 
 class ConsoleLog:
@@ -34,10 +36,13 @@ class ConsoleLog:
         if not data:
             return
         self.last_output = self._clock()
-        lines = (self._partial + data).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self._emit(line)
+        text = self._partial + data
+        cut = text.rfind("\n")
+        if cut >= 0:  # the complete lines, as one block: a flood costs per read, not per line
+            self._partial = text[cut + 1:]
+            self._emit_block(text[:cut])
+        else:
+            self._partial = text
         # A line with no newline can be any length (a flood): do not buffer it without bound.
         if len(self._partial) > 4096:
             self._emit(self._partial, continued=True)
@@ -78,6 +83,16 @@ class ConsoleLog:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
+
+    def _emit_block(self, block: str) -> None:
+        """Write complete lines (``block`` without its last newline) with one time stamp."""
+        block = self._mask(block)
+        if "\r" in block:
+            block = _TRAILING_CR.sub("", block)
+        lines = block.split("\n")
+        self._tail.extend(lines[-self._tail.maxlen:])
+        prefix = f"[{self._stamp()}] "
+        self._file.write(prefix + ("\n" + prefix).join(lines) + "\n")
 
     def _emit(self, line: str, continued: bool = False) -> None:
         line = self._mask(line.rstrip("\r"))

@@ -6,7 +6,9 @@ socketpair bridged to a libvirt stream), so every backend shares this code.
 Three rules keep it trustworthy on real consoles:
 - every wait also watches for the family's failure patterns (a panic ends the wait at once,
   quoting the lines around it) and for the stream closing (the hypervisor died);
-- pexpect searches only a bounded window, so a guest that floods the console costs linear time;
+- a flood costs little and bounded memory: reads are coalesced, failure patterns are scanned
+  once per line, a wait searches only new text (see harness/console/stream.py for why this is
+  not pexpect's expect loop);
 - command output is cut out between unique markers the typed command line cannot contain, so
   echoes, prompts and stray kernel messages cannot be mistaken for output or status.
 """
@@ -14,18 +16,17 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import pexpect
-from pexpect import fdpexpect
-
 from ..errors import ConsoleTimeout, GuestFailure, LoginError
 from .log import ConsoleLog
+from .stream import ConsoleStream
 
-SEARCH_WINDOW = 16384  # bytes pexpect searches back from new data
-READ_CHUNK = 65536
+SEARCH_WINDOW = 16384  # characters of earlier unconsumed text a new wait searches first
+SEARCH_OVERLAP = 1024  # characters before the new text searched with it (a match across reads)
 PASSWORD_PROMPT = r"[Pp]assword:\s*$"
 AFTER_FAILURE_GRACE = 2.0  # seconds of extra console read after a panic, for the backtrace
 
@@ -39,19 +40,26 @@ class CommandResult:
 
 
 class SerialConsole:
-    """pexpect over one console stream, with the log attached to the raw reads."""
+    """The dialogue over one console stream, with the log written from the raw reads.
+
+    A wait searches the last ``SEARCH_WINDOW`` characters not yet consumed when it starts, then
+    only each new read plus ``SEARCH_OVERLAP`` characters before it: prompts sit at the end of
+    the text and markers within one line, so a match that spans reads is still found, and a
+    flood costs each byte one search per pattern, not one per read. Of several patterns the
+    one whose match starts first wins (ties: the first listed), as with pexpect.
+    """
 
     def __init__(self, stream, log: ConsoleLog, failure_patterns=(),
                  describe_eof: Callable[[], str] | None = None):
         self.log = log
         self.failure_patterns = [re.compile(p) for p in failure_patterns]
         self._describe_eof = describe_eof or (lambda: "the console stream closed")
-        self._stream = stream  # keep a reference: the fd must outlive pexpect's use of it
-        self.spawn = fdpexpect.fdspawn(stream.fileno() if hasattr(stream, "fileno") else stream,
-                                       timeout=30, maxread=READ_CHUNK,
-                                       searchwindowsize=SEARCH_WINDOW,
-                                       encoding="utf-8", codec_errors="replace")
-        self.spawn.logfile_read = log
+        self._stream = stream  # keep a reference: the fd must outlive our use of it
+        fd = stream.fileno() if hasattr(stream, "fileno") else stream
+        self.reader = ConsoleStream(fd, log, self.failure_patterns,
+                                    stream if isinstance(stream, socket.socket) else None)
+        self.match = None  # the last match of a wait's own pattern
+        self.before = ""  # the text between the previous match and that one
 
     # Low-level waiting -------------------------------------------------------------------------
     def expect(self, patterns, timeout: float, what: str):
@@ -68,22 +76,40 @@ class SerialConsole:
     def try_expect(self, patterns, timeout: float, what: str):
         """Like :meth:`expect` but returns (None, None) on timeout instead of raising."""
         compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
-        all_patterns = compiled + self.failure_patterns + [pexpect.EOF, pexpect.TIMEOUT]
-        index = self.spawn.expect_list(all_patterns, timeout=max(timeout, 0.01))
-        if index < len(compiled):
-            return index, self.spawn.match
-        if index < len(compiled) + len(self.failure_patterns):
-            self._raise_failure(self.spawn.match.group(0), what)
-        if all_patterns[index] is pexpect.EOF:
-            self.log.note(f"console closed while waiting for {what}")
-            raise GuestFailure(f"{self._describe_eof()} while waiting for {what}; "
-                               f"last console lines:\n{self.log.tail()}")
-        return None, None
+        reader = self.reader
+        deadline = time.monotonic() + max(timeout, 0.01)
+        window = reader.tail(SEARCH_WINDOW)
+        while True:
+            if reader.failure is not None:
+                self._raise_failure(reader.failure.group(0), what)
+            found = _search(compiled, window)
+            if found is not None:
+                index, match = found
+                offset = len(reader) - len(window)
+                self.before = reader.consume(offset + match.start())
+                reader.consume(match.end() - match.start())
+                self.match = match
+                return index, match
+            remaining = deadline - time.monotonic()
+            if reader.eof or remaining <= 0:
+                reader.scan_unfinished_line()
+                if reader.failure is not None:
+                    self._raise_failure(reader.failure.group(0), what)
+                if reader.eof:
+                    self.log.note(f"console closed while waiting for {what}")
+                    raise GuestFailure(f"{self._describe_eof()} while waiting for {what}; "
+                                       f"last console lines:\n{self.log.tail()}")
+                return None, None
+            new = reader.read(remaining)
+            window = reader.tail(len(new) + SEARCH_OVERLAP) if new else ""
 
     def _raise_failure(self, matched: str, what: str):
         self.log.note(f"failure pattern {matched!r} seen while waiting for {what}")
-        try:  # keep reading briefly so the message can quote the backtrace that follows
-            self.spawn.expect_list([pexpect.EOF, pexpect.TIMEOUT], timeout=AFTER_FAILURE_GRACE)
+        # keep reading briefly so the message can quote the backtrace that follows
+        deadline = time.monotonic() + AFTER_FAILURE_GRACE
+        try:
+            while not self.reader.eof and (left := deadline - time.monotonic()) > 0:
+                self.reader.read(left)
         except Exception:  # noqa: BLE001 - best effort; the failure itself is what matters
             pass
         raise GuestFailure(f"guest failure while waiting for {what}: {matched.strip()!r}; "
@@ -95,16 +121,23 @@ class SerialConsole:
         Used while waiting for something other than text, such as the hypervisor's exit:
         failure patterns still end the wait at once.
         """
-        index = self.spawn.expect_list(self.failure_patterns + [pexpect.EOF, pexpect.TIMEOUT],
-                                       timeout=seconds)
-        if index < len(self.failure_patterns):
-            self._raise_failure(self.spawn.match.group(0), what)
-        return index == len(self.failure_patterns)
+        reader = self.reader
+        deadline = time.monotonic() + seconds
+        while not reader.eof and (remaining := deadline - time.monotonic()) > 0:
+            reader.read(remaining)
+            if reader.failure is not None:
+                break
+            if len(reader) > SEARCH_WINDOW:  # nothing searches this text: keep little of it
+                reader.consume(len(reader) - SEARCH_WINDOW)
+        reader.scan_unfinished_line()
+        if reader.failure is not None:
+            self._raise_failure(reader.failure.group(0), what)
+        return reader.eof
 
     # Sending ---------------------------------------------------------------------------------
     def send_line(self, text: str, secret: bool = False) -> None:
         self.log.note("sent " + ("(secret)" if secret else repr(text)))
-        self.spawn.send(text + "\r")
+        self.reader.write(text + "\r")
 
     # Login -------------------------------------------------------------------------------------
     def login(self, user: str, password: str, login_prompt: str, shell_prompt: str,
@@ -140,7 +173,7 @@ class SerialConsole:
             index += 1
         if index == 1:
             raise LoginError(f"the guest rejected the login of {user!r}: it said "
-                             f"{self.spawn.match.group(0)!r}")
+                             f"{self.match.group(0)!r}")
         if index == 3:
             raise LoginError(f"the guest asked for the login again after {user!r}; "
                              f"last console lines:\n{self.log.tail(10)}")
@@ -168,8 +201,8 @@ class SerialConsole:
         self.expect([re.escape(begin) + r"\r?\n"], timeout, what)
         remaining = max(timeout - (time.monotonic() - started), 0.01)
         self.expect([re.escape(end) + r"(\d+)__"], remaining, what)
-        status = int(self.spawn.match.group(1))
-        output = self.spawn.before.replace("\r", "")
+        status = int(self.match.group(1))
+        output = self.before.replace("\r", "")
         if output.endswith("\n"):
             output = output[:-1]
         seconds = time.monotonic() - started
@@ -179,5 +212,17 @@ class SerialConsole:
     def close(self) -> None:
         """Stop using the console. The stream belongs to whoever opened it (the Machine), and
         the log to whoever made it: neither is closed here, so nothing is closed twice."""
-        self.spawn.logfile_read = None
+        self.reader.log = None
         self.log.flush()
+
+
+def _search(patterns, text: str):
+    """(index, match) of the pattern matching earliest in ``text`` (ties: lowest index)."""
+    best = None
+    if not text:
+        return None
+    for index, pattern in enumerate(patterns):
+        match = pattern.search(text)
+        if match and (best is None or match.start() < best[1].start()):
+            best = (index, match)
+    return best
