@@ -9,6 +9,7 @@ on top (login, run) is the harness's own, unchanged.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import pexpect
@@ -101,7 +102,10 @@ class BaselineSerialConsole(SerialConsole):
 
     def send_line(self, text: str, secret: bool = False) -> None:
         self.log.note("sent " + ("(secret)" if secret else repr(text)))
-        self.spawn.send(text + "\r")
+        if hasattr(self._stream, "write_fileno"):  # a FIFO pair (QEMU's pipe chardev) writes
+            os.write(self._stream.write_fileno(), (text + "\r").encode())  # on its other fd
+        else:
+            self.spawn.send(text + "\r")
 
     def close(self) -> None:
         self.spawn.logfile_read = None

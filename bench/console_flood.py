@@ -49,10 +49,11 @@ def flood_parts(megabytes: float):
     return [(LINE, int(megabytes * MB) // len(LINE)), ("\r\nrefguest login: ", 1)]
 
 
-def double_run(kind: str, megabytes: float, rate: float) -> tuple[float, float]:
+def double_run(kind: str, megabytes: float, rate: float,
+               transport: str = "fifo") -> tuple[float, float]:
     """(harness CPU s, wall s) to reach the login prompt behind the flood."""
     console_type, log_type = KINDS[kind]
-    guest = TricklingConsole(flood_parts(megabytes), rate=rate)
+    guest = TricklingConsole(flood_parts(megabytes), rate=rate, transport=transport)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             log = log_type(Path(tmp) / "console.log")
@@ -67,9 +68,9 @@ def double_run(kind: str, megabytes: float, rate: float) -> tuple[float, float]:
     return result
 
 
-def floor_run(megabytes: float, rate: float) -> float:
+def floor_run(megabytes: float, rate: float, transport: str = "fifo") -> float:
     """CPU of a reader that only reads the same delivery, every 2 ms (no log, no search)."""
-    guest = TricklingConsole(flood_parts(megabytes), rate=rate)
+    guest = TricklingConsole(flood_parts(megabytes), rate=rate, transport=transport)
     fd, total = guest.harness_side.fileno(), 0
     cpu = time.process_time()
     try:
@@ -92,14 +93,14 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def raw_read(sock, command: str) -> None:
+def raw_read(stream, command: str) -> None:
     """The floor: type ``command``, then only read (every 2 ms) until its end marker."""
-    sock.sendall(f"{command}; echo __FLOOR''DONE__\r".encode())
+    os.write(stream.write_fileno(), f"{command}; echo __FLOOR''DONE__\r".encode())
     tail = b""
     while b"__FLOORDONE__" not in tail:
-        if not select.select([sock], [], [], 60)[0]:
+        if not select.select([stream], [], [], 60)[0]:
             raise SystemExit("floor: the guest went silent")
-        tail = (tail + sock.recv(MB))[-64:]
+        tail = (tail + os.read(stream.fileno(), MB))[-64:]
         time.sleep(0.002)
 
 
@@ -164,23 +165,31 @@ def main() -> None:
                         help="MB the real guest floods (0: skip the real guest)")
     parser.add_argument("--floor", action="store_true", help="also measure a read-only reader")
     parser.add_argument("--full", action="store_true", help="5 and 20 MB at 80 KB/s")
+    parser.add_argument("--transports", nargs="+", default=["fifo", "socket"],
+                        choices=("fifo", "socket"),
+                        help="how the new code gets the console: fifo (QEMU's pipe chardev, "
+                             "the QEMU backend's console) or socket (QEMU's socket chardev)")
     args = parser.parse_args()
     if args.full:
         args.sizes, args.rates = [5, 20], [80_000]
 
-    print(f"{'delivery':<26} {'flood':>6} {'new cpu s':>10} {'new s/MB':>9} "
+    print("new: the harness's console; base: the code before issue #10 part 3, over QEMU's "
+          "socket chardev as it was then")
+    print(f"{'delivery':<32} {'flood':>6} {'new cpu s':>10} {'new s/MB':>9} "
           f"{'base cpu s':>11} {'base s/MB':>10} {'base/new':>9}"
           + (f" {'floor s/MB':>11}" if args.floor else ""), flush=True)
     runs = [(args.rates[0], mb) for mb in args.sizes] + [(r, min(args.sizes))
                                                          for r in args.rates[1:]]
     for rate, mb in runs:
-        new, _ = double_run("new", mb, rate)
-        base, _ = double_run("base", mb, rate)
-        line = (f"{f'double {rate / 1000:.0f} KB/s, 1-16 B':<26} {mb:>4.1f}MB {new:>10.2f} "
-                f"{new / mb:>9.3f} {base:>11.2f} {base / mb:>10.3f} {base / new:>8.1f}x")
-        if args.floor:
-            line += f" {floor_run(mb, rate) / mb:>11.3f}"
-        print(line, flush=True)
+        base, _ = double_run("base", mb, rate, "socket")
+        for transport in args.transports:
+            new, _ = double_run("new", mb, rate, transport)
+            label = f"double {rate / 1000:.0f} KB/s, 1-16 B, {transport}"
+            line = (f"{label:<32} {mb:>4.1f}MB {new:>10.2f} {new / mb:>9.3f} {base:>11.2f} "
+                    f"{base / mb:>10.3f} {base / new:>8.1f}x")
+            if args.floor:
+                line += f" {floor_run(mb, rate, transport) / mb:>11.3f}"
+            print(line, flush=True)
 
     if args.guest_mb > 0:
         if shutil.which("qemu-system-x86_64") is None:

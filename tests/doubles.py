@@ -137,31 +137,62 @@ class ScriptedGuestConsole:
 class TricklingConsole:
     """A console that delivers text like a real serial line: in small writes (1..16 bytes by
     default) at a set rate, from a separate process (tests/trickle_feeder.py) so that the
-    feeder's CPU is not counted as the harness's. ``parts`` is a list of (text, repeat)."""
+    feeder's CPU is not counted as the harness's. ``parts`` is a list of (text, repeat).
 
-    def __init__(self, parts, rate: float = 80_000, pieces=(1, 16), seed: int = 10):
+    ``transport``: "socket" (a socketpair, like QEMU's socket chardev, libvirt's bridged
+    stream) or "fifo" (QEMU's pipe chardev, the QEMU backend's console: the feeder opens the
+    FIFOs read-write as QEMU does, and ``harness_side`` is the backend's FifoConsole)."""
+
+    def __init__(self, parts, rate: float = 80_000, pieces=(1, 16), seed: int = 10,
+                 transport: str = "socket"):
         import json
         import subprocess
         import sys
+        import tempfile
         from pathlib import Path
 
-        self.harness_side, guest = socket.socketpair()
+        from harness.backends.qemu.fifo import FifoConsole, make_fifos
+
         self.size = sum(len(text.encode()) * repeat for text, repeat in parts)
-        spec = json.dumps({"rate": rate, "pieces": list(pieces), "seed": seed,
-                           "parts": [[text, repeat] for text, repeat in parts]})
-        feeder = Path(__file__).with_name("trickle_feeder.py")
-        self.process = subprocess.Popen([sys.executable, str(feeder), str(guest.fileno()), spec],
+        spec = {"rate": rate, "pieces": list(pieces), "seed": seed,
+                "parts": [[text, repeat] for text, repeat in parts]}
+        feeder = [sys.executable, str(Path(__file__).with_name("trickle_feeder.py"))]
+        self._dir = None
+        if transport == "fifo":
+            self._dir = tempfile.TemporaryDirectory()
+            base = Path(self._dir.name) / "com1"
+            make_fifos(base)
+            spec["fifo"] = str(base)
+            self.process = subprocess.Popen(feeder + ["-1", json.dumps(spec)])
+            deadline = time.monotonic() + 10
+            while True:  # like QEMU, the feeder holds both FIFOs before the harness opens them
+                try:
+                    self.harness_side = FifoConsole(base)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            return
+        self.harness_side, guest = socket.socketpair()
+        self.process = subprocess.Popen(feeder + [str(guest.fileno()), json.dumps(spec)],
                                         pass_fds=[guest.fileno()])
         guest.close()
 
     def close(self) -> None:
-        try:
-            self.harness_side.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.harness_side.close()
+        if self._dir is not None:
+            self.harness_side.close()
+            self.process.terminate()
+        else:
+            try:
+                self.harness_side.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.harness_side.close()
         try:
             self.process.wait(10)
         except Exception:  # noqa: BLE001 - a stuck feeder must not hang the test run
             self.process.kill()
             self.process.wait()
+        if self._dir is not None:
+            self._dir.cleanup()

@@ -36,7 +36,8 @@ def refvm_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     (tmp_path / "scratch").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--artifacts", str(tmp_path / "artifacts"),
-         "--guest", "refguest", *args, "--junitxml", str(junit), "-p", "no:cacheprovider"],
+         *([] if "--guest" in args else ["--guest", "refguest"]), *args,
+         "--junitxml", str(junit), "-p", "no:cacheprovider"],
         capture_output=True, text=True, env=env, timeout=900)
     return proc, ET.parse(junit).getroot()
 

@@ -48,7 +48,7 @@ def test_uefi_command_line_is_exact(tmp_path, firmware_files):
         # UEFI: the CODE image read-only, and this VM's own VARS copy writable.
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/CODE.fd",
         "-drive", f"if=pflash,format=raw,unit=1,file={w}/uefi-vars.fd",
-        "-chardev", f"socket,id=com1,path={w}/com1.sock,server=on,wait=off",
+        "-chardev", f"pipe,id=com1,path={w}/com1",  # FIFOs com1.in, com1.out: see fifo.py
         "-serial", "chardev:com1",
         "-drive", "file=/img/guest.raw,format=raw,if=none,id=disk0,readonly=on",
         "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
@@ -71,6 +71,10 @@ def test_devices_serials_and_local_time(tmp_path, firmware_files):
     assert "-rtc base=localtime" in joined
     assert "-serial chardev:com1" in joined and "-serial chardev:com2" in joined
     assert argv.index("chardev:com1") < argv.index("chardev:com2")  # COM1 first: it is ttyS0
+    # the console comes through FIFOs (cheap to read in a flood), a data port through a socket
+    assert f"pipe,id=com1,path={vm.workdir / 'com1'}" in argv
+    assert any(a.startswith("socket,id=com2,path=") and a.endswith(",server=on,wait=off")
+               for a in argv)
     assert "nvme,drive=disk1,serial=SN42,logical_block_size=4096,physical_block_size=4096" in argv
     assert "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56" in argv
 

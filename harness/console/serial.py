@@ -56,8 +56,9 @@ class SerialConsole:
         self._describe_eof = describe_eof or (lambda: "the console stream closed")
         self._stream = stream  # keep a reference: the fd must outlive our use of it
         fd = stream.fileno() if hasattr(stream, "fileno") else stream
-        self.reader = ConsoleStream(fd, log, self.failure_patterns,
-                                    stream if isinstance(stream, socket.socket) else None)
+        self.reader = ConsoleStream(
+            fd, log, self.failure_patterns, stream if isinstance(stream, socket.socket) else None,
+            write_fd=stream.write_fileno() if hasattr(stream, "write_fileno") else None)
         self.match = None  # the last match of a wait's own pattern
         self.before = ""  # the text between the previous match and that one
 

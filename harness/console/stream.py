@@ -11,13 +11,13 @@ are one loop that cannot be changed piecewise, so this module does the reading a
 
 - **coalesce reads**: once output arrives, read again while more comes, and hand the text
   over (to the log, the failure scan and the search) when nothing came for ``QUIET_SECONDS``,
-  after ``COALESCE_SECONDS``, or at once when a pass reads a lot (a fast stream is not held
+  after the pacing's ``hand_over``, or at once when a pass reads a lot (a fast stream is not held
   back). The search, scan and log cost per hand-over, not per byte the UART delivers. The
   passes themselves cannot be far apart: QEMU writes each UART byte to its socket with a write
   of its own and the socket holds only ~278 such writes (its send buffer counts each one's
   overhead), so a reader that sleeps 20 ms stalls the guest's UART (measured: 32 KB/s instead
-  of 100-300 KB/s). The interval between passes (within ``READ_INTERVAL``) follows the rate
-  seen so that a pass finds about ``PASS_TARGET`` bytes, fewer than the socket holds: short
+  of 100-300 KB/s). The interval between passes (within the pacing's ``interval``) follows the
+  rate seen so that a pass finds about ``pass_target`` bytes, fewer than the socket holds: short
   while a fast stream flows, longer for a slow one, since every wake-up costs CPU too. What
   stays is the kernel's cost of one socket buffer per QEMU write, which the reader pays and no
   reader avoids (bench/console_flood.py's "floor"); sockets are read with MSG_DONTWAIT, so a
@@ -33,16 +33,75 @@ from __future__ import annotations
 import codecs
 import errno
 import os
+import re
 import select
 import socket
+import stat
 import time
+from dataclasses import dataclass
+
+try:  # Python 3.11+
+    from re import _constants as _sre_constants, _parser as _sre_parse
+except ImportError:  # 3.9, 3.10
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parse
 
 READ_CHUNK = 65536
-READ_INTERVAL = (0.0005, 0.01)  # seconds between passes while output flows (see above) ...
-PASS_TARGET = 160  # ... chosen so that a pass finds about this many bytes
 QUIET_SECONDS = 0.005  # no new output for this long: hand over what was read (a prompt)
-COALESCE_SECONDS = 0.02  # hand over at least this often during a flood
-COALESCE_BELOW = 4096  # a pass that reads less than this means the guest is trickling
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often to read while output flows, and when to hand it over."""
+
+    interval: tuple  # (min, max) seconds between passes, adapted to the rate seen ...
+    pass_target: int  # ... so that a pass finds about this many bytes
+    hand_over: float  # hand over at least this often during a flood (seconds)
+    big_pass: int  # a pass that reads this much is handed over at once (a fast stream)
+
+
+# A socket keeps each of QEMU's one-byte writes as a buffer of its own and holds ~278 of them:
+# read every few ms (see the module docstring).
+SOCKET_PACING = Pacing(interval=(0.0005, 0.01), pass_target=160, hand_over=0.02, big_pass=4096)
+# A pipe (QEMU's pipe chardev) or a tty (nmdm, pty) merges writes into its 4-64 KiB buffer: a
+# pass every 50 ms still leaves room at 250 KB/s, and a hand-over every 250 ms makes the log,
+# the failure scan and the search cost per 20 KB at a TCG guest's 80 KB/s. A prompt still
+# ends a read after one empty pass (QUIET_SECONDS), so it is seen within one interval; a
+# failure pattern in a flood, within a hand-over.
+BUFFERED_PACING = Pacing(interval=(0.002, 0.05), pass_target=16384, hand_over=0.25,
+                         big_pass=32768)
+
+
+def required_literal(pattern: re.Pattern) -> str | None:
+    """The longest run of plain characters every match of ``pattern`` contains (``"BUG: "``
+    for ``\\bBUG: (?:unable|...)``), or None. ``literal in text`` is a memchr-speed test,
+    while a pattern that starts with ``\\b`` makes the regex engine try every position:
+    380 us per 20 KB block here, against 10 us for one that starts with a literal. Read from
+    the pattern's parse tree (Python's own parser: no public API offers it)."""
+    if pattern.flags & re.IGNORECASE or not isinstance(pattern.pattern, str):
+        return None
+    try:
+        parsed = _sre_parse.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - an optimisation only: without it the search still runs
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    best = run = ""
+    for opcode, argument in parsed:
+        if opcode is _sre_constants.LITERAL:
+            run += chr(argument)
+        else:
+            best, run = max(best, run, key=len), ""
+    best = max(best, run, key=len)
+    return best if len(best) >= 3 else None
+
+
+def _merges_writes(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 COALESCE_LIMIT = 1 << 20  # at most this many bytes are handed over at once
 KEEP_LIMIT = 4 << 20  # characters of unconsumed text kept (a command's output keeps its end)
 LINE_LIMIT = 4096  # a line without newline longer than this is scanned in pieces
@@ -56,11 +115,22 @@ class ConsoleStream:
     decides what to do. ``tail`` / ``consume`` give the unconsumed text to the searcher.
     """
 
-    def __init__(self, fd: int, log, failure_patterns=(), sock: socket.socket | None = None):
+    def __init__(self, fd: int, log, failure_patterns=(), sock: socket.socket | None = None,
+                 write_fd: int | None = None):
         self.fd = fd
+        self.write_fd = fd if write_fd is None else write_fd  # a FIFO pair writes elsewhere
         self._sock = sock  # a socket is read without a select(2) before each pass
+        # A pipe or tty merges the UART's tiny writes in the kernel (a socket cannot): read it
+        # less often and hand over more at once (BUFFERED_PACING), and, like a socket,
+        # without a select(2) before each read: its descriptor is made non-blocking (nothing
+        # else reads a console).
+        self._buffered = sock is None and _merges_writes(fd)
+        if self._buffered:
+            os.set_blocking(fd, False)
+        self._pacing = BUFFERED_PACING if self._buffered else SOCKET_PACING
         self.log = log  # anything with write(str); None stops logging (after close)
         self.failure_patterns = list(failure_patterns)
+        self._failure_scan = [(required_literal(p), p) for p in self.failure_patterns]
         self.failure = None
         self.eof = False
         self.dropped = 0  # characters of unconsumed text dropped to keep the buffer bounded
@@ -68,32 +138,33 @@ class ConsoleStream:
         self._chunks: list[str] = []
         self._size = 0
         self._unscanned = ""  # text after the last line scanned for failure patterns
-        self._interval = READ_INTERVAL[0]
+        self._interval = self._pacing.interval[0]
 
     # Reading ---------------------------------------------------------------------------------
     def read(self, timeout: float) -> str:
         """Wait up to ``timeout`` seconds for output; return the new text ('' if none came).
 
-        Once output arrives, keeps reading while more comes, for up to ``COALESCE_SECONDS``;
+        Once output arrives, keeps reading while more comes, for up to the pacing's ``hand_over``;
         returns early when nothing new came for ``QUIET_SECONDS`` (the burst is over: a prompt
         is seen that late) or a single pass found a lot (a fast stream is not held back).
         At end of stream returns what was still read, with ``eof`` set.
         """
         if self.eof or not self._ready(max(timeout, 0)):
             return ""
+        pace = self._pacing
         parts: list[bytes] = []
         started = time.monotonic()
         got = total = self._read_available(parts)
         quiet = 0.0
-        while not (self.eof or got >= COALESCE_BELOW or quiet >= QUIET_SECONDS
-                   or total >= COALESCE_LIMIT or time.monotonic() - started >= COALESCE_SECONDS):
+        while not (self.eof or got >= pace.big_pass or quiet >= QUIET_SECONDS
+                   or total >= COALESCE_LIMIT or time.monotonic() - started >= pace.hand_over):
             time.sleep(self._interval)
             got = self._read_available(parts)
             total += got
             quiet = 0.0 if got else quiet + self._interval
             rate = total / (time.monotonic() - started)  # bytes/s, over this whole read
-            self._interval = min(max(PASS_TARGET / max(rate, 1.0), READ_INTERVAL[0]),
-                                 READ_INTERVAL[1])
+            self._interval = min(max(pace.pass_target / max(rate, 1.0), pace.interval[0]),
+                                 pace.interval[1])
         text = self._decoder.decode(b"".join(parts), final=self.eof)
         if text:
             self._take(text)
@@ -102,7 +173,7 @@ class ConsoleStream:
     def _read_available(self, parts: list[bytes]) -> int:
         """Read what is there now (one read takes all of it, up to READ_CHUNK); bytes read."""
         got = 0
-        while self._sock is not None or self._ready(0):
+        while self._sock is not None or self._buffered or self._ready(0):
             data = self._read_once()
             if not data:
                 break
@@ -170,7 +241,9 @@ class ConsoleStream:
 
     def _scan(self, block: str) -> None:
         found = None
-        for pattern in self.failure_patterns:
+        for literal, pattern in self._failure_scan:
+            if literal and literal not in block:  # cheap: most blocks hold no failure at all
+                continue
             match = pattern.search(block)
             if match and (found is None or match.start() < found.start()):
                 found = match
@@ -201,5 +274,5 @@ class ConsoleStream:
     def write(self, text: str) -> None:
         data = text.encode("utf-8")
         while data:
-            written = os.write(self.fd, data)
+            written = os.write(self.write_fd, data)
             data = data[written:]

@@ -18,6 +18,7 @@ from ...process import spawn, stop, tail_text
 from ...vmspec import Disk, VmSpec
 from ..base import Backend, ExitInfo, Machine
 from .accel import choose as choose_accel
+from .fifo import FifoConsole, make_fifos
 from .qmp import QmpClient, connect_unix
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -89,9 +90,12 @@ class QemuBackend(Backend):
                 "-pidfile", str(w / "qemu.pid")]
         argv += self._firmware_args(spec)
         for port in spec.serials:
-            argv += ["-chardev", f"socket,id={port.name},path={w / (port.name + '.sock')},"
-                                 "server=on,wait=off",
-                     "-serial", f"chardev:{port.name}"]
+            if port.role == "console":  # FIFOs: see harness/console/fifo.py for why
+                argv += ["-chardev", f"pipe,id={port.name},path={w / port.name}"]
+            else:  # data ports: a socket the harness connects to when the step needs it
+                argv += ["-chardev", f"socket,id={port.name},path={w / (port.name + '.sock')},"
+                                     "server=on,wait=off"]
+            argv += ["-serial", f"chardev:{port.name}"]
         for index, disk in enumerate(spec.disks):
             argv += _disk_args(index, disk)
         for index, nic in enumerate(spec.nics):
@@ -115,6 +119,9 @@ class QemuBackend(Backend):
         if spec.firmware == "uefi":
             fw.make_vars_copy(self.ovmf.find().vars_template, spec.workdir / "uefi-vars.fd")
         argv = self.argv(spec)
+        for port in spec.serials:
+            if port.role == "console":
+                make_fifos(spec.workdir / port.name)
         (spec.logdir / "command.txt").write_text(" ".join(_quote(a) for a in argv) + "\n")
         return QemuMachine(spec, argv)
 
@@ -125,7 +132,7 @@ class QemuMachine(Machine):
     def __init__(self, spec: VmSpec, argv: list[str]):
         self.spec = spec
         self.log_path = spec.logdir / "qemu.log"
-        self._consoles: list[socket.socket] = []
+        self._consoles: list = []  # FifoConsole (COM1) and sockets (data ports)
         self.qmp = None
         self.proc = spawn(argv, self.log_path)
         try:
@@ -140,9 +147,15 @@ class QemuMachine(Machine):
         return "10.0.2.2"
 
     def open_console(self, port: str = "com1"):
-        sock = connect_unix(self.spec.workdir / f"{port}.sock", 10.0)
-        self._consoles.append(sock)
-        return sock
+        role = next((p.role for p in self.spec.serials if p.name == port), None)
+        if role is None:
+            raise InfraError(f"{self.spec.name} has no serial port {port}")
+        if role == "console":
+            stream = FifoConsole(self.spec.workdir / port)
+        else:
+            stream = connect_unix(self.spec.workdir / f"{port}.sock", 10.0)
+        self._consoles.append(stream)
+        return stream
 
     def resume(self) -> None:
         self.qmp.execute("cont")
