@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baseline_console import BaselineConsoleLog, BaselineSerialConsole  # noqa: E402
 from harness.console.log import ConsoleLog  # noqa: E402
 from harness.console.serial import SerialConsole  # noqa: E402
+from harness.guestos import UnixShell  # noqa: E402
 from harness.model import DEFAULT_LOGIN_PROMPT  # noqa: E402
 from tests.doubles import TricklingConsole  # noqa: E402
 
@@ -111,7 +112,7 @@ def guest_runs(megabytes: float, rounds: int) -> list[tuple[str, float, float, f
     from harness.catalog import load_guests
     from harness.images.cache import ImageCache
     from harness.matrix import Case
-    from harness.model import load_scenario
+    from harness.catalog import load_scenario
     from harness.paths import cache_dir
     from harness.runner import Run
 
@@ -126,9 +127,7 @@ def guest_runs(megabytes: float, rounds: int) -> list[tuple[str, float, float, f
         try:
             vm = run.boot(case, image)
             c = guest.console
-            vm.console.login(c.user, c.password, c.login_prompt, c.shell_prompt,
-                             c.login_incorrect, timeout=c.boot_timeout)
-            vm.console.run("dmesg -n 1")  # no stray kernel messages inside the measurement
+            vm.guest.reach_shell(c.boot_timeout)  # the family's set-up: no stray kernel messages
             pid = vm.machine.proc.pid
             size = int(megabytes * MB)
             command = f"yes '{LINE.rstrip()}' | head -c {size}"
@@ -141,8 +140,9 @@ def guest_runs(megabytes: float, rounds: int) -> list[tuple[str, float, float, f
                     console_type, log_type = KINDS[kind]
                     log = log_type(Path(tmp) / f"{kind}.log", secrets=[c.password])
                     console = console_type(vm.console._stream, log, LINUX_FAILURES)
+                    shell = UnixShell(console, vm.guest.family, c)  # the same dialogue on top
                     qemu, cpu, wall = proc_cpu(pid), time.process_time(), time.monotonic()
-                    result = console.run(command, timeout=3600)
+                    result = shell.run(command, timeout=3600)
                     rows.append((kind, time.process_time() - cpu, proc_cpu(pid) - qemu,
                                  time.monotonic() - wall))
                     console.close()

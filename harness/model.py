@@ -76,6 +76,7 @@ class ConsoleSpec:
     boot_timeout: float
     login_incorrect: str
     become_root: BecomeRoot | None = None
+    stop_loader: bool = False  # stop the FreeBSD loader to set console=comconsole
 
     @property
     def secrets(self) -> list[str]:
@@ -183,6 +184,9 @@ CONSOLE = s.Map({
         "method": s.F(s.Enum(*BECOME_ROOT_COMMANDS), required=True),
         "password": s.F(s.Str(nonempty=False), default=""),
     }), doc="when the console user is not root: how it becomes root (su, sudo, doas)"),
+    "stop_loader": s.F(s.Bool(), default=False,
+                       doc="FreeBSD images whose loader does not use the serial console: stop "
+                           "at its countdown, set console=comconsole, boot"),
 })
 
 

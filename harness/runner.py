@@ -21,7 +21,8 @@ from .cleanup import run_all
 from .console.log import ConsoleLog
 from .console.serial import SerialConsole
 from .errors import GuestFailure
-from .families import Family, family
+from .families import family
+from .guestos import driver_for
 from .matrix import Case
 from .paths import temp_root
 from .ownership import claim, new_id
@@ -45,6 +46,7 @@ class BootedVM:
     machine: Machine
     console: SerialConsole
     log: ConsoleLog
+    guest: object = None  # the guest-OS driver on the console (harness.guestos)
     closed: bool = False
     facts: dict = field(default_factory=dict)  # what host-side preparation recorded
 
@@ -59,18 +61,18 @@ class BootedVM:
 
 @dataclass
 class StepContext:
-    """What a step sees: the case, the booted VM, the guest's OS family, and a recorder."""
+    """What a step sees: the case, the booted VM, its guest-OS driver, and a recorder."""
 
     case: Case
     vm: BootedVM
-    family: Family
     record: Callable[[str, object], None]
     deadline: float
     faults: frozenset = frozenset()  # injected corruption, for the harness's own tests only
 
     @property
-    def console(self) -> SerialConsole:
-        return self.vm.console
+    def guest(self):
+        """The guest-OS driver: steps run commands through it, never on the console."""
+        return self.vm.guest
 
     def remaining(self, wanted: float) -> float:
         """A step's timeout, cut to what is left of the scenario's own timeout."""
@@ -166,9 +168,11 @@ class Run:
                 info = machine.wait_exit(5)
                 return f"the hypervisor exited: {info}" if info else "the console closed"
 
+            os_family = family(case.guest.family)
             console = SerialConsole(machine.open_console("com1"), log,
-                                    family(case.guest.family).failure_patterns, describe_eof)
-            vm = BootedVM(spec, machine, console, log, facts=facts)
+                                    os_family.failure_patterns, describe_eof)
+            vm = BootedVM(spec, machine, console, log, facts=facts,
+                          guest=driver_for(case.guest, console, os_family))
             machine.resume()
             self._live.append(vm)
             return vm
@@ -185,7 +189,7 @@ class Run:
                   before_step: Callable | None = None) -> None:
         """Run the scenario's steps in order. ``before_step(step, vm)`` is a hook for the
         harness's own tests (e.g. to corrupt a disk image between two steps)."""
-        ctx = StepContext(case, vm, family(case.guest.family), record,
+        ctx = StepContext(case, vm, record,
                           deadline=time.monotonic() + case.scenario.timeout, faults=self.faults)
         for number, step in enumerate(case.scenario.steps, 1):
             if before_step:

@@ -17,6 +17,7 @@ from harness.console.log import ConsoleLog
 from harness.console.serial import SerialConsole
 from harness.errors import GuestFailure, LoginError
 from harness.families import family
+from harness.guestos import UnixShell
 from harness.model import BecomeRoot, ConsoleSpec, DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, \
     load_guest
 from harness.steps.basic import login, poweroff
@@ -90,7 +91,8 @@ def context(tmp_path: Path, guest: UserShellGuest, become: BecomeRoot | None):
     console = SerialConsole(guest.harness_side, log, family("linux").failure_patterns)
     recorded = {}
     ctx = SimpleNamespace(case=SimpleNamespace(guest=SimpleNamespace(console=spec)),
-                          console=console, family=family("linux"), remaining=lambda t: t,
+                          guest=UnixShell(console, family("linux"), spec),
+                          remaining=lambda t: t,
                           record=recorded.__setitem__,
                           vm=SimpleNamespace(machine=PoweredOffMachine(guest), log=log))
     return ctx, log, recorded

@@ -1,4 +1,5 @@
-"""The console dialogue against a scripted guest console (tests.doubles)."""
+"""The console transport and the Unix-shell driver on it, against a scripted guest console
+(tests.doubles): login, commands with status and output, failures while waiting."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,9 @@ import pytest
 from harness.console.log import ConsoleLog
 from harness.console.serial import SerialConsole
 from harness.errors import GuestFailure, LoginError
-from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT
+from harness.families import Family
+from harness.guestos import UnixShell
+from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, ConsoleSpec
 from tests.doubles import ScriptedGuestConsole
 
 LINUX_FAILURES = (r"Kernel panic - not syncing",)
@@ -18,11 +21,14 @@ LINUX_FAILURES = (r"Kernel panic - not syncing",)
 def make_console(tmp_path):
     made = []
 
-    def make(guest: ScriptedGuestConsole, **kwargs):
+    def make(guest: ScriptedGuestConsole, password="secret", login_prompt=DEFAULT_LOGIN_PROMPT,
+             **kwargs):
         log = ConsoleLog(tmp_path / "console.log", secrets=[guest.password])
         console = SerialConsole(guest.harness_side, log, LINUX_FAILURES, **kwargs)
         made.append((guest, console, log))
-        return console
+        spec = ConsoleSpec(login_prompt, "root", password, DEFAULT_SHELL_PROMPT, 300.0,
+                           r"Login incorrect")
+        return UnixShell(console, FAMILY, spec)
 
     yield make
     for guest, console, log in made:
@@ -30,9 +36,12 @@ def make_console(tmp_path):
         log.close()
 
 
-def login(console, password="secret", timeout=20, nudge_after=0.5):
-    return console.login("root", password, DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT,
-                         r"Login incorrect", timeout=timeout, nudge_after=nudge_after)
+FAMILY = Family(name="test", failure_patterns=LINUX_FAILURES, after_login=(), commands={},
+                devices={})
+
+
+def login(shell, timeout=20, nudge_after=0.5):
+    return shell.reach_shell(timeout=timeout, nudge_after=nudge_after)
 
 
 def test_login_and_run_returns_status_and_output(make_console):
@@ -80,19 +89,19 @@ def test_kernel_messages_over_the_prompt_do_not_break_login(make_console):
 
 
 def test_wrong_password_fails_at_once_with_the_guests_words(make_console):
-    console = make_console(ScriptedGuestConsole(password="secret"))
+    console = make_console(ScriptedGuestConsole(password="secret"), password="wrong")
     started = time.monotonic()
     with pytest.raises(LoginError, match="Login incorrect"):
-        login(console, password="wrong", timeout=60)
+        login(console, timeout=60)
     assert time.monotonic() - started < 10  # not the boot timeout
 
 
 def test_password_never_reaches_the_log(make_console, tmp_path):
     guest = ScriptedGuestConsole(password="hunter2-secret", on_login_text="hunter2-secret\r\n")
-    console = make_console(guest)
-    login(console, password="hunter2-secret")
+    console = make_console(guest, password="hunter2-secret")
+    login(console)
     console.run("echo done")
-    console.log.close()
+    console.console.log.close()
     text = (tmp_path / "console.log").read_text()
     assert "hunter2-secret" not in text
     assert "********" in text  # the guest printed it back: masked, not dropped
@@ -121,12 +130,11 @@ def test_stream_closing_is_reported_with_the_cause(make_console):
 
 def test_silent_guest_times_out_with_the_last_lines(make_console):
     guest = ScriptedGuestConsole(prompt_needs_newline=True, boot_output="GRUB loading\r\n")
-    console = make_console(guest)
+    console = make_console(guest, login_prompt=r"never-matches")
     # Nudges are swallowed: the guest prints the prompt only once... so eat them all.
     guest.prompt_needs_newline = True
     with pytest.raises(GuestFailure, match="no login prompt within 2s(.|\n)*GRUB loading"):
-        console.login("root", "secret", r"never-matches", r"# $", r"Login incorrect",
-                      timeout=2, nudge_after=60)
+        login(console, timeout=2, nudge_after=60)
 
 
 def test_flood_of_25mb_before_the_prompt_is_handled_and_logged_completely(make_console,
@@ -137,7 +145,7 @@ def test_flood_of_25mb_before_the_prompt_is_handled_and_logged_completely(make_c
     console = make_console(guest)
     login(console, timeout=300, nudge_after=300)
     assert console.run("echo after-flood").output == "after-flood"
-    console.log.close()
+    console.console.log.close()
     with open(tmp_path / "console.log", encoding="utf-8") as log:
         logged = sum(1 for entry in log if "512-byte logical blocks" in entry)
     assert logged == count

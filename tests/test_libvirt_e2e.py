@@ -162,9 +162,7 @@ def test_guest_reboot_is_reported_as_reboot(tmp_path, refguest):
     case = Case(scenario("boot"), guest, "csm", "libvirt")
     try:
         vm = run.boot(case, image)
-        c = guest.console
-        vm.console.login(c.user, c.password, c.login_prompt, c.shell_prompt,
-                         c.login_incorrect, c.boot_timeout)
+        vm.guest.reach_shell(guest.console.boot_timeout)
         vm.console.send_line("reboot -f")
         info = vm.machine.wait_exit(60)
     finally:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.console.serial import CommandResult
+from harness.guestos import CommandResult
 from harness.errors import GuestFailure, InfraError
 from harness.families import family
 from harness.model import NicAttach
@@ -33,6 +33,10 @@ class GuestShell:
         self.link_up_after = link_up_after  # operstate reads that still say "down"
         self.takes_static = takes_static
         self.received_sha256 = ""  # of what the last tcp_receive got from the host
+
+    @staticmethod
+    def device_command(op: str, **values) -> str:
+        return family("linux").device_command(op, **values)
 
     def run(self, command: str, timeout: float) -> CommandResult:
         self.commands.append(command)
@@ -87,7 +91,7 @@ def make_ctx(shell: GuestShell, static: str | None):
     scenario = SimpleNamespace(attachment=lambda kind, ident: attach, timeout=60)
     ctx = SimpleNamespace(
         case=SimpleNamespace(scenario=scenario), vm=SimpleNamespace(machine=Machine(static)),
-        family=family("linux"), console=shell, faults=frozenset(),
+        guest=shell, faults=frozenset(),
         record=records.__setitem__, remaining=lambda wanted: wanted)
     return ctx, records
 

@@ -1,42 +1,31 @@
-"""The serial-console dialogue: wait for text, log in, run a command and get its exit status.
+"""The console transport's dialogue: wait for text on a console, send a line. Nothing here knows
+which OS is on the other end (that is the guest-OS driver's: harness/guestos).
 
-Works on any byte stream with a file descriptor (a QEMU socket chardev, an nmdm(4) device, a
-socketpair bridged to a libvirt stream), so every backend shares this code.
+Works on any byte stream with a file descriptor (QEMU's pipe or socket chardev, an nmdm(4)
+device, a socketpair bridged to a libvirt stream), so every backend shares this code.
 
-Three rules keep it trustworthy on real consoles:
+Rules that keep it trustworthy on real consoles:
 - every wait also watches for the family's failure patterns (a panic ends the wait at once,
   quoting the lines around it) and for the stream closing (the hypervisor died);
 - a flood costs little and bounded memory: reads are coalesced, failure patterns are scanned
   once per line, a wait searches only new text (see harness/console/stream.py for why this is
   not pexpect's expect loop);
-- command output is cut out between unique markers the typed command line cannot contain, so
-  echoes, prompts and stray kernel messages cannot be mistaken for output or status.
 """
 from __future__ import annotations
 
 import re
-import secrets
 import socket
 import time
-from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ConsoleTimeout, GuestFailure, LoginError
+from ..errors import ConsoleTimeout, GuestFailure
 from .log import ConsoleLog
 from .stream import ConsoleStream
 
 SEARCH_WINDOW = 16384  # characters of earlier unconsumed text a new wait searches first
 SEARCH_OVERLAP = 1024  # characters before the new text searched with it (a match across reads)
-PASSWORD_PROMPT = r"[Pp]assword:\s*$"
 AFTER_FAILURE_GRACE = 2.0  # seconds of extra console read after a panic, for the backtrace
 
-
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    status: int
-    output: str
-    seconds: float
 
 
 class SerialConsole:
@@ -140,75 +129,10 @@ class SerialConsole:
         self.log.note("sent " + ("(secret)" if secret else repr(text)))
         self.reader.write(text + "\r")
 
-    # Login -------------------------------------------------------------------------------------
-    def login(self, user: str, password: str, login_prompt: str, shell_prompt: str,
-              login_incorrect: str, timeout: float, nudge_after: float = 10.0,
-              after_login=()) -> float:
-        """Log in at the console; return the seconds it took from the first call.
-
-        Survives a prompt that only appears after a newline (it nudges after ``nudge_after``
-        seconds of console silence) and kernel messages printed over the prompt (the nudge makes
-        getty print it again). A rejected password fails at once with the guest's words.
-        """
-        started = time.monotonic()
-        deadline = started + timeout
-        # Only the login prompt ends this wait. A shell-prompt pattern such as '#$' also matches
-        # any boot message that a read happens to cut after a '#' ("... #1 SMP").
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise GuestFailure(f"no login prompt within {timeout:.0f}s; "
-                                   f"last console lines:\n{self.log.tail()}")
-            index, _ = self.try_expect([login_prompt], min(1.0, remaining), "the login prompt")
-            if index == 0:
-                break
-            if time.monotonic() - self.log.last_output >= nudge_after:
-                self.send_line("")
-                self.log.last_output = time.monotonic()  # nudge again only after more silence
-        self.send_line(user)
-        reply = [PASSWORD_PROMPT, login_incorrect, shell_prompt, login_prompt]
-        index, _ = self.expect(reply, 60, f"a password prompt or shell after user {user!r}")
-        if index == 0:
-            self.send_line(password, secret=True)
-            index, match = self.expect(reply[1:], 60, "a shell prompt after the password")
-            index += 1
-        if index == 1:
-            raise LoginError(f"the guest rejected the login of {user!r}: it said "
-                             f"{self.match.group(0)!r}")
-        if index == 3:
-            raise LoginError(f"the guest asked for the login again after {user!r}; "
-                             f"last console lines:\n{self.log.tail(10)}")
-        self._after_login(after_login)
-        return time.monotonic() - started
-
-    def _after_login(self, commands) -> None:
-        for command in commands:
-            self.run(command, timeout=30)
-
-    # Commands ----------------------------------------------------------------------------------
-    def run(self, command: str, timeout: float = 60.0) -> CommandResult:
-        """Run one shell command; return its exit status and output (CRs removed).
-
-        The typed line is ``echo <B>''<tok>; CMD; echo <E>''<tok>:$?``: the shell prints the
-        markers without the quotes, so only real output can match them, never the echo.
-        """
-        if "\n" in command or "\r" in command:
-            raise ValueError(f"one line per command, got {command!r}")
-        token = secrets.token_hex(6)
-        begin, end = f"__RVB{token}__", f"__RVE{token}:"
-        started = time.monotonic()
-        self.send_line(f"echo __RVB''{token}__; {command}; echo __RVE''{token}:$?__")
-        what = f"the output of {command!r}"
-        self.expect([re.escape(begin) + r"\r?\n"], timeout, what)
-        remaining = max(timeout - (time.monotonic() - started), 0.01)
-        self.expect([re.escape(end) + r"(\d+)__"], remaining, what)
-        status = int(self.match.group(1))
-        output = self.before.replace("\r", "")
-        if output.endswith("\n"):
-            output = output[:-1]
-        seconds = time.monotonic() - started
-        self.log.note(f"command {command!r} exited {status} after {seconds:.2f}s")
-        return CommandResult(command, status, output, seconds)
+    def send(self, text: str) -> None:
+        """Type ``text`` with no Enter (a key at a loader menu, a terminal's answer)."""
+        self.log.note(f"sent {text!r} (no Enter)")
+        self.reader.write(text)
 
     def close(self) -> None:
         """Stop using the console. The stream belongs to whoever opened it (the Machine), and

@@ -5,53 +5,17 @@ import re
 import time
 
 from .. import schema as s
-from ..errors import CommandFailed, ConsoleTimeout, GuestFailure, LoginError
+from ..errors import CommandFailed, ConsoleTimeout, GuestFailure
 from .registry import register
 
 EXPECTED_FIRMWARE = {"uefi": "UEFI", "csm": "BIOS", "bhyveload": "BIOS"}
 
 
-# What su, sudo and doas print when they will not: the first line of their answer is quoted.
-ROOT_REFUSED = (r"[^\r\n]*(?:Authentication failure|Sorry, try again|incorrect password attempt|"
-                r"is not in the sudoers file|not allowed to|Authentication failed|"
-                r"Operation not permitted|Permission denied|must be suid|: not found)[^\r\n]*")
-ROOT_PASSWORD_PROMPT = r"[Pp]assword(?: for [^:\r\n]*)?:\s*$"
-
-
 @register("login", doc="Wait for the login prompt and log in with the guest's credentials "
                        "(then become root, when the guest file says how).")
 def login(ctx, args):
-    spec = ctx.case.guest.console
-    after_login = ctx.family.after_login
-    seconds = ctx.console.login(
-        spec.user, spec.password, spec.login_prompt, spec.shell_prompt, spec.login_incorrect,
-        timeout=ctx.remaining(spec.boot_timeout), after_login=() if spec.become_root else after_login)
+    seconds = ctx.guest.reach_shell(timeout=ctx.remaining(ctx.case.guest.console.boot_timeout))
     ctx.record("login_seconds", round(seconds, 2))
-    if spec.become_root:
-        become_root(ctx.console, spec)
-        for command in after_login:  # the root shell is a new shell: set it up too
-            ctx.console.run(command, timeout=ctx.remaining(30))
-
-
-def become_root(console, spec) -> None:
-    """Turn the console user's shell into a root login shell (su -, sudo -i, doas -s), answering
-    a password prompt with the guest file's password (masked in the log); refused in words."""
-    how = spec.become_root
-    console.send_line(how.command)
-    replies = [ROOT_PASSWORD_PROMPT, ROOT_REFUSED, spec.shell_prompt]
-    index, match = console.expect(replies, 60, f"{how.command!r} to ask for a password or "
-                                               f"give a shell")
-    if index == 0:
-        console.send_line(how.password, secret=True)
-        index, match = console.expect(replies[1:], 60, f"a root shell after {how.command!r}")
-        index += 1
-    if index == 1:
-        raise LoginError(f"{spec.user!r} could not become root with {how.command!r}: the guest "
-                         f"said {match.group(0).strip()[:200]!r}")
-    result = console.run("id -u", timeout=30)
-    if result.output.strip().splitlines()[-1:] != ["0"]:
-        raise LoginError(f"{how.command!r} gave a shell, but not root's: `id -u` printed "
-                         f"{result.output.strip()[:100]!r}")
 
 
 def _families_with_command(args) -> set:
@@ -67,7 +31,7 @@ def _families_with_command(args) -> set:
 def run(ctx, args):
     """Run a command; check its exit status and, if given, that its output matches a regex."""
     command = args["command"][ctx.case.guest.family]
-    result = ctx.console.run(command, timeout=ctx.remaining(args["timeout"]))
+    result = ctx.guest.run(command, timeout=ctx.remaining(args["timeout"]))
     if result.status != args["status"]:
         raise CommandFailed(f"{command!r} exited {result.status}, expected {args['status']}; "
                             f"output:\n{result.output}")
@@ -79,8 +43,8 @@ def run(ctx, args):
 @register("firmware")
 def firmware(ctx, args):
     """Ask the guest which firmware booted it and compare with the case's firmware."""
-    command = ctx.family.commands["firmware"]
-    result = ctx.console.run(command, timeout=ctx.remaining(60))
+    command = ctx.guest.command("firmware")
+    result = ctx.guest.run(command, timeout=ctx.remaining(60))
     seen = result.output.strip().splitlines()[-1:] or [""]
     want = EXPECTED_FIRMWARE[ctx.case.firmware]
     ctx.record("guest_firmware", seen[0])
@@ -108,12 +72,12 @@ def poweroff(ctx, args):
     a shell that still answers is a guest that will not go down."""
     started = time.monotonic()
     timeout = ctx.remaining(args["timeout"])
-    command = ctx.family.commands["poweroff"]
+    command = ctx.guest.command("poweroff")
     returned = _start_poweroff(ctx, command, min(timeout, POWEROFF_RETURNS))
     probe_at = started + args["settle"] if returned else None
     info = None
     while info is None:
-        ended = ctx.console.drain(1.0, "the guest to power off")
+        ended = ctx.guest.watch(1.0, "the guest to power off")
         info = ctx.vm.machine.wait_exit(10) if ended else ctx.vm.machine.poll()
         now = time.monotonic()
         if info is None and probe_at is not None and now >= probe_at:
@@ -138,7 +102,7 @@ def _start_poweroff(ctx, command: str, wait: float) -> bool:
     down), False when it did not return (the shell went first). A non-zero status is a
     failure, quoted; so is a failure pattern (a panic on the way down)."""
     try:
-        result = ctx.console.run(command, timeout=wait)
+        result = ctx.guest.run(command, timeout=wait)
     except ConsoleTimeout:
         return False
     except GuestFailure:
@@ -154,9 +118,7 @@ def _start_poweroff(ctx, command: str, wait: float) -> bool:
 def _shell_answers(ctx) -> bool:
     """Whether the guest's shell still runs a command (a guest on its way down does not)."""
     try:
-        return ctx.console.run("echo up", timeout=5).output.strip().endswith("up")
-    except ConsoleTimeout:
-        return False
+        return ctx.guest.answers(timeout=5)
     except GuestFailure:
         if ctx.vm.machine.wait_exit(10) is None:
             raise

@@ -10,8 +10,8 @@ SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
 
 def guest_op(ctx, op: str, timeout: float = 120.0, check: bool = True, **values):
     """Run the guest family's command for ``op``; fail (guest) on a non-zero exit."""
-    command = ctx.family.device_command(op, **values)
-    result = ctx.console.run(command, timeout=ctx.remaining(timeout))
+    command = ctx.guest.device_command(op, **values)
+    result = ctx.guest.run(command, timeout=ctx.remaining(timeout))
     if check and result.status != 0:
         raise CommandFailed(f"{op}: {command!r} exited {result.status}; output:\n{result.output}")
     return result

@@ -26,7 +26,7 @@ from .guestops import first_sha256, guest_op, integers
 def uart_check(ctx, args):
     attach = ctx.case.scenario.attachment(SerialAttach, args["serial"])
     index = int(attach.port[-1]) - 1  # com2 -> ttyS1 / cuau1 / COM2
-    dev = ctx.family.device_command("uart_device", index=index, number=index + 1)
+    dev = ctx.guest.device_command("uart_device", index=index, number=index + 1)
     nbytes, timeout = args["bytes"], args["timeout"]
     ctx.record(f"{attach.id}_line", f"{dev} {args['baud']} 8N1 raw, no flow control")
     guest_op(ctx, "uart_setup", dev=dev, baud=args["baud"])
