@@ -12,9 +12,10 @@ from pathlib import Path
 
 from . import schema as s
 from .errors import ConfigError, Problem
+from .families import NAMES as FAMILY_NAMES
 from .yamlfile import load_file
 
-FAMILIES = ("linux", "freebsd", "windows")
+FAMILIES = FAMILY_NAMES  # the family files' names (harness/families/*.yaml)
 FIRMWARES = ("uefi", "csm", "bhyveload")
 DEVICES = ("virtio-blk", "nvme", "virtio-net", "uart")
 IMAGE_FORMATS = ("raw", "qcow2")

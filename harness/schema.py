@@ -333,19 +333,19 @@ class Map(Kind):
 
 
 class FamilyMap(Kind):
-    """Either one string for every OS family, or a mapping ``{linux: ..., freebsd: ...}``."""
+    """Either one string for every OS family, or a mapping ``{linux: ..., freebsd: ...}``.
+    ``families``: the OS families' names (harness.families.NAMES)."""
 
-    FAMILIES = ("linux", "freebsd", "windows")
-
-    def __init__(self, item: Kind | None = None):
+    def __init__(self, families: tuple, item: Kind | None = None):
+        self.families = tuple(families)
         self.item = item or Str()
 
     def check(self, value, where):
         if isinstance(value, dict):
             if not value:  # nothing for any family: every case would skip, silently
-                raise Invalid(f"must name at least one of: {', '.join(self.FAMILIES)}")
-            return Map({f: F(self.item) for f in self.FAMILIES}).check(value, where)
-        return {f: self.item.check(value, where) for f in self.FAMILIES}
+                raise Invalid(f"must name at least one of: {', '.join(self.families)}")
+            return Map({f: F(self.item) for f in self.families}).check(value, where)
+        return {f: self.item.check(value, where) for f in self.families}
 
 
 def validate(value, schema: Kind, file: str, problems: list):

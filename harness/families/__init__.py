@@ -16,6 +16,8 @@ from ..errors import ConfigError, InfraError, show
 from ..yamlfile import load_file
 
 HERE = Path(__file__).parent
+# The OS families: declared once, by the family files themselves (linux.yaml, freebsd.yaml...).
+NAMES = tuple(sorted(path.stem for path in HERE.glob("*.yaml")))
 
 DEVICE_OPS = (
     "disk_by_serial", "disk_size", "disk_sector_size", "disk_read_sha256", "disk_write_random",
@@ -29,7 +31,7 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:\\-]+")  # used with fullmatch: no final
 PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 FAMILY = s.Map({
-    "family": s.F(s.Enum("linux", "freebsd", "windows"), required=True),
+    "family": s.F(s.Enum(*NAMES), required=True),
     "failure_patterns": s.F(s.ListOf(s.Regex()), default=[]),
     "after_login": s.F(s.ListOf(s.Str()), default=[]),
     "commands": s.F(s.Map({

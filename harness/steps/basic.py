@@ -6,6 +6,7 @@ import time
 
 from .. import schema as s
 from ..errors import CommandFailed, ConsoleTimeout, GuestFailure
+from ..families import NAMES as FAMILY_NAMES
 from .registry import register
 
 EXPECTED_FIRMWARE = {"uefi": "UEFI", "csm": "BIOS", "bhyveload": "BIOS"}
@@ -23,7 +24,7 @@ def _families_with_command(args) -> set:
 
 
 @register("run", s.Map({
-    "command": s.F(s.FamilyMap(), required=True),
+    "command": s.F(s.FamilyMap(FAMILY_NAMES), required=True),
     "status": s.F(s.Int(0, 255), default=0),
     "output": s.F(s.Regex(), doc="regex searched (multi-line) in the output"),
     "timeout": s.F(s.Seconds(), default=60.0),
