@@ -153,3 +153,30 @@ def test_csh_frames_status_with_status_and_sh_framing_would_never_end(tmp_path, 
     finally:
         log.close()
         machine.destroy()
+
+
+def test_plan_for_a_freebsd_guest_on_bhyve_follows_bhyveload_8_and_bhyve_8():
+    """bhyveload(8): ``-c cons-dev -m mem-size -d disk-path vmname`` with bhyve's own -m, on
+    the VM's private copy of the image (the cached image is never written); then bhyve(8)
+    with no bootrom. UEFI: bhyve's ``-l bootrom,CODE,VARS`` on a private vars copy."""
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--backend", "bhyve",
+                           "--guest", "freebsd-14.3", "--scenario", "boot", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cases = {c["id"]: c for c in json.loads(proc.stdout)["cases"]}
+    load = cases["boot[freebsd-14.3-bhyveload-bhyve]"]["commands"]
+    destroy, copy, loader, bhyve = load
+    assert destroy[1:] == [f"--vm={bhyve[-1]}", "--destroy"]
+    assert copy[0] == "cp" and copy[1].endswith(
+        "ec0f5a4bbe63aa50a725d9fee0f1931f850e9a21cbebdadb991df00f168d6805.raw")
+    private = copy[2]
+    assert loader[0].endswith("/bhyveload")
+    assert loader[1:] == ["-c", loader[2], "-m", "1024M", "-d", private, bhyve[-1]]
+    assert loader[2].startswith("/dev/nmdm") and loader[2].endswith("A")
+    assert bhyve[bhyve.index("-m") + 1] == "1024M" and f"2,virtio-blk,{private}" in bhyve
+    assert not any(a.startswith("bootrom,") for a in bhyve)
+    assert f"com1,{loader[2]}" in bhyve  # the loader and the kernel share COM1
+    uefi = cases["boot[freebsd-14.3-uefi-bhyve]"]["commands"][-1]
+    bootrom = next(a for a in uefi if a.startswith("bootrom,"))
+    code, vars_copy = bootrom.split(",")[1:]
+    assert code.endswith("BHYVE_UEFI_CODE.fd") and vars_copy.endswith("/uefi-vars.fd")
