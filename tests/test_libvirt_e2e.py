@@ -27,7 +27,7 @@ from harness.catalog import load_guests, load_scenarios
 from harness.errors import GuestFailure, InfraError
 from harness.images.cache import ImageCache
 from harness.matrix import Case
-from harness.paths import REPO_ROOT, cache_dir, temp_root
+from harness.paths import REPO_ROOT, cache_dir
 from harness.backends.libvirt.origin import origin_of, this_machine
 from harness.runner import Run
 from tests.test_e2e_devices import flip_byte_before_verify
@@ -216,8 +216,8 @@ def test_plan_shows_the_nvme_domain_xml(tmp_path, capsys):
     need(LOCAL)
     from harness.cli import main
 
-    assert main(["plan", "--backend", "libvirt", "--scenario", "nvme", "--offline",
-                 "--artifacts", str(tmp_path), "--json"]) == 0
+    assert main(["plan", "--backend", "libvirt", "--scenario", "nvme", "--guest", "refguest",
+                 "--offline", "--artifacts", str(tmp_path), "--json"]) == 0
     cases = json.loads(capsys.readouterr().out)["cases"]
     assert [c["id"] for c in cases] == ["nvme[refguest-uefi-libvirt]",
                                         "nvme[refguest-csm-libvirt]"]
@@ -262,8 +262,13 @@ def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest
     """VIR_DOMAIN_START_AUTODESTROY: libvirtd destroys the domain when the connection that
     created it closes, and the kernel closes it when the harness dies, however it dies."""
     _guest, image = refguest
+    # A scratch root libvirt's QEMU cannot enter (0700): the VM's files are staged (linked
+    # into /var/lib/libvirt/images/<vm>), which the killed run leaves for the reaper.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)
     child = subprocess.Popen([sys.executable, "-c", BOOT_AND_WAIT, str(image),
                               str(tmp_path / "artifacts")], cwd=REPO_ROOT,
+                             env=dict(os.environ, REFVM_TMP=str(scratch)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     name = run_id = None
     try:
@@ -288,7 +293,7 @@ def test_domains_die_with_a_sigkilled_harness_without_reaping(tmp_path, refguest
         if name and name in refvm_domains():
             subprocess.run(["virsh", "-c", LOCAL, "destroy", name], capture_output=True)
         if run_id:
-            shutil.rmtree(temp_root() / f"refvm-{run_id}", ignore_errors=True)
+            shutil.rmtree(scratch / f"refvm-{run_id}", ignore_errors=True)
     # The reaper still has the staging directory to remove, but no domain.
     from harness.backends.libvirt.connection import connect
     from harness.backends.libvirt.reap import reap_domains
