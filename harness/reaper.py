@@ -93,13 +93,16 @@ def survey(root: Path | None = None) -> list[Verdict]:
     return [judge(path) for path in entries]
 
 
-def reap(root: Path | None = None, log=lambda _text: None, dry_run: bool = False) -> list[Path]:
+def reap(root: Path | None = None, log=lambda _text: None, dry_run: bool = False,
+         report_foreign: bool = True) -> list[Path]:
     """Remove every dead refvm directory under ``root`` and what its run left in the kernel
-    (bhyve VMs, taps, bridges); return the directories removed (would remove, ``dry_run``)."""
+    (bhyve VMs, taps, bridges); return the directories removed (would remove, ``dry_run``).
+    What is only named like refvm's is left alone, and said once per process when
+    ``report_foreign`` (always with ``dry_run``)."""
     removed = []
     for verdict in survey(root):
         if verdict.state == "foreign":
-            if dry_run or verdict.path not in _reported_foreign:
+            if dry_run or (report_foreign and verdict.path not in _reported_foreign):
                 _reported_foreign.add(verdict.path)
                 log(f"left alone {verdict.path}: {verdict.reason}")
         elif verdict.dead:

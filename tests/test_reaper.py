@@ -167,3 +167,11 @@ def test_a_missing_bhyvectl_is_logged_and_the_reap_goes_on(tmp_path, monkeypatch
     said: list = []
     assert reap(runs, said.append) == [dead] and not dead.exists()
     assert any("could not destroy stale bhyve VM refvm-dead4321-1 (exit 127)" in m for m in said)
+
+
+def test_workers_leave_the_report_to_the_controller(tmp_path):
+    """A pool run reaps in every process; only the controller says what it left alone."""
+    (tmp_path / "refvm-beefbeef").mkdir()
+    said: list = []
+    reap(tmp_path, said.append, report_foreign=False)
+    assert said == [] and (tmp_path / "refvm-beefbeef").is_dir()

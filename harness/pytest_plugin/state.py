@@ -6,6 +6,7 @@ first use by the worker that runs that host's cases.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..backends import get_backend
@@ -61,7 +62,9 @@ class RefvmState:
     @property
     def run(self) -> Run:
         if self._run is None:
-            reap(log=self._say)  # what killed runs left behind, before we add our own
+            # What killed runs left behind, before we add our own. Things merely named like
+            # refvm's are reported by the controller only (once a run, not once a worker).
+            reap(log=self._say, report_foreign="PYTEST_XDIST_WORKER" not in os.environ)
             self._run = Run(None, Path(self.options.artifacts))
         return self._run
 
