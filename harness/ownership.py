@@ -149,7 +149,3 @@ def _owner_verdict(directory: Path, pid: int, marker: dict) -> Verdict:
                                           f"another process, started at {started})")
     return Verdict(directory, "live", f"its owner, pid {pid}, is running")
 
-
-def owner_alive(directory: Path) -> bool:
-    """True while the process that claimed ``directory`` runs (False for anything foreign)."""
-    return judge(directory).state == "live"

@@ -6,7 +6,6 @@ chosen moments. End-to-end tests boot real guests instead.
 """
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time

@@ -176,9 +176,9 @@ class Guest:
         elif command == "sh -c 'exit 3'":
             self.status = 3
         elif command == "shutdown -p now":
-            self.say(f"Shutdown NOW!\r\nshutdown: [pid 812]\r\n\r\nSystem shutdown time has "
-                     f"arrived\r\nStopping sshd.\r\nWaiting (max 60 seconds) for system process "
-                     f"`vnlru' to stop... done\r\nAll buffers synced.\r\nUptime: 1m12s\r\n")
+            self.say("Shutdown NOW!\r\nshutdown: [pid 812]\r\n\r\nSystem shutdown time has "
+                     "arrived\r\nStopping sshd.\r\nWaiting (max 60 seconds) for system process "
+                     "`vnlru' to stop... done\r\nAll buffers synced.\r\nUptime: 1m12s\r\n")
             self.qmp.event("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
             time.sleep(0.2)
             os._exit(0)

@@ -56,7 +56,7 @@ def test_only_marked_interfaces_of_dead_runs_are_destroyed(host, tmp_path):  # n
     assert reap_interfaces(ifconfig, said.append, dry_run=True, system="FreeBSD") == [
         "tap1", "tap2", "bridge4"]
     assert [c for c in host.calls() if c[-1] == "destroy"] == []
-    assert f"would destroy tap1: its owner, pid " in " ".join(said)
+    assert "would destroy tap1: its owner, pid " in " ".join(said)
     assert reap_interfaces(ifconfig, said.append, system="FreeBSD") == ["tap1", "tap2", "bridge4"]
     assert [c for c in host.calls() if c[-1] == "destroy"] == [
         ["ifconfig", "tap1", "destroy"], ["ifconfig", "tap2", "destroy"],

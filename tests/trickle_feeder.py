@@ -22,7 +22,7 @@ import time
 def main() -> None:
     fd, spec = int(sys.argv[1]), json.loads(sys.argv[2])
     if spec.get("fifo"):
-        keep = os.open(spec["fifo"] + ".in", os.O_RDWR)  # noqa: F841 - held, as QEMU does
+        os.open(spec["fifo"] + ".in", os.O_RDWR)  # held open (never read), as QEMU does
         fd = os.open(spec["fifo"] + ".out", os.O_RDWR)
     rate = float(spec["rate"])
     low, high = spec.get("pieces", [1, 16])

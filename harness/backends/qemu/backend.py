@@ -8,7 +8,6 @@ console is attached, so nothing the firmware prints is lost.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
