@@ -196,7 +196,9 @@ def cmd_plan(args, _extra) -> int:
                         for case, reason in matrix if reason is None) if pool else {}
     rows = []
     for case, reason in matrix:
-        row = {"id": case.id, "skip": reason, "error": None, "commands": [], "adds": []}
+        image = cache.expected_path(case.guest)
+        row = {"id": case.id, "skip": reason, "error": None, "commands": [], "adds": [],
+               "image": str(image), "image_ready": image.is_file()}
         host = hosts.get(case.id)
         if pool and reason is None and host is None:
             row["skip"] = reason = pool.why_none(case.firmware, case.backend)
@@ -223,7 +225,7 @@ def cmd_plan(args, _extra) -> int:
     for row in rows:
         where = f" on {row['host']['slot']}" if row.get("host") else ""
         verdict = f"SKIP: {row['skip']}" if row["skip"] else \
-            f"ERROR: {row['error']}" if row["error"] else f"run{where}"
+            f"ERROR: {row['error']}" if row["error"] else f"run{where}{_image_note(row)}"
         print(f"{row['id']:48} {verdict}")
     for row in rows:
         if not row["commands"]:
@@ -348,6 +350,13 @@ def _parallel_options(hosts_file: Path, extra: list[str]) -> list[str]:
         return []
     capacity = HostPool(load_hosts(hosts_file)).capacity
     return ["-n", str(capacity)] if capacity > 1 else []
+
+
+def _image_note(row: dict) -> str:
+    """What a run will need first when the case's image is not on this host yet."""
+    if row["image_ready"]:
+        return ""
+    return " (image not here yet: refvm images fetch, or import)"
 
 
 # images --------------------------------------------------------------------------------------

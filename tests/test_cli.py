@@ -215,3 +215,18 @@ def test_a_usage_error_inside_pytest_is_refvms_usage_status(tmp_path, capsys):
     # pytest's own usage error (exit 4) for an option after `--` is exit 2, like refvm's
     assert main(["run", "--artifacts", str(tmp_path), "--", "--scenario", "nosuch"]) == 2
     assert capsys.readouterr().err.count("unknown scenario 'nosuch'; known: boot,") == 1
+
+
+def test_plan_says_which_images_are_not_here_yet(tmp_path, monkeypatch, capsys):
+    """A case whose image is neither cached nor built yet still runs (the run fetches it, or
+    skips it where it cannot be had): plan says so, and --json tells it apart."""
+    monkeypatch.setenv("REFVM_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["plan", "--accel", "tcg", "--scenario", "boot", "--guest", "freebsd-14.3",
+                 "--firmware", "uefi"]) == 0
+    assert "boot[freebsd-14.3-uefi-qemu]                     run (image not here yet: refvm " \
+           "images fetch, or import)" in capsys.readouterr().out
+    assert main(["plan", "--accel", "tcg", "--scenario", "boot", "--guest", "freebsd-14.3",
+                 "--firmware", "uefi", "--json"]) == 0
+    case, = json.loads(capsys.readouterr().out)["cases"]
+    assert case["image_ready"] is False and case["image"].endswith(
+        "ec0f5a4bbe63aa50a725d9fee0f1931f850e9a21cbebdadb991df00f168d6805.raw")
