@@ -169,7 +169,10 @@ class TricklingConsole:
                     self.harness_side = FifoConsole(base)
                     break
                 except OSError:
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > deadline:  # the feeder never opened them: stop it
+                        self.process.kill()
+                        self.process.wait()
+                        self._dir.cleanup()
                         raise
                     time.sleep(0.01)
             return

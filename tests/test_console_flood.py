@@ -175,3 +175,36 @@ def test_a_failure_pattern_starting_with_a_word_boundary_is_prefiltered_by_its_l
     assert stream.required_literal(re.compile(r"Fatal trap \d+")) == "Fatal trap "
     assert stream.required_literal(re.compile(r"(?i)panic")) is None  # case-insensitive
     assert stream.required_literal(re.compile(r"panic|Oops")) is None  # no literal in common
+
+
+def test_a_tty_console_written_faster_than_the_guest_reads_waits_for_room(tmp_path):
+    """An nmdm console (a tty) is read non-blocking, and it is the descriptor written too:
+    a line larger than the tty's buffer must wait for the guest to read, not fail."""
+    import os
+    import pty
+
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # as a guest's serial port in raw mode: bytes, not lines, no echo
+    received = bytearray()
+    payload = "x" * 200_000
+
+    def guest_reads_slowly():
+        time.sleep(0.5)  # the buffer fills first
+        while len(received) < len(payload):
+            received.extend(os.read(slave, 65536))
+
+    reader = threading.Thread(target=guest_reads_slowly, daemon=True)
+    reader.start()
+    log = ConsoleLog(tmp_path / "console.log")
+    try:
+        console_stream = stream.ConsoleStream(master, log)
+        assert console_stream._buffered  # a tty: read without select, non-blocking
+        console_stream.write(payload)
+        reader.join(10)
+        assert bytes(received) == payload.encode()
+    finally:
+        log.close()
+        os.close(master)
+        os.close(slave)

@@ -40,6 +40,8 @@ import stat
 import time
 from dataclasses import dataclass
 
+from ..errors import GuestFailure
+
 try:  # Python 3.11+
     from re import _constants as _sre_constants, _parser as _sre_parse
 except ImportError:  # 3.9, 3.10
@@ -48,6 +50,7 @@ except ImportError:  # 3.9, 3.10
 
 READ_CHUNK = 65536
 QUIET_SECONDS = 0.005  # no new output for this long: hand over what was read (a prompt)
+WRITE_STALL = 30.0  # seconds a console write may wait for room before the guest is at fault
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,16 @@ class ConsoleStream:
 
     # Writing ---------------------------------------------------------------------------------
     def write(self, text: str) -> None:
+        """Write all of ``text``. A pipe or tty console is read non-blocking, and on an nmdm
+        device that is the descriptor written too: when its buffer is full (the guest is not
+        reading), wait for room, up to ``WRITE_STALL`` seconds without progress."""
         data = text.encode("utf-8")
         while data:
-            written = os.write(self.write_fd, data)
+            try:
+                written = os.write(self.write_fd, data)
+            except BlockingIOError:
+                if not select.select([], [self.write_fd], [], WRITE_STALL)[1]:
+                    raise GuestFailure(f"the guest took no console input for {WRITE_STALL:.0f}s "
+                                       f"({len(data)} bytes not sent)") from None
+                continue
             data = data[written:]

@@ -80,8 +80,7 @@ class UnixShell:
         after a newline (nudged after ``nudge_after`` s of silence) and messages over it."""
         console = self.console
         waits = [self.spec.login_prompt]
-        stop_loader = getattr(self.spec, "stop_loader", False)
-        if stop_loader:
+        if self.spec.stop_loader:
             waits += [LOADER_COUNTDOWN]
         while True:
             remaining = deadline - time.monotonic()
