@@ -1,30 +1,43 @@
 #!/usr/bin/env python3
 """TEST DOUBLE standing in for qemu-system-x86_64 running a FreeBSD BASIC-CI guest (never for
-real use). It lets the FreeBSD guest files, the Unix-shell driver and the boot scenario run
-through the harness's real QEMU backend: argv, QMP, the COM1 FIFOs, exit reasons.
+real use). It lets the FreeBSD guest files, the Unix-shell driver and the scenarios run through
+the harness's real QEMU backend: argv, QMP, the COM1 FIFOs, COM2's socket, exit reasons.
 
 What it plays, from real FreeBSD serial transcripts (shared/guest-facts.md 1.3-1.4: loader
 lines, getty's banner ``FreeBSD/amd64 (freebsd) (ttyu0)``, root without a password, motd,
-``resizewin -z``'s ``ESC[999;999H ESC[6n`` query that waits ~2 s for an answer, the prompt
-``root@freebsd:~ #``, ``shutdown -p now`` ending with ``Uptime:``): a QMP server on the
-``-qmp`` socket (greeting, qmp_capabilities, cont, a SHUTDOWN event), the guest's console on
-the ``-chardev pipe`` FIFOs once ``cont`` arrives, and a shell that answers the commands the
-boot scenario and the driver type. The shell is sh (14.x) or csh (13.x, ``FAKE_FREEBSD_SHELL=
-csh``): csh reads ``$?name`` as "is name set", knows ``${status}``, says "Command not found.".
+``resizewin -z``'s ``ESC[999;999H ESC[6n`` query that waits ~2 s for an answer, ``shutdown -p
+now`` ending with ``Uptime:``): a QMP server on the ``-qmp`` socket (greeting,
+qmp_capabilities, cont, a SHUTDOWN event), the guest's console on the ``-chardev pipe`` FIFOs
+once ``cont`` arrives. After the login it hands the console to a *real* shell on a pty: dash
+as FreeBSD's sh (14.x), tcsh as 13.x's csh (``FAKE_FREEBSD_SHELL=csh``), or bash, with
+root's prompt ``root@freebsd:~ #``, in a private mount and PID namespace whose /dev holds the
+argv's disks under FreeBSD's names and COM2 as /dev/cuau1, and whose FreeBSD tools are the
+stand-ins of tests/fake_freebsd_userland.py (read its docstring for what they are and are not).
+So the family's commands are parsed and run by a real shell, and their data really moves
+through the scratch images, COM2's socket and TCP.
+
 ``FAKE_FREEBSD_LOADER=menu`` plays a plain image's loader menu (``Autoboot in 9 seconds``)
 that must be stopped to put the console on the serial port; ``FAKE_FREEBSD_PANIC=1`` panics
-after login. It writes what it was asked to ``FAKE_FREEBSD_LOG`` (JSON lines) when set.
+after login; ``FAKE_FREEBSD_NVME=nda`` names NVMe disks ndaN (CAM) instead of nvdN. It writes
+what it was typed and answered to ``FAKE_FREEBSD_LOG`` (JSON lines) when set. Linux only; it
+needs unshare(1) and the right to mount in a new namespace (root, or user namespaces).
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
-import re
+import select
 import socket
+import subprocess
 import sys
+import termios
 import threading
 import time
+import tty
 
+USERLAND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_freebsd_userland.py")
 RELEASE = os.environ.get("FAKE_FREEBSD_RELEASE", "14.3")
 BANNER = "\r\nFreeBSD/amd64 (freebsd) (ttyu0)\r\n\r\nlogin: "
 MOTD = (f"FreeBSD {RELEASE}-RELEASE releng/{RELEASE}-n271432-8c9ce319fef7 GENERIC\r\n\r\n"
@@ -49,31 +62,80 @@ MENU = ("\x1b[H\x1b[J  ______               ____   _____ _____  \r\n"
         "\rAutoboot in 9 seconds, hit [Enter] to boot or any other key to stop ")
 
 
-def option(argv, flag, key):
-    """The value of ``key=`` in the option after ``flag`` (e.g. -qmp unix:PATH,server=on)."""
+PROMPT = "root@freebsd:~ # "
+SHUTDOWN_TAIL = ("\r\nSystem shutdown time has arrived\r\nStopping sshd.\r\nWaiting (max 60 "
+                 "seconds) for system process `vnlru' to stop... done\r\nAll buffers synced.\r\n"
+                 "Uptime: 1m12s\r\n")
+
+
+def options(argv: list[str], flag: str) -> list[dict]:
+    """Every ``flag`` option as a dict: ``-device nvme,drive=d1,serial=S`` -> {"": "nvme",
+    "drive": "d1", "serial": "S"}."""
+    found = []
     for i, arg in enumerate(argv[:-1]):
-        if arg == flag and argv[i + 1].startswith(key):
-            return argv[i + 1]
-    return None
+        if arg == flag:
+            parts = argv[i + 1].split(",")
+            found.append({"": parts[0], **dict(p.split("=", 1) for p in parts if "=" in p)})
+    return found
+
+
+def devices(argv: list[str], workdir: str) -> dict:
+    """The VM's devices under FreeBSD's names, from the QEMU argv the harness built."""
+    drives = {d["id"]: d for d in options(argv, "-drive") if d.get("if") == "none"}
+    nvme_driver = os.environ.get("FAKE_FREEBSD_NVME", "nvd")
+    disks, nics, vtbd, nvme = [], [], 0, 0
+    qemu_version = "7.2.0"
+    for dev in options(argv, "-device"):
+        kind = dev[""]
+        if kind in ("virtio-blk-pci", "nvme"):
+            drive = drives[dev["drive"]]
+            disk = {"file": drive["file"], "serial": dev.get("serial", ""),
+                    "readonly": drive.get("readonly") == "on" or drive.get("snapshot") == "on",
+                    "sector_size": int(dev.get("logical_block_size", 512))}
+            if kind == "nvme":  # hw/nvme/ctrl.c: vendor 1b36 (Red Hat), subsystem 1af4
+                disk.update(name=f"{nvme_driver}{nvme}", controller=f"nvme{nvme}",
+                            model="QEMU NVMe Ctrl", vendor="1b36", subvendor="1af4",
+                            firmware=qemu_version)
+                nvme += 1
+            else:
+                disk["name"] = f"vtbd{vtbd}"
+                vtbd += 1
+            disks.append(disk)
+        elif kind == "virtio-net-pci":
+            nics.append({"name": f"vtnet{len(nics)}", "mac": dev["mac"], "ipv4": "10.0.2.15",
+                         "prefix": 24})
+    return {"disks": disks, "nics": nics, "nvme_driver": nvme_driver, "release": RELEASE,
+            "bootmethod": "UEFI" if any(d.get("if") == "pflash" for d in options(argv, "-drive"))
+            else "BIOS", "prompt": PROMPT, "control": os.path.join(workdir, "control"),
+            "uarts": {}}
+
+
+def in_child_be_killed_with_parent() -> None:
+    """The shell's namespace dies with this process: unshare(1) gets SIGKILL when we die,
+    and its --kill-child takes the namespace's PID 1 (and so all of it) down."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 class Guest:
-    def __init__(self, base: str, uefi: bool, qmp: "Qmp"):
+    def __init__(self, base: str, state: dict, workdir: str, qmp: "Qmp"):
         self.out = os.open(base + ".out", os.O_RDWR)  # as QEMU's pipe chardev opens them
         self.inp = os.open(base + ".in", os.O_RDWR)
-        self.uefi, self.qmp = uefi, qmp
-        self.shell = os.environ.get("FAKE_FREEBSD_SHELL", "sh")
-        self.status = 0
+        self.state, self.workdir, self.qmp = state, workdir, qmp
         self.log = os.environ.get("FAKE_FREEBSD_LOG")
+        self.lock = threading.Lock()
 
     def note(self, **what) -> None:
         if self.log:
             with open(self.log, "a") as f:
                 f.write(json.dumps(what) + "\n")
 
-    def say(self, text: str) -> None:
-        for i in range(0, len(text), 16):  # a UART under TCG: small writes
-            os.write(self.out, text[i:i + 16].encode())
+    def say(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        with self.lock:
+            for i in range(0, len(data), 16):  # a UART under TCG: small writes
+                os.write(self.out, data[i:i + 16])
 
     def readline(self, echo: bool = True) -> str | None:
         line = b""
@@ -88,7 +150,6 @@ class Guest:
                 self.say(ch.decode(errors="replace"))
 
     def read_until(self, end: bytes, timeout: float) -> str | None:
-        import select
         data, deadline = b"", time.monotonic() + timeout
         while not data.endswith(end):
             if not select.select([self.inp], [], [], max(deadline - time.monotonic(), 0))[0]:
@@ -115,7 +176,7 @@ class Guest:
                      "cpuid = 1\r\ntime = 1764645000\r\nKDB: stack backtrace:\r\n"
                      "#0 0xffffffff80b9f3ad at kdb_backtrace+0x5d\r\nUptime: 13s\r\n"
                      "Automatic reboot in 15 seconds - press a key on the console to abort\r\n")
-        self.shell_loop()
+        self.shell_session()
 
     def loader_menu(self) -> None:
         self.say(MENU)
@@ -136,73 +197,77 @@ class Guest:
                     time.sleep(3600)
             self.say("OK ")
 
-    def prompt(self) -> str:
-        return "root@freebsd:~ # " if self.shell in ("sh", "csh") else "# "
-
-    def shell_loop(self) -> None:
+    # After the login: a real shell --------------------------------------------------------------
+    def shell_session(self) -> None:
+        """Root's login shell on a pty in its namespace, its pty relayed to the console."""
+        state_path = os.path.join(self.workdir, "state.json")
+        with open(state_path, "w") as f:
+            json.dump(self.state, f)
+        os.mkfifo(self.state["control"])
+        master, slave = os.openpty()
+        shell = os.environ.get("FAKE_FREEBSD_SHELL", "sh")
+        argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation",
+                "private", "/usr/bin/python3", USERLAND, "enter", state_path, shell]
+        subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                         preexec_fn=in_child_be_killed_with_parent)
+        os.close(slave)
+        threading.Thread(target=self.typed_to_shell, args=(master,), daemon=True).start()
+        threading.Thread(target=self.await_poweroff, daemon=True).start()
         while True:
-            self.say(self.prompt())
-            line = self.readline()
-            if line is None:
-                return
-            self.note(shell=self.shell, line=line)
-            if line.strip() == "exec /bin/sh":
-                self.shell = "posix"
-                continue
-            for command in split_commands(line):
-                self.command(command)
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the shell and all its children are gone
+                data = b""
+            if not data:
+                os._exit(1)
+            self.say(data)
 
-    def expand(self, text: str) -> str:
-        text = text.replace("''", "")
-        shell = "/bin/csh" if self.shell == "csh" else "/bin/sh"
-        text = text.replace("${SHELL}", shell)
-        if self.shell == "csh":
-            text = text.replace("${status}", str(self.status))
-            text = re.sub(r"\$\?[A-Za-z_]+", "0", text)  # "$?name": is name set? (it is not)
-        else:
-            text = text.replace("$?", str(self.status))
-        return text
+    def typed_to_shell(self, master: int) -> None:
+        line = b""
+        while data := os.read(self.inp, 4096):
+            os.write(master, data)
+            line += data
+            while b"\r" in line:
+                typed, line = line.split(b"\r", 1)
+                self.note(line=typed.decode(errors="replace"))
 
-    def command(self, command: str) -> None:
-        outputs = {"uname -s": "FreeBSD", "kenv -q kernelname": "/boot/kernel/kernel",
-                   "sysctl -n machdep.bootmethod": "UEFI" if self.uefi else "BIOS",
-                   "stty -echo": "", "id -u": "0"}
-        if command.startswith("echo "):
-            self.say(self.expand(command[5:]) + "\r\n")
-            self.status = 0
-        elif command in outputs:
-            self.say(outputs[command] + ("\r\n" if outputs[command] else ""))
-            self.status = 0
-        elif command == "sh -c 'exit 3'":
-            self.status = 3
-        elif command == "shutdown -p now":
-            self.say("Shutdown NOW!\r\nshutdown: [pid 812]\r\n\r\nSystem shutdown time has "
-                     "arrived\r\nStopping sshd.\r\nWaiting (max 60 seconds) for system process "
-                     "`vnlru' to stop... done\r\nAll buffers synced.\r\nUptime: 1m12s\r\n")
-            self.qmp.event("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
-            time.sleep(0.2)
-            os._exit(0)
-        elif self.shell == "csh":
-            self.say(f"{command.split()[0]}: Command not found.\r\n")
-            self.status = 1
-        else:
-            self.say(f"sh: {command.split()[0]}: not found\r\n")
-            self.status = 127
+    def await_poweroff(self) -> None:
+        with open(self.state["control"]) as control:
+            if control.readline().strip() == "poweroff":
+                self.say(SHUTDOWN_TAIL)
+                self.qmp.event("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
+                time.sleep(0.2)
+                os._exit(0)
+
+    def wire_com2(self, path: str) -> None:
+        """COM2 (a ``-chardev socket,server=on`` QEMU listens on from the start) is
+        /dev/cuau1: a pty whose other end this relays to whoever connects to the socket."""
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self.com2_slave = slave  # kept open: a pty with no slave open reads EIO
+        self.state["uarts"]["cuau1"] = os.ttyname(slave)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+
+        def relay():
+            conn, _ = server.accept()
+            threading.Thread(target=lambda: pump(master, conn.sendall), daemon=True).start()
+            while data := conn.recv(65536):
+                os.write(master, data)
+
+        threading.Thread(target=relay, daemon=True).start()
 
 
-def split_commands(line: str) -> list[str]:
-    """``a; b 'c; d'; e`` -> [a, b 'c; d', e]: the framing's ``;`` outside single quotes."""
-    parts, current, quoted = [], "", False
-    for ch in line:
-        if ch == "'":
-            quoted = not quoted
-        if ch == ";" and not quoted:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    parts.append(current.strip())
-    return [p for p in parts if p]
+def pump(fd: int, send) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        send(data)
 
 
 class Qmp:
@@ -240,14 +305,18 @@ def main() -> None:
     if argv == ["--version"]:
         print("QEMU emulator version 0.0.0 (refvm test double: tests/fake_qemu_freebsd.py)")
         return
-    qmp_path = option(argv, "-qmp", "unix:")[len("unix:"):].split(",")[0]
-    chardev = option(argv, "-chardev", "pipe,id=com1,")
-    base = chardev.split("path=", 1)[1].split(",")[0]
+    qmp_path = next(o for o in options(argv, "-qmp"))[""][len("unix:"):]
+    base = next(o for o in options(argv, "-chardev") if o.get("id") == "com1")["path"]
     pidfile = argv[argv.index("-pidfile") + 1]
     with open(pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
+    workdir = os.path.join(os.path.dirname(pidfile), "freebsd-double")
+    os.mkdir(workdir)
+    state = devices(argv, workdir)
     qmp = Qmp(qmp_path)
-    guest = Guest(base, uefi=any(a.startswith("if=pflash") for a in argv), qmp=qmp)
+    guest = Guest(base, state, workdir, qmp)
+    for com2 in (o for o in options(argv, "-chardev") if o.get("id") == "com2"):
+        guest.wire_com2(com2["path"])
     threading.Thread(target=qmp.serve, daemon=True).start()
     qmp.cont.wait()
     guest.run()

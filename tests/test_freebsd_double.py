@@ -1,11 +1,14 @@
 """FreeBSD guests through the real QEMU backend, against a TEST DOUBLE of QEMU running FreeBSD.
 
 This machine cannot download a FreeBSD image, so no FreeBSD guest is booted here. What runs
-for real is everything of refvm's: `refvm run`, the QEMU backend's argv, QMP and COM1 FIFOs,
-the Unix-shell driver (login without a password, the resizewin query, the shell flavour, csh
-replaced by /bin/sh, the loader stop) and the boot scenario's steps with the FreeBSD family's
-commands. tests/fake_qemu_freebsd.py stands in for qemu-system-x86_64 and plays a FreeBSD
-console from real transcripts (see its docstring). Only simulated: the FreeBSD guest itself.
+for real is everything of refvm's: `refvm run`, the QEMU backend's argv, QMP, the COM1 FIFOs
+and COM2's socket, the Unix-shell driver (login without a password, the resizewin query, the
+shell flavour, csh replaced by /bin/sh, the loader stop) and every scenario's steps with the
+FreeBSD family's command lines, which a real shell (dash, tcsh, bash) parses and runs with real
+dd, head, awk and sed on the scratch disks the harness checks. tests/fake_qemu_freebsd.py
+stands in for qemu-system-x86_64 and plays FreeBSD's console from real transcripts; the FreeBSD
+tools themselves (diskinfo, nvmecontrol, ifconfig, sha256, sysctl, nc, stty -f) are stand-ins
+(tests/fake_freebsd_userland.py). Only simulated: the FreeBSD kernel and its userland.
 """
 from __future__ import annotations
 
@@ -33,17 +36,19 @@ def freebsd(tmp_path):
     qemu.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
     qemu.chmod(0o755)
 
-    def run(env=None, firmware="uefi", console_extra="", timeout=120):
+    def run(env=None, firmware="uefi", console_extra="", timeout=120, scenarios=("boot",)):
         guest = tmp_path / "freebsd-double.yaml"
         guest.write_text(
             f"name: freebsd-double\nfamily: freebsd\nimage: {{path: {image}, sha256: "
             f"{hashlib.sha256(image.read_bytes()).hexdigest()}}}\nfirmware: [uefi, csm]\n"
+            f"devices: [virtio-blk, nvme, virtio-net, uart]\n"
             f"console:\n  user: root\n  boot_timeout: 20\n{console_extra}")
         log, junit = tmp_path / "double.jsonl", tmp_path / "junit.xml"
         log.unlink(missing_ok=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "run", "--guest", str(guest), "--scenario",
-             "boot", "--firmware", firmware, "--accel", "tcg", "--qemu-binary", str(qemu),
+            [sys.executable, "-m", "harness.cli", "run", "--guest", str(guest),
+             *(a for name in scenarios for a in ("--scenario", name)),
+             "--firmware", firmware, "--accel", "tcg", "--qemu-binary", str(qemu),
              "--artifacts", str(tmp_path / "artifacts"), "--junitxml", str(junit),
              "-p", "no:cacheprovider"],
             cwd=REPO, capture_output=True, text=True, timeout=timeout,
@@ -54,9 +59,13 @@ def freebsd(tmp_path):
     return run
 
 
-def properties(root) -> dict:
-    case, = root.iter("testcase")
+def properties(root, name=None) -> dict:
+    case, = (c for c in root.iter("testcase") if name is None or c.get("name").startswith(name))
     return {p.get("name"): p.get("value") for p in case.iter("property")}
+
+
+def typed(said) -> list[str]:
+    return [s["line"] for s in said if "line" in s]
 
 
 @pytest.mark.parametrize("firmware, reported", [("uefi", "UEFI"), ("csm", "BIOS")])
@@ -69,18 +78,29 @@ def test_freebsd_14_boot_scenario_passes_through_the_qemu_backend(freebsd, firmw
     answer, = [s for s in said if "resizewin_answer" in s]
     assert answer["resizewin_answer"] == "\x1b[24;80R"
     assert answer["answered_after"] < 1.0  # unanswered, resizewin waits ~2 s per login
-    lines = [s["line"] for s in said if "line" in s]
+    lines = typed(said)
+    assert "=$0=__" in lines[0]  # the shell asked for its own name
+    assert "exec /bin/sh" not in lines  # sh is FreeBSD 14's root shell: nothing to replace
     assert any("shutdown -p now" in line for line in lines)
-    assert all(s["shell"] == "sh" for s in said if "shell" in s)
 
 
 def test_freebsd_13_csh_login_shell_is_replaced_by_sh(freebsd):
+    """A real tcsh (FreeBSD's /bin/csh) as root's login shell: asked by name, replaced by
+    /bin/sh, asked again (``$SHELL`` would still say /bin/csh there), then every command runs
+    framed for sh: tcsh would read the sh framing's ``$?__`` as a variable test and never end."""
     proc, root, said = freebsd(env={"FAKE_FREEBSD_SHELL": "csh", "FAKE_FREEBSD_RELEASE": "13.2"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    shells = [(s["shell"], s["line"]) for s in said if "line" in s]
-    assert shells[0][0] == "csh" and "${SHELL}" in shells[0][1]  # asked which shell
-    assert shells[1] == ("csh", "exec /bin/sh")
-    assert all(shell == "posix" for shell, _ in shells[2:])  # every command ran in /bin/sh
+    lines = typed(said)
+    assert "=$0=__" in lines[0] and lines[1] == "exec /bin/sh" and "=$0=__" in lines[2]
+    assert all("${status}" not in line for line in lines)
+
+
+def test_bash_as_root_shell_runs_the_boot_scenario(freebsd):
+    """bash (a package on FreeBSD, some users' root shell): its bracketed-paste switches around
+    every prompt do not disturb the prompt, the framing or the output."""
+    proc, _, said = freebsd(env={"FAKE_FREEBSD_SHELL": "bash"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "exec /bin/sh" not in typed(said)
 
 
 def test_a_plain_images_loader_is_stopped_to_use_the_serial_console(freebsd):
@@ -180,3 +200,29 @@ def test_plan_for_a_freebsd_guest_on_bhyve_follows_bhyveload_8_and_bhyve_8():
     bootrom = next(a for a in uefi if a.startswith("bootrom,"))
     code, vars_copy = bootrom.split(",")[1:]
     assert code.endswith("BHYVE_UEFI_CODE.fd") and vars_copy.endswith("/uefi-vars.fd")
+
+
+@pytest.mark.parametrize("nvme_driver", ["nvd", "nda"])
+def test_freebsd_device_command_sets_move_and_check_real_data(freebsd, nvme_driver):
+    """Every device scenario that runs on refguest, with the FreeBSD family's command lines run
+    by a real sh: the scratch disks as /dev/vtbdN and nvdN or ndaN (``hw.nvme.use_nvd``), data
+    written by the host read back and the guest's writes found in the image files, the
+    read-only disk refusing; the NVMe identity from ``nvmecontrol identify``; 8 MiB each way
+    over TCP on vtnet0; 64 KiB each way on COM2 as /dev/cuau1."""
+    proc, root, _ = freebsd(env={"FAKE_FREEBSD_NVME": nvme_driver}, timeout=300,
+                            scenarios=("virtio-blk", "nvme", "virtio-net", "uart"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    blk = properties(root, "virtio-blk")
+    assert blk["scratch_device"] == "/dev/vtbd1" and blk["locked_device"] == "/dev/vtbd2"
+    assert int(blk["scratch_verified_regions"]) >= 3
+    assert "Read-only file system" in blk["locked_write_refused"]
+    nvme = properties(root, "nvme")
+    assert {nvme["ns512_device"], nvme["ns4k_device"]} == {f"/dev/{nvme_driver}0",
+                                                           f"/dev/{nvme_driver}1"}
+    assert nvme["ns512_model"] == "QEMU NVMe Ctrl" and nvme["ns4k_serial"] == "RVNVME-4K"
+    net = properties(root, "virtio-net")
+    assert net["net0_interface"] == "vtnet0" and net["net0_address"] == "10.0.2.15"
+    assert int(net["net0_guest_to_host_bytes"]) == int(net["net0_host_to_guest_bytes"]) == 8 << 20
+    uart = properties(root, "uart")
+    assert uart["data_line"].startswith("/dev/cuau1 115200 8N1")
+    assert int(uart["data_guest_to_host_bytes"]) == int(uart["data_host_to_guest_bytes"]) == 65536

@@ -7,7 +7,8 @@ of a console transport (harness.console.serial: wait for text, send a line):
   ``Hit [Enter] to boot immediately``) to ``set console=comconsole`` for images whose loader
   does not use the serial console; the login dialogue; the terminal-size query FreeBSD's
   ``resizewin -z`` (and busybox ash) sends, answered so it costs no time-out;
-- the shell flavour, asked from the shell itself (``$SHELL``): commands are framed with
+- the shell flavour, asked from the shell itself (``$0``, its own name: ``$SHELL`` still names
+  the login shell after ``exec /bin/sh``): commands are framed with
   ``$?`` in sh, bash and ash, ``${status}`` in csh and tcsh (which reads ``$?x`` as "is x
   set"); a csh login shell is replaced by /bin/sh, since the family command sets are POSIX sh;
 - becoming root (su, sudo, doas) when the console user is not;
@@ -147,15 +148,17 @@ class UnixShell:
                 raise GuestFailure("`exec /bin/sh` left a csh at the console")
 
     def _ask_flavour(self) -> str:
-        """sh or csh, from ``$SHELL``; ``${SHELL}`` and ``''`` mean the same in both."""
+        """sh or csh, from the running shell's own name ``$0`` ("-csh", "-sh", "/bin/sh",
+        "-bash"...): not ``$SHELL``, which login(1) set and ``exec /bin/sh`` leaves alone.
+        ``$0`` and ``''`` read the same in sh and csh."""
         token = secrets.token_hex(6)
-        self.console.send_line(f"echo __RVS''{token}=${{SHELL}}=__")
+        self.console.send_line(f"echo __RVS''{token}=$0=__")
         _, match = self.console.expect([rf"__RVS{token}=([^=\r\n]*)=__"], 30,
-                                       "the shell's name ($SHELL)")
-        name = match.group(1).rsplit("/", 1)[-1]
+                                       "the shell's name ($0)")
+        name = match.group(1).rsplit("/", 1)[-1].lstrip("-")
         # The prompt after it too: a dialogue that waits for a prompt next (su) must not take
         # this one for its own.
-        self.console.expect([self.spec.shell_prompt], 30, "the prompt after $SHELL")
+        self.console.expect([self.spec.shell_prompt], 30, "the prompt after $0")
         return "csh" if name in CSH_SHELLS else "sh"
 
     def _become_root(self) -> None:
