@@ -226,3 +226,35 @@ def test_freebsd_device_command_sets_move_and_check_real_data(freebsd, nvme_driv
     uart = properties(root, "uart")
     assert uart["data_line"].startswith("/dev/cuau1 115200 8N1")
     assert int(uart["data_guest_to_host_bytes"]) == int(uart["data_host_to_guest_bytes"]) == 65536
+
+
+def test_plan_for_a_freebsd_guest_on_libvirts_bhyve_driver_prints_its_domain_xml():
+    """`refvm plan --backend libvirt` with a bhyve:// URI prints the bhyve driver's domain XML
+    for each firmware even where no such host can be reached (this Linux machine): facts
+    assumed, and said so. UEFI: bhyve's code ROM read-only plus a per-VM vars file made from
+    the template; CSM: the CSM ROM alone; bhyveload: no loader at all (the driver then runs
+    bhyveload on the first disk, drvbhyve). The disk is the VM's private copy of the image."""
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--backend", "libvirt",
+                           "--libvirt-uri", "bhyve:///system", "--guest", "freebsd-14.3",
+                           "--scenario", "boot", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    if sys.platform == "linux":
+        assert "not reached" in plan["backend"] and "assumes libvirt 11.9.0" in plan["backend"]
+    domains = {c["id"]: ET.fromstring(c["details"]) for c in plan["cases"]}
+    uefi = domains["boot[freebsd-14.3-uefi-libvirt]"]
+    assert uefi.get("type") == "bhyve"
+    loader, nvram = uefi.find("os/loader"), uefi.find("os/nvram")
+    assert loader.get("readonly") == "yes" and loader.text.endswith("BHYVE_UEFI_CODE.fd")
+    assert nvram.get("template").endswith("BHYVE_UEFI_VARS.fd")
+    assert nvram.text.endswith("/uefi-vars.fd")
+    csm = domains["boot[freebsd-14.3-csm-libvirt]"]
+    assert csm.find("os/loader").text.endswith("BHYVE_UEFI_CSM.fd")
+    assert csm.find("os/nvram") is None
+    load = domains["boot[freebsd-14.3-bhyveload-libvirt]"]
+    assert load.find("os/loader") is None and load.find("os/type").text == "hvm"
+    for domain in domains.values():
+        disk, = domain.findall("devices/disk")
+        assert "/private-0-ec0f5a4b" in disk.find("source").get("file")
+        assert domain.find("devices/serial").get("type") == "nmdm"

@@ -112,12 +112,14 @@ def make_backend(name: str, options, cache: ImageCache, guests, planning: bool =
 
     QEMU gets a built reference guest to probe KVM with, when one is cached. bhyve, when
     ``planning``, may assume a FreeBSD release's bhyve on a host that has none. libvirt
-    connects to ``uri`` (a pool's host), else to --libvirt-uri."""
+    connects to ``uri`` (a pool's host), else to --libvirt-uri; planning for a bhyve:// URI
+    it cannot reach, it assumes that host's libvirt."""
     if name == "bhyve":
         return get_backend("bhyve", csm_firmware=options.csm_firmware, planning=planning)
     if name == "libvirt":
         return get_backend("libvirt", uri=uri or options.libvirt_uri,
-                           domain_type="kvm" if options.accel == "kvm" else None)
+                           domain_type="kvm" if options.accel == "kvm" else None,
+                           planning=planning)
     probe_image = None
     for guest in guests:
         if guest.image.build and guest.family == "linux":

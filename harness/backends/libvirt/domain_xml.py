@@ -349,17 +349,8 @@ def parse_version(number: int) -> tuple[int, int, int]:
     return number // 1_000_000, number // 1000 % 1000, number % 1000
 
 
-def check_capabilities(domain: ET.Element, caps_xml: str, where: str,
-                       libvirt_version: tuple | None = None, local: bool = True,
-                       security_models: tuple = ()) -> None:
-    """Raise Unsupported naming the first element of ``domain`` the host cannot run.
-
-    ``caps_xml`` is the connected libvirt's domain capabilities for this domain type and
-    machine; ``where`` names the host for the message (e.g. "libvirt 9.0.0 at qemu:///system").
-    ``local``: whether the harness runs on that host (bhyve's data ports need it);
-    ``security_models``: the host capabilities' <secmodel> names (QEMU arguments need DAC only).
-    """
-    caps = ET.fromstring(caps_xml)
+def _offered_problems(domain: ET.Element, caps: ET.Element, libvirt_version) -> list[str]:
+    """What ``domain`` asks for that the domain capabilities ``caps`` do not offer."""
     problems: list[str] = []
     dtype = domain.get("type")
     have_type = caps.findtext("domain")
@@ -406,6 +397,23 @@ def check_capabilities(domain: ET.Element, caps_xml: str, where: str,
         if mode is None or mode.get("supported") != "yes":
             problems.append(f"<cpu mode='{cpu.get('mode')}'>: not supported by this host")
 
+    return problems
+
+
+def check_capabilities(domain: ET.Element, caps_xml: str | None, where: str,
+                       libvirt_version: tuple | None = None, local: bool = True,
+                       security_models: tuple = ()) -> None:
+    """Raise Unsupported naming the first element of ``domain`` the host cannot run.
+
+    ``caps_xml`` is the connected libvirt's domain capabilities for this domain type and
+    machine (None: a plan for a host not reached, checked by the version rules only);
+    ``where`` names the host for the message (e.g. "libvirt 9.0.0 at qemu:///system").
+    ``local``: whether the harness runs on that host (bhyve's data ports need it);
+    ``security_models``: the host capabilities' <secmodel> names (QEMU arguments need DAC only).
+    """
+    problems = [] if caps_xml is None else \
+        _offered_problems(domain, ET.fromstring(caps_xml), libvirt_version)
+    dtype = domain.get("type")
     if dtype == "bhyve" and libvirt_version is not None:
         problems += _bhyve_version_problems(domain, tuple(libvirt_version))
     if dtype == "bhyve" and not local:
