@@ -103,15 +103,32 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def load_scenarios(paths=None) -> list[Scenario]:
-    return load_all(paths if paths is not None else scenario_files(), load_scenario)
+    """Every scenario, a scenario with variants as one scenario per variant (vcpus-4 ...)."""
+    files = load_all(paths if paths is not None else scenario_files(), load_scenario)
+    expanded = [one for scenario in files for one in scenario.expanded()]
+    seen: dict[str, Scenario] = {}
+    problems = []
+    for scenario in expanded:
+        if scenario.name in seen:
+            problems.append(Problem(str(scenario.file), 1, "variants",
+                                    f"{scenario.name!r} is also the name of a scenario in "
+                                    f"{seen[scenario.name].file}"))
+        seen.setdefault(scenario.name, scenario)
+    if problems:
+        raise ConfigError(problems)
+    return expanded
 
 
 def select_scenarios(scenarios: list[Scenario], names) -> list[Scenario]:
-    """The scenarios named (all if none); an unknown name is a problem naming the choices."""
-    known = {s.name for s in scenarios}
-    unknown = [n for n in dict.fromkeys(names) if n not in known]
+    """The scenarios named (all if none); a scenario's name also selects all its variants
+    (``vcpus``: vcpus-1, vcpus-2...). An unknown name is a problem naming the choices."""
+    def chosen(scenario: Scenario, name: str) -> bool:
+        return name in (scenario.name, scenario.base)
+
+    unknown = [n for n in dict.fromkeys(names) if not any(chosen(s, n) for s in scenarios)]
     if unknown:
+        known = {s.name for s in scenarios} | {s.base for s in scenarios if s.base}
         raise ConfigError([Problem("(command line)", 0, "--scenario",
                                    f"unknown scenario {show(n)}; known: "
                                    f"{', '.join(sorted(known))}") for n in unknown])
-    return [s for s in scenarios if not names or s.name in names]
+    return [s for s in scenarios if not names or any(chosen(s, n) for n in names)]

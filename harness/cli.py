@@ -206,7 +206,7 @@ def cmd_plan(args, _extra) -> int:
             row["host"] = {"name": host.host.name, "uri": host.host.uri, "slot": host.group}
         if reason is None:
             case_backend = backends.get(host and host.host)
-            spec = run.vm_spec(case, cache.expected_path(case.guest))
+            spec = run.vm_spec(case, cache.expected_path(case.guest), case_backend)
             try:
                 row["commands"] = case_backend.command_lines(spec)
                 row["adds"] = scenario_additions(case_backend, spec)

@@ -276,6 +276,23 @@ class PoolOffer:
             return None
         return self.pool.why_none(firmware, self.name)
 
+    @property
+    def needs(self) -> tuple:
+        from .backends import backend_class
+        return backend_class(self.name).needs
+
+    def lacks(self, need: str, firmware: str) -> str | None:
+        from .backends.base import Backend
+        return Backend.lacks(self, need, firmware)
+
+    def max_vcpus(self) -> tuple[int, str]:
+        from .backends.base import Backend
+        return Backend.max_vcpus(self)
+
+    def vcpu_problem(self, cpus: int, topology) -> str | None:
+        from .backends.base import Backend
+        return Backend.vcpu_problem(self, cpus, topology)
+
     def describe(self) -> str:
         return f"{self.name} on a pool of {len(self.pool.hosts)} host(s): " + ", ".join(
             f"{h.name} ({h.uri}, max_vms {h.max_vms})" for h in self.pool.hosts)

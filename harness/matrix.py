@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .backends.base import NEED_WORDS
 from .model import Guest, Scenario
 from .steps import REGISTRY
 
@@ -28,6 +29,18 @@ def skip_reason(case: Case, backend) -> str | None:
     why = backend.unsupported(case.firmware)
     if why:
         return why
+    scenario = case.scenario
+    if scenario.firmware and case.firmware not in scenario.firmware:
+        return (f"scenario {scenario.name} applies to {', '.join(scenario.firmware)} "
+                f"firmware only")
+    for need in scenario.needs:
+        why = backend.lacks(need, case.firmware)
+        if why:
+            return f"scenario {scenario.name} needs to {NEED_WORDS[need]}: {why}"
+    cpus, topology = vcpus_of(case, backend)
+    why = backend.vcpu_problem(cpus, topology)
+    if why:
+        return f"scenario {scenario.name}: {why}"
     lacking = [d for d in case.scenario.requires if d not in case.guest.devices]
     if lacking:
         return f"guest {case.guest.name} does not declare device(s): {', '.join(lacking)}"
@@ -37,6 +50,17 @@ def skip_reason(case: Case, backend) -> str | None:
             return (f"scenario {case.scenario.name} step {step.kind!r} (line {step.line}) "
                     f"has nothing for {case.guest.family} guests")
     return None
+
+
+def vcpus_of(case: Case, backend) -> tuple[int, tuple | None]:
+    """The case's vCPU count (the scenario's, "max" resolved, else the guest's) and topology
+    ((sockets, cores, threads), or None: the hypervisor's default)."""
+    shape = case.scenario.vm
+    cpus = shape.cpus if shape.cpus is not None else case.guest.cpus
+    if cpus == "max":
+        cpus = backend.max_vcpus()[0]
+    topology = (shape.sockets, shape.cores, shape.threads) if shape.sockets else None
+    return cpus, topology
 
 
 def build(scenarios, guests, backend, firmwares=()) -> list[tuple[Case, str | None]]:

@@ -136,6 +136,42 @@ class SerialAttach:
     port: str  # com2 .. com4 (com1 is the console)
 
 
+# What a scenario can ask of the machine beyond booting it, so that a scenario asks for a
+# capability and each backend says whether (and why not) it has it: start the same VM again
+# with the same vars file and disks; let the guest reboot; suspend it to a file and restore it
+# into a new hypervisor process; a UEFI variable store kept in a file apart from the ROM.
+MACHINE_NEEDS = ("restart", "reboot", "save-restore", "vars-file")
+
+
+@dataclass(frozen=True)
+class VmShape:
+    """What a scenario (or one of its variants) sets on the VM over the guest file's values:
+    the vCPU count (a number, or "max": the backend's maximum), the CPU topology, the RTC."""
+
+    cpus: int | str | None = None
+    sockets: int | None = None
+    cores: int | None = None
+    threads: int | None = None
+    utc_clock: bool | None = None
+
+    def over(self, base: "VmShape") -> "VmShape":
+        """This shape's values where set, else ``base``'s."""
+        return VmShape(*(mine if mine is not None else theirs
+                         for mine, theirs in zip(astuple_shallow(self), astuple_shallow(base))))
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus} vCPUs"] if self.cpus is not None else []
+        if self.sockets:
+            parts.append(f"{self.sockets} sockets x {self.cores} cores x {self.threads} threads")
+        if self.utc_clock is not None:
+            parts.append("RTC in UTC" if self.utc_clock else "RTC in local time")
+        return ", ".join(parts)
+
+
+def astuple_shallow(obj) -> tuple:
+    return tuple(getattr(obj, f) for f in obj.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -145,9 +181,22 @@ class Scenario:
     timeout: float
     steps: tuple = field(default_factory=tuple)
     attach: tuple = field(default_factory=tuple)
+    firmware: tuple = ()  # the firmware profiles it applies to; () = all
+    needs: tuple = ()     # MACHINE_NEEDS
+    vm: VmShape = VmShape()
+    variants: tuple = ()  # (id, VmShape) pairs: one case each, named "<name>-<id>"
+    base: str = ""        # a variant's scenario name ("vcpus" for vcpus-4)
 
     def attachment(self, kind: type, ident: str):
         return next(a for a in self.attach if isinstance(a, kind) and a.id == ident)
+
+    def expanded(self) -> list["Scenario"]:
+        """This scenario, or one scenario per variant (its shape over the scenario's)."""
+        from dataclasses import replace
+        if not self.variants:
+            return [self]
+        return [replace(self, name=f"{self.name}-{ident}", vm=shape.over(self.vm), variants=(),
+                        base=self.name) for ident, shape in self.variants]
 
 
 def _check_image(image: dict, where: s.Where, _raw) -> None:
@@ -349,11 +398,54 @@ def _check_scenario(scenario: dict, where: s.Where, _raw) -> None:
                     f"no {kind} with id {ident!r} under attach")
 
 
+class _CpuCount(s.Kind):
+    """A vCPU count, or "max": the backend's maximum, whatever it is on the host."""
+
+    def check(self, value, where):
+        if value == "max":
+            return value
+        try:
+            return s.Int(1, 4096).check(value, where)
+        except s.Invalid:
+            raise s.Invalid(f"must be a number of vCPUs (1-4096) or 'max', "
+                            f"got {s.show(value)}") from None
+
+
+def _check_topology(shape: dict, where: s.Where, _raw) -> None:
+    given = [shape[k] is not None for k in ("sockets", "cores", "threads")]
+    if any(given) and not all(given):
+        where.report("give sockets, cores and threads together")
+    elif all(given) and isinstance(shape["cpus"], int) \
+            and shape["cpus"] != shape["sockets"] * shape["cores"] * shape["threads"]:
+        where.report(f"cpus {shape['cpus']} is not sockets x cores x threads "
+                     f"({shape['sockets']} x {shape['cores']} x {shape['threads']})")
+
+
+VM_SHAPE = s.Map({
+    "cpus": s.F(_CpuCount()),
+    "sockets": s.F(s.Int(1, 256)),
+    "cores": s.F(s.Int(1, 256)),
+    "threads": s.F(s.Int(1, 8)),
+    "utc_clock": s.F(s.Bool()),
+}, extra=_check_topology)
+
+VARIANT = s.Map({
+    "id": s.F(s.Name(), required=True),
+    "vm": s.F(VM_SHAPE, required=True),
+})
+
+
 def _scenario_schema(steps: s.Kind):
     return s.Map({
         "name": s.F(s.Name(), required=True),
         "description": s.F(s.Str(), default=""),
         "requires": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
+        "firmware": s.F(s.ListOf(s.Enum(*FIRMWARES), unique=True, nonempty=True),
+                        doc="the firmware profiles the scenario applies to (default: all)"),
+        "needs": s.F(s.ListOf(s.Enum(*MACHINE_NEEDS), unique=True), default=[],
+                     doc="what the machine must be able to do (each backend says why not)"),
+        "vm": s.F(VM_SHAPE, default={}),
+        "variants": s.F(s.ListOf(VARIANT, nonempty=True), default=[]),
         "timeout": s.F(s.Seconds(), default=900.0),
         "attach": s.F(s.ListOf(_Attachment()), default=[]),
         "steps": s.F(s.ListOf(steps, nonempty=True), required=True),
@@ -385,6 +477,12 @@ def load_scenario(path: Path, steps: s.Kind) -> Scenario:
         raise ConfigError(problems)
     steps = tuple(Step(kind, args, line) for kind, args, line in data["steps"])
     attach = tuple(_attachment(kind, body) for kind, body in data["attach"])
+    variants = tuple((v["id"], _shape(v["vm"])) for v in data["variants"])
     return Scenario(name=data["name"], description=data["description"], file=path.resolve(),
                     requires=tuple(data["requires"]), timeout=data["timeout"], steps=steps,
-                    attach=attach)
+                    attach=attach, firmware=tuple(data["firmware"] or ()),
+                    needs=tuple(data["needs"]), vm=_shape(data["vm"]), variants=variants)
+
+
+def _shape(raw: dict) -> VmShape:
+    return VmShape(**{k: raw.get(k) for k in VmShape.__dataclass_fields__})

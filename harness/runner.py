@@ -23,7 +23,7 @@ from .console.serial import SerialConsole
 from .errors import GuestFailure
 from .families import family
 from .guestos import driver_for
-from .matrix import Case
+from .matrix import Case, vcpus_of
 from .paths import temp_root
 from .ownership import claim, new_id
 from .steps import REGISTRY
@@ -95,8 +95,9 @@ class Run:
         self._serial = 0
         self._live: list[BootedVM] = []
 
-    def vm_spec(self, case: Case, image: Path) -> VmSpec:
-        """The VM for a case: the guest's boot disk plus what the scenario attaches. No I/O."""
+    def vm_spec(self, case: Case, image: Path, backend: Backend | None = None) -> VmSpec:
+        """The VM for a case: the guest's boot disk plus what the scenario attaches, in the
+        scenario's shape (vCPUs, topology, RTC). No I/O."""
         self._serial += 1
         guest = case.guest
         workdir = self.workroot / str(self._serial)
@@ -114,12 +115,16 @@ class Run:
                 nics.append(Nic(model=item.model, mac=item.mac))
             elif isinstance(item, SerialAttach):
                 serials.append(SerialPort(item.port, "data"))
+        cpus, topology = vcpus_of(case, backend or self.backend)
+        shape = case.scenario.vm
         return VmSpec(
             name=f"refvm-{self.run_id}-{self._serial}",
-            memory_mib=guest.memory >> 20, cpus=guest.cpus, firmware=case.firmware,
-            uuid=str(uuid.uuid4()), utc_clock=guest.utc_clock,
+            memory_mib=guest.memory >> 20, cpus=cpus, firmware=case.firmware,
+            uuid=str(uuid.uuid4()),
+            utc_clock=guest.utc_clock if shape.utc_clock is None else shape.utc_clock,
             workdir=workdir, logdir=self.artifacts / safe_dirname(case.id),
-            disks=tuple(disks), nics=tuple(nics), serials=tuple(serials))
+            disks=tuple(disks), nics=tuple(nics), serials=tuple(serials), topology=topology,
+            reboot="reboot" in case.scenario.needs)
 
     @staticmethod
     def prepare_attachments(case: Case, spec: VmSpec) -> dict:
@@ -155,7 +160,7 @@ class Run:
         if not self._claimed:
             claim(self.workroot)  # owner.json: lets `refvm clean` tell live runs from dead ones
             self._claimed = True
-        spec = self.vm_spec(case, image)
+        spec = self.vm_spec(case, image, backend)
         spec.workdir.mkdir(parents=True, exist_ok=True)
         machine = log = vm = None
         try:

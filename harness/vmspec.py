@@ -60,6 +60,8 @@ class VmSpec:
     disks: tuple = field(default_factory=tuple)
     nics: tuple = field(default_factory=tuple)
     serials: tuple = (SerialPort("com1", "console"),)
+    topology: tuple | None = None  # (sockets, cores, threads); None: the hypervisor's default
+    reboot: bool = False  # the guest may reboot and the VM goes on (else a reset ends it)
 
     @property
     def boot_disk(self) -> Disk:

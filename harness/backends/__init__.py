@@ -11,17 +11,23 @@ from .base import Backend, ExitInfo, Machine  # noqa: F401
 BACKENDS = ("qemu", "bhyve", "libvirt")
 # The embedded default: bhyve where it lives, QEMU everywhere else.
 DEFAULT_BACKEND = "bhyve" if platform.system() == "FreeBSD" else "qemu"
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "ExitInfo", "Machine", "get_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Backend", "ExitInfo", "Machine", "backend_class",
+           "get_backend"]
+
+
+def backend_class(name: str) -> type:
+    """The class of backend ``name``, not made (nothing probed or connected)."""
+    if name == "qemu":
+        from .qemu.backend import QemuBackend
+        return QemuBackend
+    if name == "bhyve":
+        from .bhyve.backend import BhyveBackend
+        return BhyveBackend
+    if name == "libvirt":
+        from .libvirt.backend import LibvirtBackend
+        return LibvirtBackend
+    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
 
 
 def get_backend(name: str, **options) -> Backend:
-    if name == "qemu":
-        from .qemu.backend import QemuBackend
-        return QemuBackend(**options)
-    if name == "bhyve":
-        from .bhyve.backend import BhyveBackend
-        return BhyveBackend(**options)
-    if name == "libvirt":
-        from .libvirt.backend import LibvirtBackend
-        return LibvirtBackend(**options)
-    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    return backend_class(name)(**options)

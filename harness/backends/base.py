@@ -67,14 +67,44 @@ class Machine(abc.ABC):
         """Stop the VM and release everything it holds. Idempotent."""
 
 
+# What each machine need (harness.model.MACHINE_NEEDS) means, for skip reasons.
+NEED_WORDS = {
+    "restart": "start the same VM again with its vars file and disks",
+    "reboot": "let a guest reboot and keep running it",
+    "save-restore": "suspend a running VM to a file and restore it in a new process",
+    "vars-file": "keep UEFI variables in a file apart from the firmware ROM",
+}
+
+
 class Backend(abc.ABC):
     name: str = ""
     firmwares: tuple = ()
+    needs: tuple = ()  # the MACHINE_NEEDS this backend implements
 
     def unsupported(self, spec_firmware: str) -> str | None:
         """Why this backend cannot run a firmware profile, or None if it can."""
         if spec_firmware not in self.firmwares:
             return f"the {self.name} backend has no {spec_firmware} firmware"
+        return None
+
+    def lacks(self, need: str, firmware: str) -> str | None:
+        """Why this backend cannot do ``need`` for a VM booted with ``firmware``, or None."""
+        if need == "vars-file" and firmware != "uefi":
+            return f"{firmware} firmware has no UEFI variable store"
+        if need not in self.needs:
+            return f"the {self.name} backend cannot {NEED_WORDS[need]}"
+        return None
+
+    def max_vcpus(self) -> tuple[int, str]:
+        """The most vCPUs one VM may have here, and where that limit comes from."""
+        return 16, f"the {self.name} backend's assumed limit"
+
+    def vcpu_problem(self, cpus: int, topology) -> str | None:
+        """Why a VM of ``cpus`` vCPUs (``topology``: (sockets, cores, threads) or None)
+        cannot run here, or None. Refused before start, with the limit's source."""
+        limit, source = self.max_vcpus()
+        if cpus > limit:
+            return f"{cpus} vCPUs is above the maximum of {limit} ({source})"
         return None
 
     @abc.abstractmethod

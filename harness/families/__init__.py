@@ -24,6 +24,8 @@ DEVICE_OPS = (
     "disk_write_probe", "nvme_identity", "nic_by_mac", "nic_set_ipv4", "nic_state", "nic_ipv4",
     "tcp_send", "tcp_receive", "uart_device", "uart_setup", "uart_receive_start",
     "uart_receive_finish", "uart_send", "uart_close",
+    # The machine as the guest sees it (vCPUs, RTC, boots).
+    "cpu_count", "cpu_topology", "cpu_ticks", "cpu_load", "rtc_read", "boot_id", "reboot",
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.
@@ -67,6 +69,12 @@ class Family:
             return value
 
         return PLACEHOLDER.sub(fill, template)
+
+
+def families_having(*ops: str) -> set:
+    """The OS families whose command sets have every one of ``ops`` (for a step's
+    ``families``: the matrix skips the others, saying so)."""
+    return {name for name in NAMES if all(op in family(name).devices for op in ops)}
 
 
 @lru_cache(maxsize=None)

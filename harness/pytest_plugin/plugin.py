@@ -163,14 +163,14 @@ class ScenarioFile(pytest.File):
     def collect(self):
         state = self.config.stash[STATE_KEY]
         try:
-            scenario, = load_scenarios([self.path])
+            scenarios = load_scenarios([self.path])  # one, or one per variant
             guests = state.guests
         except ConfigError as err:
             raise self.CollectError(str(err)) from None
         wanted = self.config.option.scenario
-        if wanted and scenario.name not in wanted:
-            return
-        for case, reason in build_matrix([scenario], guests, state.backend,
+        if wanted:
+            scenarios = [s for s in scenarios if s.name in wanted or s.base in wanted]
+        for case, reason in build_matrix(scenarios, guests, state.backend,
                                          self.config.option.firmware):
             item = ScenarioItem.from_parent(self, name=case.id, case=case, skip_reason=reason)
             for marker in (case.firmware, case.guest.family, case.backend, "vm"):

@@ -7,6 +7,8 @@ console is attached, so nothing the firmware prints is lost.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,9 +35,17 @@ SHUTDOWN_REASONS = {
 }
 
 
+# Without an interrupt-remapping IOMMU (which TCG cannot give), x86 APIC ids fit in 8 bits.
+APIC_LIMIT = 255
+# Under TCG every vCPU is a host thread interpreting code: past this many per host core a
+# guest kernel does not come up within a scenario's timeout.
+TCG_VCPUS_PER_CORE = 16
+
+
 class QemuBackend(Backend):
     name = "qemu"
     firmwares = ("uefi", "csm")
+    needs = ("restart", "reboot", "vars-file")
 
     def __init__(self, accel: str = "auto", cache_dir: Path | None = None,
                  binary: str = QEMU_BINARY, probe_image: Path | None = None,
@@ -47,6 +57,7 @@ class QemuBackend(Backend):
         self.cache_dir = cache_dir
         self.probe_image = probe_image
         self._accel = None
+        self._max_vcpus: tuple[int, str] | None = None
 
     # Host facts ------------------------------------------------------------------------------
     @property
@@ -68,6 +79,30 @@ class QemuBackend(Backend):
             version = self.binary
         return f"{version}; accelerator {self.accel.name}: {self.accel.reason}"
 
+    def max_vcpus(self) -> tuple[int, str]:
+        """q35's ``cpu-max`` as this QEMU reports it (QMP query-machines), capped at the APIC
+        limit of a machine without interrupt remapping; asked once."""
+        if self._max_vcpus is None:
+            try:
+                machine_max = query_machine_max(self.binary, "q35")
+                limit = min(machine_max, APIC_LIMIT)
+                self._max_vcpus = (limit, f"{self.binary}: q35 cpu-max {machine_max}, "
+                                          f"{APIC_LIMIT} without an interrupt-remapping IOMMU")
+            except (OSError, ValueError, subprocess.TimeoutExpired) as err:
+                self._max_vcpus = (APIC_LIMIT, f"{self.binary} could not be asked ({err}); "
+                                               f"the x86 APIC limit")
+        return self._max_vcpus
+
+    def vcpu_problem(self, cpus: int, topology) -> str | None:
+        why = super().vcpu_problem(cpus, topology)
+        if why is None and cpus > 8 and self.accel.name == "tcg":
+            cores = os.cpu_count() or 1
+            if cpus > TCG_VCPUS_PER_CORE * cores:
+                why = (f"{cpus} vCPUs under TCG (no KVM here) on {cores} host cores: more "
+                       f"than {TCG_VCPUS_PER_CORE} per core do not boot within a scenario's "
+                       f"timeout; run it where KVM works (--accel kvm)")
+        return why
+
     # Command line ----------------------------------------------------------------------------
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
         return [self.argv(spec)]
@@ -79,12 +114,12 @@ class QemuBackend(Backend):
                 "-uuid", spec.uuid,
                 "-machine", "q35",
                 "-accel", self.accel.name,
-                "-cpu", "max" if self.accel.name == "tcg" else "host",
-                "-smp", str(spec.cpus),
+                "-cpu", cpu_model(spec, self.accel.name),
+                "-smp", smp(spec),
                 "-m", f"{spec.memory_mib}M",
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-rtc", "base=utc" if spec.utc_clock else "base=localtime",
-                "-no-reboot", "-S",
+                *([] if spec.reboot else ["-no-reboot"]), "-S",
                 "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
                 "-pidfile", str(w / "qemu.pid")]
         argv += self._firmware_args(spec)
@@ -187,6 +222,45 @@ class QemuMachine(Machine):
         self._consoles.clear()
         if self.qmp:
             self.qmp.close()
+
+
+def cpu_model(spec: VmSpec, accel: str) -> str:
+    """KVM: the host's CPU. TCG: ``max``, which calls itself an AMD K8 (family 0xf), a CPU
+    with no way to tell a guest about SMT threads: with a topology of threads, the same CPU
+    as an Intel one, which reports the topology through CPUID leaf 0xB as real Intel CPUs do."""
+    if accel != "tcg":
+        return "host"
+    if spec.topology and spec.topology[2] > 1:
+        return "max,vendor=GenuineIntel"
+    return "max"
+
+
+def smp(spec: VmSpec) -> str:
+    """``-smp``: the count, and the topology when the scenario sets one."""
+    if spec.topology is None:
+        return str(spec.cpus)
+    sockets, cores, threads = spec.topology
+    return f"cpus={spec.cpus},sockets={sockets},cores={cores},threads={threads}"
+
+
+def query_machine_max(binary: str, machine: str) -> int:
+    """``cpu-max`` of ``machine`` from QEMU itself (QMP query-machines on a machine-less QEMU:
+    nothing is emulated, it answers and quits)."""
+    commands = "".join(json.dumps({"execute": c}) + "\n"
+                       for c in ("qmp_capabilities", "query-machines", "quit"))
+    out = subprocess.run([binary, "-machine", "none", "-nodefaults", "-display", "none",
+                          "-qmp", "stdio"], input=commands, capture_output=True, text=True,
+                         timeout=30).stdout
+    for line in out.splitlines():
+        try:
+            reply = json.loads(line).get("return")
+        except ValueError:
+            continue
+        if isinstance(reply, list):
+            for entry in reply:
+                if machine in (entry.get("name"), entry.get("alias")):
+                    return int(entry["cpu-max"])
+    raise ValueError(f"no {machine} machine in its query-machines reply")
 
 
 def _disk_args(index: int, disk: Disk) -> list[str]:

@@ -1,0 +1,134 @@
+"""The machine scenarios bhyve developers asked for (issue: vcpus, clock, ...): how scenarios
+ask for machine shapes and capabilities, how backends refuse what they cannot do (with the
+reason), and real QEMU boots of the reference guest through them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.backends.qemu.backend import QemuBackend
+from harness.catalog import load_guests, load_scenarios, select_scenarios
+from harness.errors import ConfigError
+from harness.matrix import Case, build, skip_reason
+from harness.runner import Run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_scenario_with_variants_is_one_scenario_per_variant_selected_by_either_name():
+    scenarios = load_scenarios()
+    names = [s.name for s in scenarios]
+    assert {"vcpus-1", "vcpus-2", "vcpus-4", "vcpus-8", "vcpus-max"} <= set(names)
+    assert "vcpus" not in names
+    assert [s.name for s in select_scenarios(scenarios, ["vcpus-4"])] == ["vcpus-4"]
+    assert len(select_scenarios(scenarios, ["vcpus"])) == 5
+    four, = select_scenarios(scenarios, ["vcpus-4"])
+    assert (four.vm.cpus, four.vm.sockets, four.vm.cores, four.vm.threads) == (4, 2, 2, 1)
+    with pytest.raises(ConfigError, match="unknown scenario 'vcpus-3'"):
+        select_scenarios(scenarios, ["vcpus-3"])
+
+
+@pytest.mark.parametrize("vm, message", [
+    ("{cpus: 4, sockets: 2}", "give sockets, cores and threads together"),
+    ("{cpus: 6, sockets: 2, cores: 2, threads: 1}", "cpus 6 is not sockets x cores x threads"),
+    ("{cpus: many}", "must be a number of vCPUs (1-4096) or 'max'"),
+    ("{utc_clock: 1}", "must be true or false"),
+])
+def test_a_bad_vm_shape_is_one_line_naming_the_file_and_field(tmp_path, vm, message):
+    path = tmp_path / "shape.yaml"
+    path.write_text(f"name: shape\nvm: {vm}\nsteps: [login]\n")
+    with pytest.raises(ConfigError) as err:
+        load_scenarios([path])
+    assert str(err.value).startswith(f"{path}:2: vm") and message in str(err.value)
+
+
+def case_of(name: str, firmware: str = "uefi", **guest_changes) -> Case:
+    guest, = load_guests(["refguest"])
+    scenario, = select_scenarios(load_scenarios(), [name])
+    return Case(scenario, replace(guest, **guest_changes), firmware, "qemu")
+
+
+def test_more_vcpus_than_the_backend_allows_are_refused_before_start_with_the_source():
+    backend = QemuBackend(accel="tcg")
+    limit, source = backend.max_vcpus()
+    assert limit == 255 and "q35 cpu-max" in source  # asked from QEMU itself
+    guest_case = case_of("boot", cpus=limit + 1)
+    assert skip_reason(guest_case, backend) == (
+        f"scenario boot: {limit + 1} vCPUs is above the maximum of {limit} ({source})")
+    # The maximum itself is refused under TCG on this many cores, saying why.
+    assert "under TCG" in skip_reason(case_of("vcpus-max"), backend)
+    assert skip_reason(case_of("vcpus-8"), backend) is None
+
+
+def test_a_scenario_asks_for_machine_capabilities_and_firmware_not_for_a_backend():
+    backend = QemuBackend(accel="tcg")
+    scenario, = select_scenarios(load_scenarios(), ["boot"])
+    needs = replace(scenario, needs=("save-restore",))
+    assert skip_reason(Case(needs, case_of("boot").guest, "uefi", "qemu"), backend) == (
+        "scenario boot needs to suspend a running VM to a file and restore it in a new "
+        "process: the qemu backend cannot suspend a running VM to a file and restore it in "
+        "a new process")
+    vars_file = replace(scenario, needs=("vars-file",))
+    assert skip_reason(Case(vars_file, case_of("boot").guest, "csm", "qemu"), backend) == (
+        "scenario boot needs to keep UEFI variables in a file apart from the firmware ROM: "
+        "csm firmware has no UEFI variable store")
+    uefi_only = replace(scenario, firmware=("uefi",))
+    assert skip_reason(Case(uefi_only, case_of("boot").guest, "csm", "qemu"), backend) == (
+        "scenario boot applies to uefi firmware only")
+
+
+def test_qemu_gives_the_scenarios_shape(tmp_path):
+    backend = QemuBackend(accel="tcg")
+    run = Run(backend, tmp_path)
+    spec = run.vm_spec(case_of("vcpus-8"), tmp_path / "disk.raw")
+    argv = backend.argv(spec)
+    assert argv[argv.index("-smp") + 1] == "cpus=8,sockets=1,cores=4,threads=2"
+    # TCG's max CPU is an AMD K8 (no SMT reporting); threads need the Intel flavour.
+    assert argv[argv.index("-cpu") + 1] == "max,vendor=GenuineIntel"
+    assert "-no-reboot" in argv
+    spec = run.vm_spec(case_of("clock-localtime"), tmp_path / "disk.raw")
+    argv = backend.argv(spec)
+    assert argv[argv.index("-rtc") + 1] == "base=localtime"
+    assert argv[argv.index("-smp") + 1] == str(case_of("boot").guest.cpus)
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert "-no-reboot" not in backend.argv(replace(spec, reboot=True))
+
+
+@pytest.mark.vm
+def test_vcpus_and_clock_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
+    """Real boots: the guest counts its vCPUs and their topology and keeps every one busy;
+    its RTC holds UTC or the host's local time. The run's time zone is set five and a half
+    hours from UTC, so a local-time RTC cannot pass for a UTC one."""
+    junit = tmp_path / "junit.xml"
+    (tmp_path / "scratch").mkdir()
+    cases = ["vcpus-8[refguest-uefi-qemu]", "vcpus-4[refguest-csm-qemu]",
+             "vcpus-1[refguest-csm-qemu]", "clock-utc[refguest-uefi-qemu]",
+             "clock-localtime[refguest-csm-qemu]"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--guest", "refguest",
+         "--scenario", "vcpus", "--scenario", "clock", "--artifacts", str(tmp_path / "a"),
+         "--junitxml", str(junit), "-p", "no:cacheprovider", "-n", "2",
+         "-k", " or ".join(c.replace("[", " and ").replace("]", "").replace("-qemu", "")
+                           .replace("refguest-", "") for c in cases)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+        env=dict(os.environ, TZ="Asia/Kolkata", REFVM_TMP=str(tmp_path / "scratch")))
+    root = ET.parse(junit).getroot()
+    ran = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
+           for c in root.iter("testcase") if c.find("skipped") is None}
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert set(ran) == set(cases)
+    eight = ran["vcpus-8[refguest-uefi-qemu]"]
+    assert eight["vcpus_seen"] == "8" and eight["topology_seen"] == "1 sockets x 4 cores x 2 threads"
+    assert int(eight["busy_ticks_min"]) > 0
+    assert ran["vcpus-4[refguest-csm-qemu]"]["topology_seen"] == "2 sockets x 2 cores x 1 threads"
+    assert ran["vcpus-1[refguest-csm-qemu]"]["vcpus_seen"] == "1"
+    assert abs(int(ran["clock-utc[refguest-uefi-qemu]"]["rtc_minus_utc_seconds"])) <= 2
+    assert abs(int(ran["clock-localtime[refguest-csm-qemu]"]["rtc_minus_utc_seconds"])
+               - 19800) <= 2
+    assert list((tmp_path / "scratch").iterdir()) == []
