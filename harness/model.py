@@ -78,6 +78,8 @@ class ConsoleSpec:
     login_incorrect: str
     become_root: BecomeRoot | None = None
     stop_loader: bool = False  # stop the FreeBSD loader to set console=comconsole
+    domain: str = ""  # Windows (SAC's "Domain  :"); empty: the local machine
+    type_delay: float = 0.0  # seconds between typed characters (consoles that drop keys)
 
     @property
     def secrets(self) -> list[str]:
@@ -188,6 +190,12 @@ CONSOLE = s.Map({
     "stop_loader": s.F(s.Bool(), default=False,
                        doc="FreeBSD images whose loader does not use the serial console: stop "
                            "at its countdown, set console=comconsole, boot"),
+    "domain": s.F(s.Str(r"[A-Za-z0-9_.-]{0,64}", "a domain name (letters, digits, '.', '_', "
+                        "'-')", nonempty=False), default="",
+                  doc="Windows: the answer to SAC's 'Domain  :' (empty: the local machine)"),
+    "type_delay": s.F(s.Seconds(maximum=2.0), default=0.0,
+                      doc="seconds between typed characters, for consoles that drop keys "
+                          "typed fast (SAC's cmd channel on Server 2016/2019)"),
 })
 
 

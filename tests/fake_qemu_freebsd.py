@@ -235,11 +235,13 @@ class Qmp:
                                                               "microseconds": 0}})
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def start(argv: list[str], make_guest, name: str):
+    """What both QEMU doubles do before their guest runs: answer ``--version`` (None then),
+    write the pidfile, serve QMP on the ``-qmp`` socket, and return the guest made by
+    ``make_guest(COM1 FIFO base path, uefi, qmp)`` once QMP's ``cont`` has arrived."""
     if argv == ["--version"]:
-        print("QEMU emulator version 0.0.0 (refvm test double: tests/fake_qemu_freebsd.py)")
-        return
+        print(f"QEMU emulator version 0.0.0 (refvm test double: tests/{name})")
+        return None
     qmp_path = option(argv, "-qmp", "unix:")[len("unix:"):].split(",")[0]
     chardev = option(argv, "-chardev", "pipe,id=com1,")
     base = chardev.split("path=", 1)[1].split(",")[0]
@@ -247,10 +249,16 @@ def main() -> None:
     with open(pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
     qmp = Qmp(qmp_path)
-    guest = Guest(base, uefi=any(a.startswith("if=pflash") for a in argv), qmp=qmp)
+    guest = make_guest(base, any(a.startswith("if=pflash") for a in argv), qmp)
     threading.Thread(target=qmp.serve, daemon=True).start()
     qmp.cont.wait()
-    guest.run()
+    return guest
+
+
+def main() -> None:
+    guest = start(sys.argv[1:], Guest, "fake_qemu_freebsd.py")
+    if guest is not None:
+        guest.run()
 
 
 if __name__ == "__main__":
