@@ -102,7 +102,7 @@ class Run:
         workdir = self.workroot / str(self._serial)
         # The guest may write its boot disk (first-boot host keys, growfs, a read-write /);
         # what it writes stays in a per-case view, the cached image is never changed.
-        disks = [Disk(path=Path(image), bus="virtio-blk", ephemeral=True, boot=True,
+        disks = [Disk(path=Path(image), bus=guest.boot_bus, ephemeral=True, boot=True,
                       format=guest.image.format)]
         nics, serials = [], [SerialPort("com1", "console")]
         for item in case.scenario.attach:
