@@ -60,6 +60,9 @@ class VmSpec:
     disks: tuple = field(default_factory=tuple)
     nics: tuple = field(default_factory=tuple)
     serials: tuple = (SerialPort("com1", "console"),)
+    # A guest reboot restarts the VM instead of ending it (an OS installer reboots several
+    # times): QEMU without -no-reboot, bhyve relaunched on its exit 0. Test boots end on one.
+    survive_reboot: bool = False
 
     @property
     def boot_disk(self) -> Disk:

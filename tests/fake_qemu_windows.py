@@ -35,12 +35,13 @@ import json
 import os
 import re
 import select
+import socket
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_qemu_freebsd import Qmp, start  # noqa: E402  (the same QMP server, argv, pidfile)
+from fake_qemu_freebsd import Qmp, option, start  # noqa: E402  (the same QMP server, argv, pidfile)
 
 FIRMWARE = ('BdsDxe: loading Boot0004 "Windows Boot Manager" from HD(1,GPT,5A1C6C2E-1D9B-4E3F-'
             '9A7B-0C3D2E1F4A5B,0x800,0x32000)/\\EFI\\Microsoft\\Boot\\bootmgfw.efi\r\n'
@@ -228,6 +229,65 @@ class Windows:
         os._exit(0)
 
 
+class Installing(Windows):
+    """``FAKE_WINDOWS_INSTALL=ok``: the installer's VM (an empty system disk first, the
+    ISO and the answer disc as CD-ROMs, COM2 a socket QEMU listens on): OVMF's boot attempts,
+    the ISO's "Press any key to boot from CD or DVD" (about 5 s; a key boots Setup, none
+    gives OVMF's failure), Setup (silent on the serial line: EMS is off until specialize),
+    SAC after specialize and again after the reboot, then the first logon writes the
+    marker it finds in the answer file to COM2 and powers off. ``=nokey``: the prompt
+    waits 1 s only, too short for anyone (the failure path). What it saw is logged."""
+
+    def __init__(self, base, uefi, qmp, argv):
+        super().__init__(base, uefi, qmp)
+        self.argv = argv
+        self.com2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.com2.bind(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
+                       .split(",")[0])
+        self.com2.listen(1)
+
+    def cds(self) -> list[str]:
+        drives = {a.split("id=")[1].split(",")[0]: a.split("file=")[1].split(",")[0]
+                  for a in self.argv if a.startswith("file=")}
+        return [drives[a.split("drive=")[1].split(",")[0]] for a in self.argv
+                if a.startswith("ide-cd,")]
+
+    def run(self) -> None:
+        cds = self.cds()
+        answer = open(cds[1], "rb").read()
+        marker = re.search(rb"REFVM-INSTALL-DONE-[0-9a-f]{12}", answer)
+        self.note(no_reboot="-no-reboot" in self.argv, cds=len(cds),
+                  joliet_autounattend="autounattend.xml".encode("utf-16-be") in answer,
+                  ems=b"bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200" in answer)
+        self.say('BdsDxe: failed to start Boot0001 "UEFI QEMU HARDDISK QM00001 " from '
+                 'PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0): Not Found\r\n'
+                 'BdsDxe: loading Boot0002 "UEFI QEMU DVD-ROM QM00003 " from '
+                 'PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x1,0xFFFF,0x0)\r\n'
+                 'BdsDxe: starting Boot0002 "UEFI QEMU DVD-ROM QM00003 " from '
+                 'PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x1,0xFFFF,0x0)\r\n'
+                 "Press any key to boot from CD or DVD......")
+        wait = 1.0 if os.environ.get("FAKE_WINDOWS_INSTALL") == "nokey" else 5.0
+        key = self.key(wait) if wait > 1.0 else (time.sleep(wait) or None)
+        self.note(cd_key=key.decode() if key else None)
+        if key is None:
+            self.say('\r\nBdsDxe: failed to start Boot0002 "UEFI QEMU DVD-ROM QM00003 " from '
+                     "PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x1,0xFFFF,0x0): Time out\r\n"
+                     "BdsDxe: No bootable option or device was found.\r\n"
+                     "BdsDxe: Press any key to enter the Boot Manager Menu.\r\n")
+            while True:
+                time.sleep(3600)
+        time.sleep(0.5)  # Setup copies files: nothing on the serial line
+        self.say('\r\nBdsDxe: starting Boot0004 "Windows Boot Manager" from HD(1,GPT)\r\n')
+        self.say(SAC_INIT)  # after specialize
+        time.sleep(0.3)
+        self.say('\r\nBdsDxe: starting Boot0004 "Windows Boot Manager" from HD(1,GPT)\r\n')
+        self.say(SAC_INIT)  # the reboot into OOBE and the first logon
+        conn, _ = self.com2.accept()
+        conn.sendall(marker.group(0) + b"\r\n")
+        time.sleep(0.3)
+        self.power_off()
+
+
 def split_ampersands(line: str) -> list[str]:
     """cmd.exe's ``a& b`` -> [a, b]: ``&`` outside double quotes and not escaped by ``^``."""
     parts, current, quoted, escaped = [], "", False, False
@@ -267,7 +327,9 @@ def unescape(command: str) -> str:
 
 
 def main() -> None:
-    guest = start(sys.argv[1:], Windows, "fake_qemu_windows.py")
+    argv = sys.argv[1:]
+    guest = start(argv, (lambda base, uefi, qmp: Installing(base, uefi, qmp, argv))
+                  if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows, "fake_qemu_windows.py")
     if guest is not None:
         guest.run()
 

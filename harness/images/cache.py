@@ -387,11 +387,12 @@ def _copy_checked(source: Path, dest: Path, sha256: str) -> Path:
 
 
 def _remove_dead_scratch(images: Path) -> None:
-    """Scratch directories of downloads whose process died (killed mid-download): only the
+    """Scratch directories of downloads and installs whose process died: only the
     ones refvm marked as its own (harness/ownership.py); anything else here is left alone."""
-    for scratch in images.glob("refvm-fetch-*"):
-        if judge(scratch).dead:
-            shutil.rmtree(scratch, ignore_errors=True)
+    for pattern in ("refvm-fetch-*", "refvm-install-*"):
+        for scratch in images.glob(pattern):
+            if judge(scratch).dead:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _decompress(path: Path, compression: str, out_path: Path) -> Path:
