@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help="import: images downloaded elsewhere, matched to guests by sha256")
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
+    images.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                        help="fetch: the hypervisor that runs an unattended install (Windows)")
+    images.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    images.add_argument("--qemu-binary", default="qemu-system-x86_64", metavar="PATH")
+    images.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
+    images.add_argument("--csm-firmware", default=None, metavar="PATH")
+    images.add_argument("--artifacts", default="artifacts", metavar="DIR",
+                        help="fetch: where an install's console logs go")
     images.add_argument("--allow-unavailable", action="store_true",
                         help="fetch: a guest whose download this host cannot reach is reported, "
                              "not an error (bootstrap on a host without those sites)")
@@ -216,6 +224,7 @@ def cmd_plan(args, _extra) -> int:
             except HarnessError as err:  # the host is unreachable or broken: run errors
                 row["error"] = str(err)
         rows.append(row)
+    rows = _install_rows(guests, backend, backends, cache, args.firmware, run.run_id) + rows
     if args.json:
         print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
                          indent=2))
@@ -241,6 +250,43 @@ def cmd_plan(args, _extra) -> int:
         if row.get("details"):
             print(row["details"])
     return EXIT_OK
+
+
+def _install_rows(guests, backend, backends, cache, firmwares, run_id: str) -> list[dict]:
+    """The unattended installs (`refvm images fetch` runs them once) of the guests that have
+    one: the installer VM's command lines, with the cache paths they will use."""
+    from .images.windows.install import install_spec
+    from .paths import temp_root
+
+    rows = []
+    for guest in guests:
+        if not guest.image.install:
+            continue
+        firmware = guest.firmware[0]
+        if firmwares and firmware not in firmwares:
+            continue
+        target = cache.installed_path(guest)
+        row = {"id": f"install[{guest.name}-{firmware}-{backend.name}]", "install": True,
+               "skip": backend.unsupported(firmware), "error": None, "commands": [],
+               "adds": [], "image": str(target), "image_ready": target.is_file()}
+        if row["skip"] is None:
+            scratch = target.parent / f"refvm-install-{run_id}"
+            win = guest.windows
+            spec = install_spec(guest, f"refvm-install-{run_id}", scratch / "system.raw",
+                                cache.media_path(win.iso), scratch / "answers.iso",
+                                cache.media_path(win.virtio_win) if win.virtio_win else None,
+                                temp_root() / f"refvm-install-{run_id}",
+                                Path("artifacts") / f"install-{guest.name}")
+            case_backend = backends.get(None)
+            try:
+                row["commands"] = case_backend.command_lines(spec)
+                row["details"] = case_backend.plan_details(spec)
+            except Unsupported as err:
+                row["skip"] = str(err)
+            except HarnessError as err:
+                row["error"] = str(err)
+        rows.append(row)
+    return rows
 
 
 def scenario_additions(backend, spec) -> list[str]:
@@ -354,6 +400,8 @@ def _parallel_options(hosts_file: Path, extra: list[str]) -> list[str]:
 
 def _image_note(row: dict) -> str:
     """What a run will need first when the case's image is not on this host yet."""
+    if row.get("install"):
+        return " (done)" if row["image_ready"] else " (once, by: refvm images fetch)"
     if row["image_ready"]:
         return ""
     return " (image not here yet: refvm images fetch, or import)"
@@ -365,6 +413,8 @@ def cmd_images(args, _extra) -> int:
     fetching = args.action == "fetch"
     cache = ImageCache(cache_dir(), allow_fetch=fetching, allow_build=fetching,
                        log=lambda text: print(f"refvm: {text}", flush=True))
+    if fetching and any(g.image.install for g in guests):
+        cache.installer = _installer(args, cache, guests)
     if args.action == "import":
         return _import_images(cache, args.files, guests)
     if args.files:
@@ -383,6 +433,16 @@ def cmd_images(args, _extra) -> int:
             print(f"{guest.name}: error: {err}")
             status = EXIT_FAILED
     return status
+
+
+def _installer(args, cache: ImageCache, guests):
+    """What runs an unattended install for ``images fetch``: on the backend named, its
+    console logs under --artifacts."""
+    from .images.windows.install import Installer
+    from .pytest_plugin.state import make_backend
+
+    return Installer(lambda: make_backend(args.backend, args, cache, guests),
+                     Path(args.artifacts), cache.install_key)
 
 
 def _import_images(cache: ImageCache, files: list[Path], guests) -> int:

@@ -7,6 +7,8 @@ hypervisor: the same files drive QEMU, bhyve and libvirt.
 from __future__ import annotations
 
 import errno
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from .yamlfile import load_file
 
 FAMILIES = FAMILY_NAMES  # the family files' names (harness/families/*.yaml)
 FIRMWARES = ("uefi", "csm", "bhyveload")
+MAX_DISK_BYTES = 2 * s.TiB  # scratch disks are sparse files, but not without end
 DEVICES = ("virtio-blk", "nvme", "virtio-net", "uart")
 IMAGE_FORMATS = ("raw", "qcow2")
 COMPRESSIONS = ("none", "xz", "gzip", "zstd")
@@ -38,6 +41,7 @@ class ImageSpec:
     sha256: str | None
     format: str
     compression: str
+    install: str | None = None  # "windows": an unattended install the harness runs once
 
     @property
     def url(self) -> str | None:
@@ -46,7 +50,34 @@ class ImageSpec:
 
     @property
     def source(self) -> str:
-        return "url" if self.urls else "path" if self.path else "build"
+        return "url" if self.urls else "path" if self.path else \
+            "install" if self.install else "build"
+
+
+@dataclass(frozen=True)
+class Media:
+    """A file the harness downloads (or is given with ``refvm images import``), pinned by
+    sha256: an installer ISO, a driver disc."""
+
+    urls: tuple
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class WindowsInstall:
+    """How the harness installs Windows unattended (harness/images/windows): the installer
+    ISO, which image of its install.wim (by /IMAGE/NAME or /IMAGE/INDEX), the virtio-win
+    driver disc (needed only for virtio disks and NICs), the system disk's size."""
+
+    iso: Media
+    image_name: str | None
+    image_index: int | None
+    edition: str
+    driver_os: str
+    virtio_win: Media | None
+    disk_size: int
+    install_timeout: float
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,8 @@ class ConsoleSpec:
     login_incorrect: str
     become_root: BecomeRoot | None = None
     stop_loader: bool = False  # stop the FreeBSD loader to set console=comconsole
+    domain: str = ""  # Windows (SAC's "Domain  :"); empty: the local machine
+    type_delay: float = 0.0  # seconds between typed characters (consoles that drop keys)
 
     @property
     def secrets(self) -> list[str]:
@@ -98,6 +131,8 @@ class Guest:
     devices: tuple
     utc_clock: bool
     console: ConsoleSpec
+    boot_bus: str = "virtio-blk"  # the boot disk's bus (Windows without virtio-win: ahci-hd)
+    windows: WindowsInstall | None = None  # image.install: windows
 
 
 @dataclass(frozen=True)
@@ -200,16 +235,16 @@ class Scenario:
 
 
 def _check_image(image: dict, where: s.Where, _raw) -> None:
-    sources = [k for k in ("url", "path", "build") if image[k]]
+    sources = [k for k in ("url", "path", "build", "install") if image[k]]
     if len(sources) != 1:
-        where.report("give exactly one of url, path or build "
+        where.report("give exactly one of url, path, build or install "
                      f"(found {', '.join(sources) if sources else 'none'})")
     elif sources[0] in ("url", "path") and not image["sha256"]:
         where.child("sha256", where.line).report(
             f"required with {sources[0]}: images are never used unverified")
-    elif sources[0] == "build" and image["sha256"]:
+    elif sources[0] in ("build", "install") and image["sha256"]:
         where.child("sha256", where.line).report(
-            "not allowed with build: the built image's hash is recorded by the cache")
+            f"not allowed with {sources[0]}: the built image's hash is recorded by the cache")
 
 
 IMAGE = s.Map({
@@ -221,7 +256,41 @@ IMAGE = s.Map({
     "sha256": s.F(s.Sha256()),
     "format": s.F(s.Enum(*IMAGE_FORMATS), default="raw"),
     "compression": s.F(s.Enum(*COMPRESSIONS), default="none"),
+    "install": s.F(s.Enum("windows"), doc="windows: installed unattended by the harness from "
+                                          "the ISO in the guest's windows section"),
 }, extra=_check_image)
+
+URLS = s.OneOrList(s.Str(r"https?://[!-~]{1,2000}", "an http(s) URL (printable ASCII, no spaces)"))
+MEDIA = s.Map({
+    "url": s.F(URLS, required=True, doc="one URL, or a list tried in order (one file)"),
+    "sha256": s.F(s.Sha256(), required=True,
+                  doc="the file's sha256: never guessed (refvm refuses any other file)"),
+    "size": s.F(s.Int(1, 1 << 40), doc="bytes, when known: a short download is named as such"),
+})
+DRIVER_OS = ("2k16", "2k19", "2k22", "2k25", "w10", "w11")  # virtio-win's folder names
+
+
+def _check_windows(windows: dict, where: s.Where, raw) -> None:
+    if (windows["image_name"] is None) == (windows["image_index"] is None):
+        where.report("give exactly one of image_name (/IMAGE/NAME, e.g. 'Windows Server 2022 "
+                     "SERVERSTANDARD') or image_index (/IMAGE/INDEX)")
+
+
+WINDOWS = s.Map({
+    "iso": s.F(MEDIA, required=True, doc="the installer ISO"),
+    "image_name": s.F(s.Str(r"[A-Za-z0-9 ()._-]{1,100}", "an image name (letters, digits, "
+                            "spaces, '()._-')")),
+    "image_index": s.F(s.Int(1, 64)),
+    "edition": s.F(s.Str(), default="", doc="what the image is, for people and results"),
+    "driver_os": s.F(s.Enum(*DRIVER_OS), default="2k22",
+                     doc="virtio-win's folder for this Windows (viostor/<os>/amd64)"),
+    "virtio_win": s.F(MEDIA, doc="the virtio-win driver ISO; needed for virtio disks and NICs"),
+    # Windows Server needs 32 GB (Setup refuses less, in its own words); the schema allows
+    # small disks so the harness's own tests can install into a double cheaply.
+    "disk_size": s.F(s.Size(minimum=s.GiB, maximum=MAX_DISK_BYTES, bare=s.MiB),
+                     default=40 * s.GiB),
+    "install_timeout": s.F(s.Seconds(), default=4 * 3600.0),
+}, extra=_check_windows)
 
 CONSOLE = s.Map({
     "login_prompt": s.F(s.Regex(), default=DEFAULT_LOGIN_PROMPT),
@@ -237,12 +306,38 @@ CONSOLE = s.Map({
     "stop_loader": s.F(s.Bool(), default=False,
                        doc="FreeBSD images whose loader does not use the serial console: stop "
                            "at its countdown, set console=comconsole, boot"),
+    "domain": s.F(s.Str(r"[A-Za-z0-9_.-]{0,64}", "a domain name (letters, digits, '.', '_', "
+                        "'-')", nonempty=False), default="",
+                  doc="Windows: the answer to SAC's 'Domain  :' (empty: the local machine)"),
+    "password_env": s.F(s.Str(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name"),
+                        doc="when this variable is set, its value is the password"),
+    "type_delay": s.F(s.Seconds(maximum=2.0), default=0.0,
+                      doc="seconds between typed characters, for consoles that drop keys "
+                          "typed fast (SAC's cmd channel on Server 2016/2019)"),
 })
 
 
 def _check_guest(guest: dict, where: s.Where, raw) -> None:
     if "bhyveload" in guest["firmware"] and guest["family"] != "freebsd":
         where.at(raw, "firmware").report("bhyveload boots FreeBSD guests only")
+    installs = guest["image"]["install"] == "windows"
+    if installs and guest["family"] != "windows":
+        where.at(raw, "image").report("install: windows is for Windows guests only")
+    if installs != (guest["windows"] is not None):
+        where.at(raw, "windows" if guest["windows"] is not None else "image").report(
+            "a windows section goes with image.install: windows (and only with it)")
+    if not installs or guest["windows"] is None:
+        return
+    if len(guest["firmware"]) != 1:
+        where.at(raw, "firmware").report(
+            "an installed Windows disk boots one way (UEFI: GPT, csm: MBR): list one firmware")
+    virtio = [d for d in guest["devices"] if d.startswith("virtio-")]
+    if guest["boot_bus"] == "virtio-blk":
+        virtio.append("boot_bus virtio-blk")
+    if virtio and guest["windows"]["virtio_win"] is None:
+        where.at(raw, "devices" if "devices" in raw else "boot_bus").report(
+            f"{', '.join(virtio)} need(s) the virtio-win drivers: give windows.virtio_win "
+            "(url and sha256), or use inbox drivers (boot_bus ahci-hd or nvme; nvme, uart)")
 
 
 GUEST = s.Map({
@@ -258,6 +353,9 @@ GUEST = s.Map({
     "devices": s.F(s.ListOf(s.Enum(*DEVICES), unique=True), default=[]),
     "utc_clock": s.F(s.Bool(), default=True, doc="RTC in UTC (bhyve -u); Windows wants false"),
     "console": s.F(CONSOLE, required=True),
+    "boot_bus": s.F(s.Enum("virtio-blk", "nvme", "ahci-hd"), default="virtio-blk",
+                    doc="the boot disk's bus; Windows' inbox drivers know ahci-hd and nvme"),
+    "windows": s.F(WINDOWS, doc="with image.install: windows: what the harness installs"),
 }, extra=_check_guest)
 
 
@@ -288,20 +386,50 @@ def load_guest(path: Path) -> Guest:
         urls=tuple(img["url"] or ()),
         path=_resolve(path, raw, "path") if img["path"] else None,
         build=_resolve(path, raw, "build") if img["build"] else None,
-        sha256=img["sha256"], format=img["format"], compression=img["compression"])
+        sha256=img["sha256"], format=img["format"], compression=img["compression"],
+        install=img["install"])
     return Guest(
         name=data["name"], family=data["family"], description=data["description"],
         file=path.resolve(), image=image, memory=data["memory"], cpus=data["cpus"],
         firmware=tuple(data["firmware"]), devices=tuple(data["devices"]),
-        utc_clock=data["utc_clock"], console=_console(data["console"]))
+        utc_clock=data["utc_clock"], console=_console(data["console"], str(path), raw),
+        boot_bus=data["boot_bus"], windows=_windows(data["windows"]))
 
 
-def _console(data: dict) -> ConsoleSpec:
+def _media(data: dict | None) -> Media | None:
+    return Media(tuple(data["url"]), data["sha256"], data["size"]) if data else None
+
+
+def _windows(data: dict | None) -> WindowsInstall | None:
+    if data is None:
+        return None
+    return WindowsInstall(**{**data, "iso": _media(data["iso"]),
+                             "virtio_win": _media(data["virtio_win"])})
+
+
+# A password from the environment is typed on a serial console and written into an XML file:
+# printable characters only, and not a whole essay.
+ENV_PASSWORD = re.compile(r"[ -~]{1,127}")
+
+
+def _console(data: dict, file: str, raw) -> ConsoleSpec:
+    """The console section; ``password_env`` names a variable that, when set, replaces the
+    file's password (so a lab's real password never sits in a file in the tree)."""
     become = data["become_root"]
-    return ConsoleSpec(**{**data, "become_root": BecomeRoot(**become) if become else None})
+    values = {k: v for k, v in data.items() if k != "password_env"}
+    variable = data["password_env"]
+    if variable and os.environ.get(variable):
+        if not ENV_PASSWORD.fullmatch(os.environ[variable]):
+            console = raw["console"]
+            line = console.line_of("password_env") if hasattr(console, "line_of") else 1
+            raise ConfigError([Problem(file, line, "console.password_env",
+                                       f"${variable} must be 1-127 printable ASCII characters "
+                                       "(it is typed on a serial console); value not shown")])
+        values["password"] = os.environ[variable]
+    return ConsoleSpec(**{**values, "become_root": BecomeRoot(**become) if become else None})
 
 
-MAX_DISK = 2 * s.TiB  # scratch disks are sparse files, but not without end
+MAX_DISK = MAX_DISK_BYTES
 
 # Byte counts: a bare number means bytes.
 REGION = s.Map({

@@ -33,8 +33,8 @@ from .paths import temp_root
 OWNER_FILE = "owner.json"
 TAG = "refvm-owner/1"  # what makes an owner.json refvm's own; bumped if the format changes
 KINDS = {"run": "refvm-{id}", "xdist": "refvm-xdist-{id}", "build": "refvm-build-{id}",
-         "fetch": "refvm-fetch-{id}"}
-NAME_RE = re.compile(r"refvm-(?:(xdist|build|fetch)-)?([0-9a-f]{8})")
+         "fetch": "refvm-fetch-{id}", "install": "refvm-install-{id}"}
+NAME_RE = re.compile(r"refvm-(?:(xdist|build|fetch|install)-)?([0-9a-f]{8})")
 VM_NAME_RE = re.compile(r"refvm-([0-9a-f]{8})-([0-9]+)")  # a run's VM: refvm-<run id>-<n>
 MARKER_MAX_BYTES = 4096
 

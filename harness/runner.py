@@ -103,7 +103,7 @@ class Run:
         workdir = self.workroot / str(self._serial)
         # The guest may write its boot disk (first-boot host keys, growfs, a read-write /);
         # what it writes stays in a per-case view, the cached image is never changed.
-        disks = [Disk(path=Path(image), bus="virtio-blk", ephemeral=True, boot=True,
+        disks = [Disk(path=Path(image), bus=guest.boot_bus, ephemeral=True, boot=True,
                       format=guest.image.format)]
         nics, serials = [], [SerialPort("com1", "console")]
         for item in case.scenario.attach:
@@ -124,7 +124,7 @@ class Run:
             utc_clock=guest.utc_clock if shape.utc_clock is None else shape.utc_clock,
             workdir=workdir, logdir=self.artifacts / safe_dirname(case.id),
             disks=tuple(disks), nics=tuple(nics), serials=tuple(serials), topology=topology,
-            reboot="reboot" in case.scenario.needs)
+            survive_reboot="reboot" in case.scenario.needs)
 
     @staticmethod
     def prepare_attachments(case: Case, spec: VmSpec) -> dict:

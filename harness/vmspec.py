@@ -61,7 +61,9 @@ class VmSpec:
     nics: tuple = field(default_factory=tuple)
     serials: tuple = (SerialPort("com1", "console"),)
     topology: tuple | None = None  # (sockets, cores, threads); None: the hypervisor's default
-    reboot: bool = False  # the guest may reboot and the VM goes on (else a reset ends it)
+    # A guest reboot restarts the VM instead of ending it (an OS installer reboots several
+    # times): QEMU without -no-reboot, bhyve relaunched on its exit 0. Test boots end on one.
+    survive_reboot: bool = False
 
     @property
     def boot_disk(self) -> Disk:

@@ -68,6 +68,14 @@ SHUTDOWN_TAIL = ("\r\nSystem shutdown time has arrived\r\nStopping sshd.\r\nWait
                  "Uptime: 1m12s\r\n")
 
 
+def option(argv, flag, key):
+    """The option after ``flag`` that starts with ``key`` (e.g. -qmp unix:PATH,server=on)."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == flag and argv[i + 1].startswith(key):
+            return argv[i + 1]
+    return None
+
+
 def options(argv: list[str], flag: str) -> list[dict]:
     """Every ``flag`` option as a dict: ``-device nvme,drive=d1,serial=S`` -> {"": "nvme",
     "drive": "d1", "serial": "S"}."""
@@ -300,26 +308,41 @@ class Qmp:
                                                               "microseconds": 0}})
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def start(argv: list[str], make_guest, name: str):
+    """What both QEMU doubles do before their guest runs: answer ``--version`` (None then),
+    write the pidfile, serve QMP on the ``-qmp`` socket, and return the guest made by
+    ``make_guest(COM1 FIFO base path, uefi, qmp)`` once QMP's ``cont`` has arrived."""
     if argv == ["--version"]:
-        print("QEMU emulator version 0.0.0 (refvm test double: tests/fake_qemu_freebsd.py)")
-        return
-    qmp_path = next(o for o in options(argv, "-qmp"))[""][len("unix:"):]
-    base = next(o for o in options(argv, "-chardev") if o.get("id") == "com1")["path"]
+        print(f"QEMU emulator version 0.0.0 (refvm test double: tests/{name})")
+        return None
+    qmp_path = option(argv, "-qmp", "unix:")[len("unix:"):].split(",")[0]
+    chardev = option(argv, "-chardev", "pipe,id=com1,")
+    base = chardev.split("path=", 1)[1].split(",")[0]
     pidfile = argv[argv.index("-pidfile") + 1]
     with open(pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
-    workdir = os.path.join(os.path.dirname(pidfile), "freebsd-double")
-    os.mkdir(workdir)
-    state = devices(argv, workdir)
     qmp = Qmp(qmp_path)
-    guest = Guest(base, state, workdir, qmp)
-    for com2 in (o for o in options(argv, "-chardev") if o.get("id") == "com2"):
-        guest.wire_com2(com2["path"])
+    guest = make_guest(base, any(a.startswith("if=pflash") for a in argv), qmp)
     threading.Thread(target=qmp.serve, daemon=True).start()
     qmp.cont.wait()
-    guest.run()
+    return guest
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+
+    def freebsd(base: str, _uefi: bool, qmp: Qmp) -> Guest:
+        workdir = os.path.join(os.path.dirname(argv[argv.index("-pidfile") + 1]),
+                               "freebsd-double")
+        os.mkdir(workdir)
+        guest = Guest(base, devices(argv, workdir), workdir, qmp)
+        for com2 in (o for o in options(argv, "-chardev") if o.get("id") == "com2"):
+            guest.wire_com2(com2["path"])
+        return guest
+
+    guest = start(argv, freebsd, "fake_qemu_freebsd.py")
+    if guest is not None:
+        guest.run()
 
 
 if __name__ == "__main__":

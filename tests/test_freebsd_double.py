@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.qemu_doubles import REPO, fake_qemu, properties, run_through_double, start_double
+
 FAKE = REPO / "tests" / "fake_qemu_freebsd.py"
 
 
@@ -32,9 +31,7 @@ def freebsd(tmp_path):
     double. ``run(env, **guest_console)`` returns (exit status, junit root, double's log)."""
     image = tmp_path / "freebsd.raw"
     image.write_bytes(b"\0" * 65536)
-    qemu = tmp_path / "qemu-system-x86_64"
-    qemu.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    qemu.chmod(0o755)
+    qemu = fake_qemu(tmp_path, FAKE)
 
     def run(env=None, firmware="uefi", console_extra="", timeout=120, scenarios=("boot",)):
         guest = tmp_path / "freebsd-double.yaml"
@@ -43,25 +40,10 @@ def freebsd(tmp_path):
             f"{hashlib.sha256(image.read_bytes()).hexdigest()}}}\nfirmware: [uefi, csm]\n"
             f"devices: [virtio-blk, nvme, virtio-net, uart]\n"
             f"console:\n  user: root\n  boot_timeout: 20\n{console_extra}")
-        log, junit = tmp_path / "double.jsonl", tmp_path / "junit.xml"
-        log.unlink(missing_ok=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "run", "--guest", str(guest),
-             *(a for name in scenarios for a in ("--scenario", name)),
-             "--firmware", firmware, "--accel", "tcg", "--qemu-binary", str(qemu),
-             "--artifacts", str(tmp_path / "artifacts"), "--junitxml", str(junit),
-             "-p", "no:cacheprovider"],
-            cwd=REPO, capture_output=True, text=True, timeout=timeout,
-            env=dict(os.environ, FAKE_FREEBSD_LOG=str(log), **(env or {})))
-        said = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        return proc, ET.parse(junit).getroot(), said
+        return run_through_double(tmp_path, guest, qemu, "FAKE_FREEBSD_LOG", firmware, env,
+                                  timeout=timeout, scenarios=scenarios)
 
     return run
-
-
-def properties(root, name=None) -> dict:
-    case, = (c for c in root.iter("testcase") if name is None or c.get("name").startswith(name))
-    return {p.get("name"): p.get("value") for p in case.iter("property")}
 
 
 def typed(said) -> list[str]:
@@ -133,30 +115,14 @@ def test_csh_frames_status_with_status_and_sh_framing_would_never_end(tmp_path, 
     """Without the switch to /bin/sh, the driver frames commands for csh (``${status}``); the
     sh framing (``$?__``) is what tcsh reads as "is variable __ set", so its marker never
     comes (the wait times out)."""
-    from harness.backends.qemu.backend import QemuBackend
-    from harness.console.log import ConsoleLog
-    from harness.console.serial import SerialConsole
     from harness.errors import ConsoleTimeout
     from harness.families import family
     from harness.guestos import UnixShell
     from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, ConsoleSpec
-    from harness.vmspec import Disk, SerialPort, VmSpec
 
-    qemu = tmp_path / "qemu"
-    qemu.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    qemu.chmod(0o755)
     monkeypatch.setenv("FAKE_FREEBSD_SHELL", "csh")
-    image = tmp_path / "disk.raw"
-    image.write_bytes(b"\0" * 4096)
-    spec = VmSpec(name="refvm-0123abcd-1", memory_mib=256, cpus=1, firmware="csm",
-                  uuid="00000000-0000-4000-8000-000000000001", utc_clock=True,
-                  workdir=tmp_path / "w", logdir=tmp_path / "logs",
-                  disks=(Disk(image, ephemeral=True, boot=True),), serials=(SerialPort("com1"),))
-    machine = QemuBackend(accel="tcg", binary=str(qemu)).start(spec)
-    log = ConsoleLog(tmp_path / "console.log")
+    machine, console, log = start_double(tmp_path, FAKE, "freebsd")
     try:
-        console = SerialConsole(machine.open_console("com1"), log,
-                                family("freebsd").failure_patterns)
         machine.resume()
         shell = UnixShell(console, family("freebsd"), ConsoleSpec(
             DEFAULT_LOGIN_PROMPT, "root", "", DEFAULT_SHELL_PROMPT, 20.0, "Login incorrect"))

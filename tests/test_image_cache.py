@@ -226,7 +226,7 @@ def test_import_refuses_a_file_no_guest_pins(tmp_path):
     stray.write_bytes(b"not an image anybody pinned")
     guest = url_guest(tmp_path, "https://download.example.org/FreeBSD.raw", SHA)
     with pytest.raises(InfraError, match=f"which no guest pins \\(guests with a download pin: "
-                                         f"urlguest: {SHA}\\)"):
+                                         f"urlguest \\(image\\): {SHA}\\)"):
         quiet_cache(tmp_path).import_file(stray, [guest])
     assert not (tmp_path / "cache" / "images").exists() or \
         not any((tmp_path / "cache" / "images").iterdir())

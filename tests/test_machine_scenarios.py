@@ -97,7 +97,7 @@ def test_qemu_gives_the_scenarios_shape(tmp_path):
     assert argv[argv.index("-rtc") + 1] == "base=localtime"
     assert argv[argv.index("-smp") + 1] == str(case_of("boot").guest.cpus)
     assert argv[argv.index("-cpu") + 1] == "max"
-    assert "-no-reboot" not in backend.argv(replace(spec, reboot=True))
+    assert "-no-reboot" not in backend.argv(replace(spec, survive_reboot=True))
 
 
 @pytest.mark.vm

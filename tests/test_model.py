@@ -53,7 +53,7 @@ def test_unknown_key_wrong_type_missing_field_bad_sha_each_give_one_line(tmp_pat
     path = write(tmp_path, text)
     lines = problems(load_guest, path)
     # family is gone, so: name 1, image 2, path 3, sha256 4, memory 5, ..., colour 11
-    assert lines[0].startswith(f"{path}:11: colour: unknown key; known keys: console, cpus")
+    assert lines[0].startswith(f"{path}:11: colour: unknown key; known keys: boot_bus, console, cpus")
     assert f"{path}:1: family: required field is missing" in lines
     assert any(x.startswith(f"{path}:4: image.sha256: 'nothex' is not a sha256") for x in lines)
     assert any(x.startswith(f"{path}:5: memory: must be a size such as 512M") for x in lines)
@@ -73,7 +73,7 @@ def test_image_needs_exactly_one_source_and_a_hash(tmp_path):
     path = write(tmp_path, GOOD_GUEST.format(sha=SHA).replace(
         "  path: disk.img\n", "  path: disk.img\n  url: https://example.org/x.img\n"))
     assert problems(load_guest, path) == [
-        f"{path}:3: image: give exactly one of url, path or build (found url, path)"]
+        f"{path}:3: image: give exactly one of url, path, build or install (found url, path)"]
 
 
 def test_unsafe_name_and_unknown_firmware_are_refused(tmp_path):
@@ -124,8 +124,8 @@ def test_scenario_per_family_commands(tmp_path):
 
 def test_repository_files_are_valid():
     assert [g.name for g in load_guests()] == ["freebsd-13.2", "freebsd-14.1", "freebsd-14.3",
-                                               "freebsd-15.1",
-                                               "refguest"]
+                                               "freebsd-15.1", "refguest",
+                                               "windows-server-2022-eval"]
     assert "boot" in [s.name for s in load_scenarios()]
 
 

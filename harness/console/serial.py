@@ -125,14 +125,25 @@ class SerialConsole:
         return reader.eof
 
     # Sending ---------------------------------------------------------------------------------
-    def send_line(self, text: str, secret: bool = False) -> None:
+    def send_line(self, text: str, secret: bool = False, char_delay: float = 0.0) -> None:
+        """Type ``text`` and Enter (a CR: what a terminal sends, and what SAC wants).
+        ``char_delay``: seconds between characters, for consoles that drop keys typed fast
+        (SAC's VT100 cmd channel on Server 2016/2019 debounces keys)."""
         self.log.note("sent " + ("(secret)" if secret else repr(text)))
-        self.reader.write(text + "\r")
+        self._type(text + "\r", char_delay)
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, char_delay: float = 0.0) -> None:
         """Type ``text`` with no Enter (a key at a loader menu, a terminal's answer)."""
         self.log.note(f"sent {text!r} (no Enter)")
-        self.reader.write(text)
+        self._type(text, char_delay)
+
+    def _type(self, text: str, char_delay: float) -> None:
+        if char_delay <= 0:
+            self.reader.write(text)
+            return
+        for char in text:
+            self.reader.write(char)
+            time.sleep(char_delay)
 
     def close(self) -> None:
         """Stop using the console. The stream belongs to whoever opened it (the Machine), and

@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import dataclass
 
-from ..errors import ConsoleTimeout, GuestFailure, LoginError
+from ..errors import GuestFailure, LoginError
+from .base import CommandResult, GuestDriver
 
 PASSWORD_PROMPT = r"[Pp]assword:\s*$"
 # su, sudo and doas: "Password:", "[sudo] password for rv:", "doas (rv@host) password:"
@@ -41,22 +41,14 @@ LOADER_PROMPT = r"(?:^|\n)OK ?$"
 CSH_SHELLS = ("csh", "tcsh")
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    status: int
-    output: str
-    seconds: float
-
-
-class UnixShell:
+class UnixShell(GuestDriver):
     """One guest's shell on one console; made per booted VM (see harness.guestos.driver_for).
 
     ``console`` is the transport (SerialConsole), ``family`` the OS family's data, ``spec``
     the guest file's console section (prompts, user, password, become_root, stop_loader)."""
 
     def __init__(self, console, family, spec):
-        self.console, self.family, self.spec = console, family, spec
+        super().__init__(console, family, spec)
         self.flavour = "sh"  # until asked: sh | csh
 
     # Reaching a shell --------------------------------------------------------------------------
@@ -209,23 +201,3 @@ class UnixShell:
         seconds = time.monotonic() - started
         console.log.note(f"command {command!r} exited {status} after {seconds:.2f}s")
         return CommandResult(command, status, output, seconds)
-
-    def watch(self, seconds: float, what: str) -> bool:
-        """Read the console for up to ``seconds`` while waiting for something other than text
-        (the hypervisor's exit); a failure pattern still ends it. True once the console ended."""
-        return self.console.drain(seconds, what)
-
-    def answers(self, timeout: float = 5.0) -> bool:
-        """Whether the shell still runs a command (a guest on its way down does not)."""
-        try:
-            return self.run("echo up", timeout=timeout).output.strip().endswith("up")
-        except ConsoleTimeout:
-            return False
-
-    # The family's commands ---------------------------------------------------------------------
-    def command(self, name: str) -> str:
-        """One of the family's plain commands (firmware, poweroff)."""
-        return self.family.commands[name]
-
-    def device_command(self, op: str, **values) -> str:
-        return self.family.device_command(op, **values)

@@ -20,12 +20,13 @@ import shutil
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InfraError
 from ..hostdata import file_sha256, sparse_copy
-from ..model import Guest
+from ..model import Guest, Media
 from ..ownership import judge, make_owned
 
 CHUNK = 1 << 20
@@ -95,12 +96,17 @@ def verified(path: Path, expected: str | None, full: bool = False) -> bool:
 
 
 class ImageCache:
+    """``installer(guest, iso, virtio_win, target, log)``: what installs a guest whose image
+    is an unattended install (Windows), given the verified media; None: installs are off
+    (a run never starts an install of hours: `refvm images fetch` does)."""
+
     def __init__(self, root: Path, allow_fetch: bool = True, allow_build: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, installer: Callable | None = None):
         self.root = Path(root)
         self.allow_fetch = allow_fetch
         self.allow_build = allow_build
         self.log = log
+        self.installer = installer
 
     def prepare(self, guest: Guest, full_check: bool = False) -> Path:
         """Return a verified local path for the guest's boot image, fetching or building it."""
@@ -109,6 +115,8 @@ class ImageCache:
             return self._local(guest, full_check)
         if image.url:
             return self._download(guest, full_check)
+        if image.install:
+            return self._installed(guest, full_check)
         return self._build(guest, full_check)
 
     def expected_path(self, guest: Guest) -> Path:
@@ -118,6 +126,8 @@ class ImageCache:
             return image.path
         if image.url:
             return self.root / "images" / f"{image.sha256}.{image.format}"
+        if image.install:
+            return self.installed_path(guest)
         return self.built_path(guest)
 
     # Local file ------------------------------------------------------------------------------
@@ -148,52 +158,131 @@ class ImageCache:
             if not self.allow_fetch:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
                                        "downloads are off (run: refvm images fetch)")
-            return self._install(guest, target, lambda tmp: self._fetch(image.urls, image.sha256,
-                                                                        tmp))
+            return self._install(Pin(guest, "image", image.sha256, target, image.compression,
+                                     image.urls),
+                                 lambda tmp: self._fetch(image.urls, image.sha256, tmp))
 
-    def _install(self, guest: Guest, target: Path, obtain: Callable[[Path], Path],
+    def _install(self, pin: "Pin", obtain: Callable[[Path], Path],
                  source: str | None = None) -> Path:
-        """Put the guest's pinned image into ``target`` (its lock held): ``obtain(tmp)`` puts
-        the file as downloaded (compressed) at ``tmp`` and returns it once its sha256 is the
+        """Put a pinned file into ``pin.target`` (its lock held): ``obtain(tmp)`` puts the
+        file as downloaded (compressed) at ``tmp`` and returns it once its sha256 is the
         pinned one; it is unpacked, moved into place and stamped."""
-        image = guest.image
+        target = pin.target
         target.unlink(missing_ok=True)
         _remove_dead_scratch(target.parent)
         scratch = make_owned("fetch", root=target.parent)
         try:
             download = obtain(scratch / "download")
-            _decompress(download, image.compression, scratch / "unpacked").replace(target)
+            _decompress(download, pin.compression, scratch / "unpacked").replace(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        write_stamp(target, file_sha256(target), {"source_sha256": image.sha256,
-                                                   "url": source or image.url})
+        write_stamp(target, file_sha256(target), {"source_sha256": pin.sha256,
+                                                   "url": source or pin.urls[0]})
         return target
 
+    # Media (installer ISOs, driver discs) ---------------------------------------------------
+    def media_path(self, media: Media) -> Path:
+        return self.root / "images" / f"{media.sha256}.iso"
+
+    def _media(self, guest: Guest, media: Media, what: str) -> Path:
+        """The verified local copy of a pinned installer ISO or driver disc, downloaded when
+        this run may (ImageUnavailable, a skip, when it cannot be had here)."""
+        target = self.media_path(media)
+        with locked(target):
+            if verified(target, media.sha256):
+                return target
+            if not self.allow_fetch:
+                raise ImageUnavailable(f"guest {guest.name}: {what} not in the cache and "
+                                       "downloads are off (run: refvm images fetch, or "
+                                       "refvm images import FILE)")
+            return self._install(Pin(guest, what, media.sha256, target, "none", media.urls),
+                                 lambda tmp: self._fetch(media.urls, media.sha256, tmp))
+
+    # Unattended install ----------------------------------------------------------------------
+    def install_key(self, guest: Guest) -> str:
+        """Hash of everything an installed image depends on: the media, the image chosen from
+        them, the disk, the firmware (its partition layout), the password, and the source of
+        the answer-file writer and installer (harness/images/windows)."""
+        from . import windows
+
+        win = guest.windows
+        digest = hashlib.sha256()
+        for part in (win.iso.sha256, win.virtio_win.sha256 if win.virtio_win else "",
+                     win.image_name or "", str(win.image_index or ""), win.driver_os,
+                     str(win.disk_size), guest.firmware[0], guest.boot_bus,
+                     guest.console.user):
+            digest.update(part.encode() + b"\0")
+        digest.update(hashlib.sha256(guest.console.password.encode()).digest())
+        for source in sorted(Path(windows.__file__).parent.glob("*.py")):
+            digest.update(source.read_bytes())
+        return digest.hexdigest()
+
+    def installed_path(self, guest: Guest, key: str | None = None) -> Path:
+        key = key or self.install_key(guest)
+        return self.root / "images" / f"{guest.name}-{key[:16]}.raw"
+
+    def _installed(self, guest: Guest, full_check: bool) -> Path:
+        key = self.install_key(guest)
+        target = self.installed_path(guest, key)
+        with locked(target):
+            if verified(target, None, full_check):
+                return target
+        iso = self._media(guest, guest.windows.iso, "the installer ISO")
+        virtio = self._media(guest, guest.windows.virtio_win, "the virtio-win driver disc") \
+            if guest.windows.virtio_win else None
+        with locked(target):
+            if verified(target, None, full_check):
+                return target
+            if self.installer is None or not self.allow_build:
+                raise ImageUnavailable(
+                    f"guest {guest.name}: not installed yet; `refvm images fetch --guest "
+                    f"{guest.name}` installs it once from {iso.name} (an hour or more)")
+            self.installer(guest, iso, virtio, target, self.log)
+            write_stamp(target, file_sha256(target), {"install_key": key})
+            self.log(f"installed {target} (sha256 {read_stamp(target)['sha256']})")
+            return target
+
     # Import ----------------------------------------------------------------------------------
+    def pins(self, guests) -> list["Pin"]:
+        """Every downloadable file the guests pin: images, installer ISOs, driver discs."""
+        found = []
+        for guest in guests:
+            image = guest.image
+            if image.urls:
+                found.append(Pin(guest, "image", image.sha256, self.expected_path(guest),
+                                 image.compression, image.urls))
+            if guest.windows:
+                for what, media in (("installer ISO", guest.windows.iso),
+                                    ("virtio-win disc", guest.windows.virtio_win)):
+                    if media:
+                        found.append(Pin(guest, what, media.sha256, self.media_path(media),
+                                         "none", media.urls))
+        return found
+
     def import_file(self, path: Path, guests) -> list[tuple[Guest, Path]]:
-        """Add an image fetched elsewhere (an air-gapped host, a machine without the download
-        site) to the cache, for every guest whose pinned sha256 it has; returns (guest, cache
-        path) pairs. The file is copied in first and the *copy* hashed, so what is cached is
-        exactly what was checked; a file no guest pins is refused, naming what they pin."""
+        """Add a file fetched elsewhere (an air-gapped host, a machine without the download
+        site) to the cache, for every guest that pins its sha256 (an image, an installer ISO,
+        a driver disc); returns (guest, cache path) pairs. The file is copied in first and the
+        *copy* hashed, so what is cached is exactly what was checked; a file no guest pins is
+        refused, naming what they pin."""
         path = Path(path)
         if not path.is_file():
             raise InfraError(f"{path}: not a regular file")
-        wanted = [g for g in guests if g.image.urls]
+        pins = self.pins(guests)
         sha = file_sha256(path)
-        matches = [g for g in wanted if g.image.sha256 == sha]
+        matches = [p for p in pins if p.sha256 == sha]
         if not matches:
-            pins = "; ".join(f"{g.name}: {g.image.sha256}" for g in wanted) or "none"
+            known = "; ".join(f"{p.guest.name} ({p.what}): {p.sha256}" for p in pins) or "none"
             raise InfraError(f"{path} has sha256 {sha}, which no guest pins (guests with a "
-                             f"download pin: {pins})")
+                             f"download pin: {known})")
         imported = []
-        for guest in matches:
-            target = self.expected_path(guest)
-            with locked(target):
-                if not (verified(target, None, True) and
-                        read_stamp(target).get("source_sha256") == sha):
-                    self._install(guest, target, lambda tmp: _copy_checked(path, tmp, sha),
+        for pin in matches:
+            with locked(pin.target):
+                if not (verified(pin.target, None, True) and
+                        read_stamp(pin.target).get("source_sha256") == sha):
+                    self._install(pin, lambda tmp: _copy_checked(path, tmp, sha),
                                   source=f"imported from {path}")
-            imported.append((guest, target))
+            imported.append((pin.guest, pin.target))
         return imported
 
     def _fetch(self, urls: tuple, sha256: str, tmp: Path) -> Path:
@@ -274,6 +363,18 @@ class ImageCache:
             return target
 
 
+@dataclass(frozen=True)
+class Pin:
+    """A file a guest pins by sha256, and where the cache keeps it."""
+
+    guest: Guest
+    what: str  # image, installer ISO, virtio-win disc
+    sha256: str
+    target: Path
+    compression: str
+    urls: tuple
+
+
 def _copy_checked(source: Path, dest: Path, sha256: str) -> Path:
     """Copy ``source`` to ``dest``; keep it only if the copy's sha256 is ``sha256``."""
     sparse_copy(source, dest)
@@ -286,11 +387,12 @@ def _copy_checked(source: Path, dest: Path, sha256: str) -> Path:
 
 
 def _remove_dead_scratch(images: Path) -> None:
-    """Scratch directories of downloads whose process died (killed mid-download): only the
+    """Scratch directories of downloads and installs whose process died: only the
     ones refvm marked as its own (harness/ownership.py); anything else here is left alone."""
-    for scratch in images.glob("refvm-fetch-*"):
-        if judge(scratch).dead:
-            shutil.rmtree(scratch, ignore_errors=True)
+    for pattern in ("refvm-fetch-*", "refvm-install-*"):
+        for scratch in images.glob(pattern):
+            if judge(scratch).dead:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _decompress(path: Path, compression: str, out_path: Path) -> Path:

@@ -284,7 +284,8 @@ class BhyveBackend(Backend):
         (spec.logdir / "command.txt").write_text(
             "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec)))
         machine = BhyveMachine(spec, plan, self.programs,
-                               relaunch_on_reboot=self.relaunch_on_reboot,
+                               relaunch_on_reboot=self.relaunch_on_reboot
+                               or spec.survive_reboot,
                                stop_grace=self.stop_grace)
         try:
             machine.prepare()

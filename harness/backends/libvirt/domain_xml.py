@@ -181,9 +181,11 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
         _sub(domain, "cpu", mode=options.cpu_mode)
     _sub(domain, "clock", offset="utc" if spec.utc_clock else "localtime")
     # Every way the guest stops ends the domain: the harness reads the reason, never restarts
-    # (the QEMU backend's -no-reboot; bhyve's own exit on reboot).
+    # (the QEMU backend's -no-reboot; bhyve's own exit on reboot). An installer's VM
+    # (survive_reboot) restarts on a guest reboot.
     for event in ("on_poweroff", "on_reboot", "on_crash"):
-        _sub(domain, event, "destroy")
+        restart = event == "on_reboot" and spec.survive_reboot
+        _sub(domain, event, "restart" if restart else "destroy")
 
     devices = _sub(domain, "devices")
     per_bus: dict[str, int] = {}

@@ -119,7 +119,7 @@ class QemuBackend(Backend):
                 "-m", f"{spec.memory_mib}M",
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-rtc", "base=utc" if spec.utc_clock else "base=localtime",
-                *([] if spec.reboot else ["-no-reboot"]), "-S",
+                *([] if spec.survive_reboot else ["-no-reboot"]), "-S",
                 "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
                 "-pidfile", str(w / "qemu.pid")]
         argv += self._firmware_args(spec)

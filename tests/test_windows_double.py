@@ -1,0 +1,144 @@
+"""Windows guests through the real QEMU backend, against a TEST DOUBLE of QEMU running Windows
+Server 2022 with EMS on COM1.
+
+The evaluation ISO cannot be downloaded on this machine, so no Windows guest is booted here.
+What runs for real is everything of refvm's: `refvm run`, the QEMU backend's argv, QMP and COM1
+FIFOs, the SAC driver (harness/guestos/sac.py: SAC's start and CMD event, the cmd channel, the
+login, a swallowed first line, exit status read on its own line) and the boot scenario's steps
+with the Windows family's commands. tests/fake_qemu_windows.py stands in for
+qemu-system-x86_64 and plays SAC and cmd.exe with their real strings (see its docstring).
+Only simulated: Windows itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.qemu_doubles import REPO, fake_qemu, properties, run_through_double, start_double
+
+FAKE = REPO / "tests" / "fake_qemu_windows.py"
+PASSWORD = "Rv-Adm1n-7f3c9e21"
+
+
+@pytest.fixture
+def windows(tmp_path):
+    """``run(env, firmware, password)`` -> (process, junit root, what the double was asked):
+    the boot scenario for a Windows guest file pointing at an installed image (a small file
+    here, as a user's own golden image would be)."""
+    image = tmp_path / "windows.raw"
+    image.write_bytes(b"\0" * 65536)
+    qemu = fake_qemu(tmp_path, FAKE)
+
+    def run(env=None, firmware="uefi", password=PASSWORD, timeout=120):
+        guest = tmp_path / "windows-double.yaml"
+        guest.write_text(
+            f"name: windows-double\nfamily: windows\nimage: {{path: {image}, sha256: "
+            f"{hashlib.sha256(image.read_bytes()).hexdigest()}}}\nfirmware: [uefi, csm]\n"
+            f"utc_clock: false\nconsole:\n  user: Administrator\n  password: '{password}'\n"
+            f"  boot_timeout: 30\n")
+        return run_through_double(tmp_path, guest, qemu, "FAKE_WINDOWS_LOG", firmware,
+                                  dict(env or {}, FAKE_WINDOWS_PASSWORD=PASSWORD),
+                                  timeout=timeout)
+
+    return run
+
+
+def failure_text(root) -> str:
+    case, = root.iter("testcase")
+    failure = case.find("failure")
+    return (failure.get("message") or "") + (failure.text or "")
+
+
+def assert_password_nowhere(tmp_path: Path, *texts: str) -> None:
+    """Neither the console log, the hypervisor's log, the results nor refvm's own output
+    holds the administrator password."""
+    for text in texts:
+        assert PASSWORD not in text
+    files = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    files.append(tmp_path / "junit.xml")
+    assert any(p.name == "console.log" for p in files)
+    for path in files:
+        assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("firmware, reported", [("uefi", "UEFI"), ("csm", "BIOS")])
+def test_windows_boot_scenario_passes_over_sac_through_the_qemu_backend(
+        windows, tmp_path, firmware, reported):
+    proc, root, said = windows(firmware=firmware)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    props = properties(root)
+    assert props["guest_firmware"] == reported  # PEFirmwareType through powershell
+    assert props["exit"] == "poweroff"  # shutdown /s /t 0, seen as QMP's guest-shutdown
+    assert [s["sac"] for s in said if "sac" in s] == ["cmd", "ch -sn Cmd0001"]
+    login, = [s for s in said if "user" in s]
+    assert login == {"user": "Administrator", "domain": "", "password_ok": True}
+    swallowed, = [s["swallowed"] for s in said if "swallowed" in s]
+    assert swallowed.startswith("echo __RV^R")  # the probe was typed again after it
+    lines = [s["cmd"] for s in said if "cmd" in s]
+    # The exit status is read by a line of its own, after the command has returned.
+    exit3 = next(i for i, line in enumerate(lines) if line.endswith("& cmd /c exit 3"))
+    assert "%ERRORLEVEL%" not in lines[exit3]
+    assert lines[exit3 + 1].startswith("echo __RV^E") and lines[exit3 + 1].endswith(
+        ":%ERRORLEVEL%__")
+    assert any(line.endswith("& shutdown /s /t 0") for line in lines)
+    assert_password_nowhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_a_fresh_install_boots_twice_and_an_early_cmd_is_retried(windows, tmp_path):
+    proc, _, said = windows(env={"FAKE_WINDOWS_FRESH": "1", "FAKE_WINDOWS_SLOW_CMD": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert {"sac": "reboot after specialize"} in said
+    assert [s["sac"] for s in said if "sac" in s][1:] == ["cmd", "cmd", "ch -sn Cmd0001"]
+    log = next((tmp_path / "artifacts").rglob("console.log")).read_text()
+    assert log.count("Computer is booting, SAC started and initialized.") == 2
+    assert "has not yet registered" in log and "cmd not available yet (attempt 1)" in log
+
+
+def test_a_bugcheck_fails_the_case_at_once_quoting_the_stop_code(windows, tmp_path):
+    started = time.monotonic()
+    proc, root, _ = windows(env={"FAKE_WINDOWS_BUGCHECK": "1"})
+    assert proc.returncode == 1
+    text = failure_text(root)
+    assert '<INSTANCE CLASSNAME="BLUESCREEN">' in text and '"0xD1"' in text
+    assert properties(root)["category"] == "guest"
+    assert time.monotonic() - started < 60  # not the command's 60 s timeout, plus boot
+    assert_password_nowhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_a_wrong_password_is_a_login_failure_in_the_guests_words(windows, tmp_path):
+    proc, root, said = windows(password="not-the-" + PASSWORD[::-1])
+    assert proc.returncode == 1
+    text = failure_text(root)
+    assert "rejected the login of 'Administrator'" in text and "Unable to authenticate" in text
+    assert [s["password_ok"] for s in said if "password_ok" in s] == [False]
+    assert PASSWORD[::-1] not in text  # the wrong password is masked too
+
+
+def test_errorlevel_on_the_command_line_is_stale_and_the_driver_reads_it_after(tmp_path,
+                                                                                 monkeypatch):
+    """cmd.exe expands ``%ERRORLEVEL%`` when it parses a line: on the command's own line it is
+    the status of the command before. The driver's status is the command's own."""
+    from harness.families import family
+    from harness.guestos import SacConsole
+    from harness.model import ConsoleSpec
+
+    monkeypatch.setenv("FAKE_WINDOWS_PASSWORD", PASSWORD)
+    machine, console, log = start_double(tmp_path, FAKE, "windows", secrets=[PASSWORD])
+    try:
+        machine.resume()
+        driver = SacConsole(console, family("windows"), ConsoleSpec(
+            "", "Administrator", PASSWORD, "", 20.0, "", type_delay=0.001))
+        driver.reach_shell(20)
+        result = driver.run("cmd /c exit 3& echo seen %ERRORLEVEL%", timeout=10)
+        assert result.output == "seen 0"  # expanded before `cmd /c exit 3` ran
+        assert result.status == 0  # the last command's (echo)
+        assert driver.run("cmd /c exit 3", timeout=10).status == 3
+        missing = driver.run("no-such-tool", timeout=10)
+        assert missing.status == 9009 and "is not recognized" in missing.output
+    finally:
+        log.close()
+        machine.destroy()
+    assert PASSWORD not in (tmp_path / "console.log").read_text()
