@@ -118,11 +118,11 @@ def test_driver_paths_only_with_the_virtio_win_disc():
         "E:\\viostor\\2k22\\amd64", "E:\\vioscsi\\2k22\\amd64", "E:\\NetKVM\\2k22\\amd64"]
 
 
-def test_the_repository_guest_gives_its_image_and_no_driver_paths(monkeypatch):
+def test_the_repository_guest_gives_its_image_and_the_virtio_win_driver_paths(monkeypatch):
     monkeypatch.delenv("REFVM_WINDOWS_PASSWORD", raising=False)
     guest, = load_guests(["windows-server-2022-eval"])
     made = answer_for(guest, "REFVM-INSTALL-DONE-x", driver_drive="E")
-    assert made.firmware == "uefi" and made.driver_drive is None  # no virtio-win disc
+    assert made.firmware == "uefi" and made.driver_drive == "E"  # the virtio-win disc
     assert made.image_name == "Windows Server 2022 SERVERSTANDARD"
 
 

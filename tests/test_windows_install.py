@@ -130,6 +130,7 @@ def test_libvirt_plan_of_the_install_restarts_on_reboot_and_attaches_the_isos_as
     assert domain.findtext("on_reboot") == "restart" and domain.findtext("on_crash") == "destroy"
     assert domain.find("clock").get("offset") == "localtime"
     disks = domain.findall("devices/disk")
+    # the system disk; the installer, the answer disc and virtio-win as SATA CD-ROMs
     assert [(d.get("device"), d.find("target").get("bus")) for d in disks] == \
-        [("disk", "sata"), ("cdrom", "sata"), ("cdrom", "sata")]
+        [("disk", "sata"), ("cdrom", "sata"), ("cdrom", "sata"), ("cdrom", "sata")]
     assert disks[1].find("source").get("file").endswith(f"/{EVAL_SHA}.iso")
