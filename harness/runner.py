@@ -49,6 +49,10 @@ class BootedVM:
     guest: object = None  # the guest-OS driver on the console (harness.guestos)
     closed: bool = False
     facts: dict = field(default_factory=dict)  # what host-side preparation recorded
+    runner: object = None  # the Run that booted it (restarts go through it)
+    backend: object = None
+    case: object = None
+    restarts: int = 0
 
     def close(self) -> None:
         """Destroy the VM and its scratch files; keep the logs. Safe to call twice."""
@@ -168,16 +172,10 @@ class Run:
             machine = backend.start(spec)
             log = ConsoleLog(spec.logdir / "console.log", secrets=case.guest.console.secrets)
             log.note(f"{spec.name}: {case.id}; command line in command.txt")
-
-            def describe_eof() -> str:
-                info = machine.wait_exit(5)
-                return f"the hypervisor exited: {info}" if info else "the console closed"
-
-            os_family = family(case.guest.family)
-            console = SerialConsole(machine.open_console("com1"), log,
-                                    os_family.failure_patterns, describe_eof)
+            console = self._console(case, machine, log)
             vm = BootedVM(spec, machine, console, log, facts=facts,
-                          guest=driver_for(case.guest, console, os_family))
+                          guest=driver_for(case.guest, console, family(case.guest.family)),
+                          runner=self, backend=backend, case=case)
             machine.resume()
             self._live.append(vm)
             return vm
@@ -189,6 +187,32 @@ class Run:
                         lambda: machine is not None and machine.destroy(),
                         lambda: shutil.rmtree(spec.workdir, ignore_errors=True))
             raise
+
+    @staticmethod
+    def _console(case: Case, machine, log: ConsoleLog) -> SerialConsole:
+        def describe_eof() -> str:
+            info = machine.wait_exit(5)
+            return f"the hypervisor exited: {info}" if info else "the console closed"
+
+        return SerialConsole(machine.open_console("com1"), log,
+                             family(case.guest.family).failure_patterns, describe_eof)
+
+    def restart(self, vm: BootedVM, fresh_vars: bool = False) -> None:
+        """Start ``vm``'s VM again after it stopped: the same spec, disks and (unless
+        ``fresh_vars``) UEFI vars file; the console log goes on. On QEMU the boot disk's
+        ephemeral overlay is new (its writes were the first run's); a bhyve or libvirt
+        private copy keeps them."""
+        run_all(vm.console.close, vm.machine.destroy)
+        if fresh_vars:
+            vm.spec.vars_path.unlink(missing_ok=True)
+        vm.log.note(f"starting {vm.spec.name} again"
+                    + (" with a fresh UEFI vars file" if fresh_vars else ""))
+        machine = vm.backend.start(vm.spec, again=True)
+        vm.machine = machine
+        vm.console = self._console(vm.case, machine, vm.log)
+        vm.guest = driver_for(vm.case.guest, vm.console, family(vm.case.guest.family))
+        machine.resume()
+        vm.restarts += 1
 
     def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None],
                   before_step: Callable | None = None) -> None:

@@ -66,6 +66,11 @@ class VmSpec:
     survive_reboot: bool = False
 
     @property
+    def vars_path(self) -> Path:
+        """The VM's own UEFI vars file (every backend keeps it here, made from a template)."""
+        return self.workdir / "uefi-vars.fd"
+
+    @property
     def boot_disk(self) -> Disk:
         return next(d for d in self.disks if d.boot)
 

@@ -45,6 +45,7 @@ bhyvectl(8) in the FreeBSD source tree):
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,30 @@ def test_a_run_without_bhyve_skips_every_case_with_the_reason(tmp_path):
     for firmware in ("uefi", "bhyveload"):
         assert running.unsupported(firmware) == \
             f"{tmp_path / 'no-bhyve'} not found: bhyve runs on FreeBSD hosts"
+
+
+def test_cpu_topology_and_the_vcpu_limit_follow_each_release(firmware):
+    """bhyve(8) 13.0: -c cpus=,sockets=,cores=,threads=, at most 16 vCPUs (VM_MAXCPU); 14.0:
+    the host's hw.vmm.maxcpu. Older releases take no topology: refused with the reason."""
+    spec = replace(refguest(firmware), cpus=8, topology=(1, 4, 2))
+    bhyve = backend(firmware, "13.2").command_lines(spec)[-1]
+    assert bhyve[bhyve.index("-c") + 1] == "cpus=8,sockets=1,cores=4,threads=2"
+    thirteen = backend(firmware, "13.2")
+    assert thirteen.max_vcpus() == (16, "VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11")
+    assert thirteen.vcpu_problem(17, None) == (
+        "17 vCPUs is above the maximum of 16 (VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11)")
+    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 4)))
+    assert twelve.vcpu_problem(4, (2, 2, 1)) == (
+        "bhyve on FreeBSD 12.4 takes no CPU topology (-c sockets=,cores=,threads= is "
+        "documented from 13.0)")
+    assert "hw.vmm.maxcpu" in backend(firmware, "14.1").max_vcpus()[1]
+
+
+def test_the_machine_needs_a_release_cannot_meet_are_named(firmware):
+    assert backend(firmware, "14.1").lacks("vars-file", "uefi") is None
+    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 4)))
+    assert twelve.lacks("vars-file", "uefi") == twelve.caps.vars_reason()
+    assert "13.1" in twelve.caps.vars_reason()
+    assert backend(firmware, "14.1").lacks("save-restore", "uefi") == (
+        "the bhyve backend cannot suspend a running VM to a file and restore it in a new "
+        "process")

@@ -364,3 +364,42 @@ def test_real_bhyve_accepts_our_command_line(tmp_path):
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "sectsz=4096" in done.stdout and "ser=SN1" in done.stdout
+
+
+# The machine scenarios' lifecycle -----------------------------------------------------------
+def test_a_restart_relaunches_the_same_vm_on_its_own_vars_file_and_disk_copy(host, tmp_path):
+    """restart (nvram-persist): the second start copies nothing: the vars file the guest
+    wrote and the boot disk's private copy are the first run's; the plan says the same."""
+    host.set(exits={"bhyve": [1, 1]})
+    image = tmp_path / "freebsd.raw"
+    image.write_bytes(b"i" * 4096)
+    backend = make_backend(host, tmp_path)
+    spec = make_spec(tmp_path, disks=(Disk(image, boot=True, ephemeral=True),))
+    machine, _ = boot(backend, spec)
+    assert machine.wait_exit(10).kind == "poweroff"
+    machine.destroy()
+    spec.vars_path.write_bytes(b"w" * 1024)  # what the guest's firmware wrote
+    copy = next(spec.workdir.glob("private-0-*"))
+    copy.write_bytes(b"g" * 4096)  # what the guest wrote to its root file system
+    again = backend.command_lines(spec, again=True)
+    assert not any(argv[0] == "cp" for argv in again)
+    assert [a for a in again[-1] if a.startswith("bootrom,")] == [
+        a for a in backend.command_lines(spec)[-1] if a.startswith("bootrom,")]
+    os.unlink(nmdm_pair(spec.name, "com1", backend.nmdm_pattern)[1])
+    os.mkfifo(nmdm_pair(spec.name, "com1", backend.nmdm_pattern)[1])
+    machine = backend.start(spec, again=True)
+    machine.resume()
+    assert machine.wait_exit(10).kind == "poweroff"
+    machine.destroy()
+    assert spec.vars_path.read_bytes() == b"w" * 1024 and copy.read_bytes() == b"g" * 4096
+    assert (spec.logdir / "command-again.txt").is_file()
+
+
+def test_a_scenario_that_lets_the_guest_reboot_gets_relaunches_counted_as_resets(host, tmp_path):
+    host.set(exits={"bhyve": [0, 0, 1]})
+    backend = make_backend(host, tmp_path)  # relaunch_on_reboot not set: the spec asks
+    spec = make_spec(tmp_path, survive_reboot=True)
+    machine, _ = boot(backend, spec)
+    info = machine.wait_exit(10)
+    assert info.kind == "poweroff" and machine.resets() == 2
+    machine.destroy()

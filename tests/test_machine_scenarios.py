@@ -101,21 +101,24 @@ def test_qemu_gives_the_scenarios_shape(tmp_path):
 
 
 @pytest.mark.vm
-def test_vcpus_and_clock_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
-    """Real boots: the guest counts its vCPUs and their topology and keeps every one busy;
-    its RTC holds UTC or the host's local time. The run's time zone is set five and a half
-    hours from UTC, so a local-time RTC cannot pass for a UTC one."""
+def test_machine_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
+    """Real boots, two at a time: the guest counts its vCPUs and their topology and keeps
+    every one busy; its RTC holds UTC or the host's local time (the run's time zone is five and
+    a half hours from UTC, so a local-time RTC cannot pass for a UTC one); it reboots three
+    times under each firmware; its UEFI variable survives a restart in the vars file, not in
+    a fresh one, and QEMU refuses a vars file of the wrong size."""
     junit = tmp_path / "junit.xml"
     (tmp_path / "scratch").mkdir()
     cases = ["vcpus-8[refguest-uefi-qemu]", "vcpus-4[refguest-csm-qemu]",
              "vcpus-1[refguest-csm-qemu]", "clock-utc[refguest-uefi-qemu]",
-             "clock-localtime[refguest-csm-qemu]"]
+             "clock-localtime[refguest-csm-qemu]", "reboot[refguest-uefi-qemu]",
+             "reboot[refguest-csm-qemu]", "nvram-persist[refguest-uefi-qemu]"]
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--guest", "refguest",
-         "--scenario", "vcpus", "--scenario", "clock", "--artifacts", str(tmp_path / "a"),
+         "--scenario", "vcpus", "--scenario", "clock", "--scenario", "reboot",
+         "--scenario", "nvram-persist", "--artifacts", str(tmp_path / "a"),
          "--junitxml", str(junit), "-p", "no:cacheprovider", "-n", "2",
-         "-k", " or ".join(c.replace("[", " and ").replace("]", "").replace("-qemu", "")
-                           .replace("refguest-", "") for c in cases)],
+         "-k", " or ".join(f"({c.split('[')[0]} and {c.split('-')[-2]})" for c in cases)],
         cwd=REPO, capture_output=True, text=True, timeout=1200,
         env=dict(os.environ, TZ="Asia/Kolkata", REFVM_TMP=str(tmp_path / "scratch")))
     root = ET.parse(junit).getroot()
@@ -131,4 +134,14 @@ def test_vcpus_and_clock_scenarios_pass_on_the_reference_guest_under_qemu(tmp_pa
     assert abs(int(ran["clock-utc[refguest-uefi-qemu]"]["rtc_minus_utc_seconds"])) <= 2
     assert abs(int(ran["clock-localtime[refguest-csm-qemu]"]["rtc_minus_utc_seconds"])
                - 19800) <= 2
+    for firmware in ("uefi", "csm"):
+        reboot = ran[f"reboot[refguest-{firmware}-qemu]"]
+        assert reboot["reboots"] == "3" and len(set(reboot["boot_ids"].split())) == 4
+        assert all(int(n) >= 1 for n in reboot["machine_resets"].split())
+        assert reboot["scratch_verified_regions"] == "1"  # written before, found after
+    nvram = ran["nvram-persist[refguest-uefi-qemu]"]
+    assert nvram["efi_var_after_restart"] == "refvm-nvram-1"
+    assert nvram["boot_current_after_restart"] == nvram["boot_next"]
+    assert nvram["efi_var_fresh"] == "absent" and nvram["vars_file_size"] == "540672"
+    assert "multiple of 0x1000" in nvram["hypervisor_refused"]
     assert list((tmp_path / "scratch").iterdir()) == []

@@ -58,6 +58,10 @@ class Machine(abc.ABC):
     def poll(self) -> ExitInfo | None:
         """The exit, if the hypervisor has exited; None while it runs."""
 
+    def resets(self) -> int:
+        """How often the guest reset the machine while it ran (reboots, triple faults)."""
+        return 0
+
     @abc.abstractmethod
     def wait_exit(self, timeout: float) -> ExitInfo | None:
         """Wait up to ``timeout`` seconds for the hypervisor to exit; None if still running."""
@@ -120,5 +124,8 @@ class Backend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def start(self, spec: VmSpec) -> Machine:
-        """Start the VM paused; the caller owns the Machine and must destroy() it."""
+    def start(self, spec: VmSpec, again: bool = False) -> Machine:
+        """Start the VM paused; the caller owns the Machine and must destroy() it.
+
+        ``again``: the same VM a second time, after it stopped (the ``restart`` need): its
+        UEFI vars file and private disk copies are the ones the first start made, kept."""

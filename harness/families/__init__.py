@@ -26,6 +26,9 @@ DEVICE_OPS = (
     "uart_receive_finish", "uart_send", "uart_close",
     # The machine as the guest sees it (vCPUs, RTC, boots).
     "cpu_count", "cpu_topology", "cpu_ticks", "cpu_load", "rtc_read", "boot_id", "reboot",
+    # UEFI variables: read as hex (4 bytes of attributes, then the data), written from
+    # printf's octal escapes.
+    "efivar_read", "efivar_write",
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.

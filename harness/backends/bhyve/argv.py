@@ -171,6 +171,14 @@ def nic_device(nic: Nic, tap: str) -> str:
     return f"{nic.model},{tap},mac={nic.mac}"
 
 
+def cpu_setting(spec: VmSpec) -> str:
+    """bhyve -c: the count, or ``cpus=N,sockets=S,cores=C,threads=T`` (bhyve(8) 13.0+)."""
+    if spec.topology is None:
+        return str(spec.cpus)
+    sockets, cores, threads = spec.topology
+    return f"cpus={spec.cpus},sockets={sockets},cores={cores},threads={threads}"
+
+
 def pci_slots(spec: VmSpec, taps: list[str]) -> list[str]:
     """The ``-s`` values, in slot order (see the module docstring for the rule)."""
     slots = [f"{HOSTBRIDGE_SLOT},hostbridge"]
@@ -202,7 +210,7 @@ def bhyve_argv(bhyve: str, spec: VmSpec, caps: BhyveCaps, bootrom: Bootrom | Non
     -U      "Set the universally unique identifier (UUID) in the guest's System Management
             BIOS System Information structure"
     """
-    argv = [bhyve, "-c", str(spec.cpus), "-m", f"{spec.memory_mib}M", "-H", "-w"]
+    argv = [bhyve, "-c", cpu_setting(spec), "-m", f"{spec.memory_mib}M", "-H", "-w"]
     if spec.utc_clock:
         argv.append("-u")
     if caps.acpi_flag:

@@ -37,7 +37,8 @@ from .argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyvel
                    bridge_address_argv, bridge_addresses, bridge_create_argv,
                    bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
                    nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
-from .caps import BhyveCaps, bhyve_present, run_quietly
+from .caps import (MAXCPU_TUNABLE_SINCE, OLD_VM_MAXCPU, TOPOLOGY_SINCE, BhyveCaps,
+                   bhyve_present, run_quietly)
 from .ifaces import describe, mark_for, verdict_for
 
 # bhyve(8) EXIT STATUS: "0 rebooted, 1 powered off, 2 halted, 3 triple fault (amd64 only),
@@ -126,6 +127,8 @@ class LaunchPlan:
 class BhyveBackend(Backend):
     name = "bhyve"
     firmwares = ("uefi", "csm", "bhyveload")
+    # restart: the same files relaunched; reboot: relaunched on exit 0 (bhyve(8)'s contract).
+    needs = ("restart", "reboot", "vars-file")
 
     def __init__(self, programs: Programs = Programs(), caps: BhyveCaps | None = None,
                  nmdm_pattern: str = NMDM_PATTERN, csm_firmware: Path | None = None,
@@ -190,6 +193,34 @@ class BhyveBackend(Backend):
             return f"{self.programs.bhyveload} not found"
         return None
 
+    def lacks(self, need: str, firmware: str) -> str | None:
+        why = super().lacks(need, firmware)
+        if why is None and need == "vars-file" and not self.caps.bootrom_vars:
+            why = self.caps.vars_reason()
+        return why
+
+    def max_vcpus(self) -> tuple[int, str]:
+        """VM_MAXCPU (16) before 14.0; from 14.0 the host's hw.vmm.maxcpu (by default its
+        CPU count; in a plan without bhyve, this machine's count stands in for it)."""
+        caps = self.caps
+        if caps.release < MAXCPU_TUNABLE_SINCE:
+            return OLD_VM_MAXCPU, f"VM_MAXCPU of bhyve on FreeBSD {caps.release_name}"
+        if not caps.assumed:
+            status, out = run_quietly(["sysctl", "-n", "hw.vmm.maxcpu"])
+            if status == 0 and out.strip().isdigit():
+                return int(out.strip()), "this host's hw.vmm.maxcpu"
+        count = os.cpu_count() or 1
+        return count, (f"hw.vmm.maxcpu's default on FreeBSD {caps.release_name}: the host's "
+                       f"CPU count ({count}{', this machine' if caps.assumed else ''})")
+
+    def vcpu_problem(self, cpus: int, topology) -> str | None:
+        why = super().vcpu_problem(cpus, topology)
+        if why is None and topology and self.caps.release < TOPOLOGY_SINCE:
+            why = (f"bhyve on FreeBSD {self.caps.release_name} takes no CPU topology (-c "
+                   f"sockets=,cores=,threads= is documented from "
+                   f"{TOPOLOGY_SINCE[0]}.{TOPOLOGY_SINCE[1]})")
+        return why
+
     # Firmware --------------------------------------------------------------------------------
     def _pick(self, candidates: fw.FirmwareCandidates):
         """The firmware file(s) to use; when planning without bhyve, the preferred ones."""
@@ -243,9 +274,10 @@ class BhyveBackend(Backend):
             consoles={port.name: nmdm_pair(spec.name, port.name, self.nmdm_pattern)[1]
                       for port in spec.serials})
 
-    def command_lines(self, spec: VmSpec) -> list[list[str]]:
+    def command_lines(self, spec: VmSpec, again: bool = False) -> list[list[str]]:
         """Run order, to paste on FreeBSD: stale VM, private copies of ephemeral disks (the
-        boot image), vars copy, bridge and taps, bhyveload, bhyve.
+        boot image), vars copy, bridge and taps, bhyveload, bhyve. ``again`` (a restart of
+        the same VM): no copies, the first start's disks and vars file are used as they are.
 
         The vars copy is shown as ``cp``; start() makes the same copy in Python (and checks
         its size against the template). The VM's bridge is named by ``ifconfig bridge
@@ -256,9 +288,10 @@ class BhyveBackend(Backend):
         plan = self.launch_plan(spec)
         bootrom, template = self._bootrom(spec)
         lines = [plan.destroy]
-        lines += [["cp", str(image), str(copy)] for image, copy in private_copies(spec)[1]]
-        if bootrom and bootrom.vars:
-            lines.append(["cp", str(template), str(bootrom.vars)])
+        if not again:
+            lines += [["cp", str(image), str(copy)] for image, copy in private_copies(spec)[1]]
+            if bootrom and bootrom.vars:
+                lines.append(["cp", str(template), str(bootrom.vars)])
         if plan.taps:
             ifconfig = self.programs.ifconfig
             lines.append(bridge_create_argv(ifconfig, plan.mark))
@@ -270,19 +303,20 @@ class BhyveBackend(Backend):
         return lines
 
     # Lifecycle -------------------------------------------------------------------------------
-    def start(self, spec: VmSpec) -> "BhyveMachine":
+    def start(self, spec: VmSpec, again: bool = False) -> "BhyveMachine":
         if self.caps.assumed:
             raise InfraError(f"cannot start bhyve VMs here: {'; '.join(self.caps.notes)}")
         plan = self.launch_plan(spec)
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
         bootrom, template = self._bootrom(spec)
-        for image, copy in private_copies(spec)[1]:
-            sparse_copy(image, copy)  # what the plan shows as cp, keeping the image's holes
-        if bootrom and bootrom.vars:
+        if not again:  # a restart keeps the disks' contents
+            for image, copy in private_copies(spec)[1]:
+                sparse_copy(image, copy)  # what the plan shows as cp, keeping its holes
+        if bootrom and bootrom.vars and not (again and Path(bootrom.vars).exists()):
             fw.make_vars_copy(template, bootrom.vars)
-        (spec.logdir / "command.txt").write_text(
-            "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec)))
+        (spec.logdir / ("command-again.txt" if again else "command.txt")).write_text(
+            "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec, again)))
         machine = BhyveMachine(spec, plan, self.programs,
                                relaunch_on_reboot=self.relaunch_on_reboot
                                or spec.survive_reboot,
@@ -416,6 +450,10 @@ class BhyveMachine(Machine):
             self._thread = threading.Thread(target=self._supervise, daemon=True,
                                             name=f"bhyve {self.spec.name}")
             self._thread.start()
+
+    def resets(self) -> int:
+        """Guest reboots, each a bhyve exit 0 the harness relaunched."""
+        return self.reboots
 
     def poll(self) -> ExitInfo | None:
         return self._exit if self._done.is_set() else None

@@ -41,6 +41,12 @@ VARS_FILE_SINCE = (13, 1)
 ACPI_FLAG_UNTIL = (15, 0)  # first release whose bhyve(8) no longer lists -A
 DESTROY_FLAG_SINCE = (13, 0)
 CONFIG_OPTIONS_SINCE = (13, 1)
+# bhyve(8) of 13.0 documents -c [[cpus=]n][,sockets=n][,cores=n][,threads=n] and "The current
+# maximum number of guest virtual CPUs is 16" (VM_MAXCPU). From 14.0 (release notes,
+# ee98f99d7a68) the limit is the loader tunable hw.vmm.maxcpu, by default the host's CPU count.
+TOPOLOGY_SINCE = (13, 0)
+MAXCPU_TUNABLE_SINCE = (14, 0)
+OLD_VM_MAXCPU = 16
 
 # What every bhyve we support prints for -s help / -l help, for planning on a host without
 # bhyve. Only the emulations the command-line builder uses are listed; nvme is in

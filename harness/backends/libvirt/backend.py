@@ -43,6 +43,7 @@ PLAN_LIBVIRT = (11, 9, 0)
 
 class LibvirtBackend(Backend):
     name = "libvirt"
+    needs = ("restart", "vars-file")
 
     def __init__(self, uri: str = "qemu:///system", domain_type: str | None = None,
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
@@ -259,7 +260,7 @@ class LibvirtBackend(Backend):
         return private_copies(spec)[0]
 
     # Lifecycle -------------------------------------------------------------------------------
-    def start(self, spec: VmSpec) -> "LibvirtMachine":
+    def start(self, spec: VmSpec, again: bool = False) -> "LibvirtMachine":
         """Check, stage, create. What the host cannot run is refused before any file is
         linked, copied or lent; a failure after createXML destroys the domain it made."""
         libvirt = load_binding()
@@ -273,9 +274,9 @@ class LibvirtBackend(Backend):
             if self.local else None
         dom = None
         try:
-            for image, copy in copies:
+            for image, copy in ([] if again else copies):  # a restart keeps their contents
                 sparse_copy(image, copy)
-            if vars_copy is not None:
+            if vars_copy is not None and not (again and vars_copy.exists()):
                 fw.make_vars_copy(firmware.vars_template, vars_copy)
             disk_paths = {}
             if stage is not None:

@@ -147,25 +147,25 @@ class QemuBackend(Backend):
         raise InfraError(f"the qemu backend cannot boot firmware {spec.firmware!r}")
 
     # Lifecycle -------------------------------------------------------------------------------
-    def start(self, spec: VmSpec) -> "QemuMachine":
+    def start(self, spec: VmSpec, again: bool = False) -> "QemuMachine":
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
-        if spec.firmware == "uefi":
+        if spec.firmware == "uefi" and not (again and spec.vars_path.exists()):
             fw.make_vars_copy(self.ovmf.find().vars_template, spec.workdir / "uefi-vars.fd")
         argv = self.argv(spec)
         for port in spec.serials:
             if port.role == "console":
                 make_fifos(spec.workdir / port.name)
         (spec.logdir / "command.txt").write_text(" ".join(_quote(a) for a in argv) + "\n")
-        return QemuMachine(spec, argv)
+        return QemuMachine(spec, argv, log_name="qemu-again.log" if again else "qemu.log")
 
 
 class QemuMachine(Machine):
     nvme_model = "QEMU NVMe Ctrl"  # hw/nvme/ctrl.c: fixed model number
 
-    def __init__(self, spec: VmSpec, argv: list[str]):
+    def __init__(self, spec: VmSpec, argv: list[str], log_name: str = "qemu.log"):
         self.spec = spec
-        self.log_path = spec.logdir / "qemu.log"
+        self.log_path = spec.logdir / log_name
         self._consoles: list = []  # FifoConsole (COM1) and sockets (data ports)
         self.qmp = None
         self.proc = spawn(argv, self.log_path)
@@ -193,6 +193,11 @@ class QemuMachine(Machine):
 
     def resume(self) -> None:
         self.qmp.execute("cont")
+
+    def resets(self) -> int:
+        """QMP's RESET events the guest caused (QEMU resets in place when it may reboot)."""
+        return sum(1 for e in self.qmp.events if e.get("event") == "RESET"
+                   and e.get("data", {}).get("guest", True)) if self.qmp else 0
 
     def poll(self) -> ExitInfo | None:
         code = self.proc.poll()

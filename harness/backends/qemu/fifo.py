@@ -15,9 +15,13 @@ from pathlib import Path
 
 
 def make_fifos(base: Path) -> None:
-    """The two FIFOs QEMU opens for ``-chardev pipe,path=BASE`` (it does not create them)."""
+    """The two FIFOs QEMU opens for ``-chardev pipe,path=BASE`` (it does not create them).
+    A VM started again gets new ones: the old ones' last bytes belong to the last run."""
     for suffix in (".in", ".out"):
-        os.mkfifo(f"{base}{suffix}", 0o600)
+        path = Path(f"{base}{suffix}")
+        if path.is_fifo():
+            path.unlink()
+        os.mkfifo(path, 0o600)
 
 
 class FifoConsole:

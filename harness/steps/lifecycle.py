@@ -1,0 +1,81 @@
+"""The machine's life beyond one boot: guest reboots (the firmware runs again, the login comes
+back, the boot id is new each time) and restarts of the same VM by the harness (same vars file
+and disks; or a fresh vars file, to show what the first run left is not in the template)."""
+from __future__ import annotations
+
+import time
+
+from .. import schema as s
+from ..errors import ConsoleTimeout, GuestFailure
+from ..families import families_having
+from .guestops import guest_op, last_line
+from .registry import register
+
+
+def boot_id(ctx) -> str:
+    value = last_line(guest_op(ctx, "boot_id").output)
+    if not value:
+        raise GuestFailure("the guest printed no boot id")
+    return value
+
+
+@register("reboot", s.Map({
+    "times": s.F(s.Int(1, 20), default=3),
+    "timeout": s.F(s.Seconds(), default=600.0, doc="per reboot: back at a shell"),
+}), families=lambda _args: families_having("boot_id", "reboot"))
+def reboot(ctx, args):
+    """Reboot from inside the guest ``times`` times. Each time the hypervisor must see the
+    machine reset (QEMU's RESET event, bhyve's exit 0 relaunched: the firmware runs again),
+    keep running, and the guest must come back to a login with a boot id it never had."""
+    machine = ctx.vm.machine
+    seen = [boot_id(ctx)]
+    seconds, resets_seen = [], []
+    for number in range(1, args["times"] + 1):
+        resets = machine.resets()
+        started = time.monotonic()
+        command = ctx.guest.device_command("reboot")
+        try:
+            result = ctx.guest.run(command, timeout=30)
+            if result.status != 0:
+                raise GuestFailure(f"reboot {number}: {command!r} failed (exit {result.status}):"
+                                   f" {result.output.strip()[-300:]!r}")
+        except ConsoleTimeout:
+            pass  # the shell went before the command could report
+        except GuestFailure:
+            if machine.poll() is None:
+                raise
+        ctx.guest.reach_shell(timeout=ctx.remaining(args["timeout"]))
+        info = machine.poll()
+        if info is not None:
+            raise GuestFailure(f"reboot {number}: the hypervisor exited ({info}) instead of "
+                               f"resetting the machine")
+        # One reset, or more: SeaBIOS resets the machine once more after a warm reset.
+        if machine.resets() <= resets:
+            raise GuestFailure(f"reboot {number}: the login came back, but the hypervisor saw "
+                               f"no reset: the firmware did not run again; last console "
+                               f"lines:\n{ctx.vm.log.tail()}")
+        resets_seen.append(machine.resets() - resets)
+        new = boot_id(ctx)
+        if new in seen:
+            raise GuestFailure(f"reboot {number}: the guest came back with boot id {new}, one "
+                               f"it had before: it did not boot again")
+        seen.append(new)
+        seconds.append(round(time.monotonic() - started, 1))
+    ctx.record("reboots", args["times"])
+    ctx.record("reboot_seconds", " ".join(map(str, seconds)))
+    ctx.record("machine_resets", " ".join(map(str, resets_seen)))
+    ctx.record("boot_ids", " ".join(seen))
+
+
+@register("restart", s.Map({
+    "fresh_vars": s.F(s.Bool(), default=False,
+                      doc="start from a new copy of the UEFI vars template instead"),
+}))
+def restart(ctx, args):
+    """After the guest powered off: start the same VM again (same disks and vars file, or a
+    fresh vars file) and attach to its console. Log in with the ``login`` step next."""
+    if ctx.vm.machine.poll() is None:
+        raise GuestFailure("restart starts the VM again after it stopped: put it after "
+                           "poweroff in the scenario")
+    ctx.vm.runner.restart(ctx.vm, fresh_vars=args["fresh_vars"])
+    ctx.record("restarts", ctx.vm.restarts)
