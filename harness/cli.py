@@ -358,7 +358,9 @@ def cmd_run(args, extra) -> int:
         load_hosts(args.hosts)
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
                    "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
-                   "--qemu-binary", args.qemu_binary]
+                   "--qemu-binary", args.qemu_binary, "--report"]
+    if not any(arg.startswith("--junit-xml") or arg.startswith("--junitxml") for arg in extra):
+        pytest_args.append(f"--junitxml={Path(args.artifacts) / 'junit.xml'}")
     if args.csm_firmware:
         pytest_args += ["--csm-firmware", args.csm_firmware]
     if args.backend == "libvirt":

@@ -53,7 +53,9 @@ def properties(case: ET.Element) -> dict:
     return {p.get("name"): p.get("value") for p in case.iter("property")}
 
 
-def test_boot_passes_and_reports_figures(tmp_path):
+def test_boot_passes_and_reports_figures(tmp_path, refguest_image):
+    from tests.report_checks import check_boot_csm_report
+
     proc, junit = refvm_run(tmp_path, "--scenario", "boot", "--firmware", "csm")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     case, = junit.iter("testcase")
@@ -63,6 +65,7 @@ def test_boot_passes_and_reports_figures(tmp_path):
     assert float(props["login_seconds"]) > 0
     log = Path(props["console_log"]).read_text()
     assert "refguest login:" in log and "rv-console-7731" not in log
+    check_boot_csm_report(tmp_path / "artifacts", refguest_image)
     assert_nothing_left(tmp_path)
 
 

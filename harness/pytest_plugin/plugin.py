@@ -60,6 +60,9 @@ def pytest_addoption(parser):
                          "with -n N (pytest-xdist) N cases run at once, max_vms per host")
     group.addoption("--offline", action="store_true",
                     help="never fetch or build images; cases whose image is missing are skipped")
+    group.addoption("--report", action="store_true",
+                    help="write report.json, report.md and report.html into --artifacts "
+                         "(refvm run always does)")
 
 
 def pytest_configure(config):
@@ -73,6 +76,10 @@ def pytest_configure(config):
     for name in FIRMWARES + FAMILIES + BACKENDS:
         config.addinivalue_line("markers", f"{name}: refvm cases using {name}")
     config.addinivalue_line("markers", "vm: the test boots a virtual machine")
+    if config.option.report and not workers.is_worker(config):
+        from ..report.collect import ReportCollector
+        config.pluginmanager.register(ReportCollector(Path(config.option.artifacts), state,
+                                                      config.option), "refvm-report")
     if workers.is_worker(config):
         workers.register_worker()
     elif workers.uses_workers(config):
