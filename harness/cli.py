@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only list what would be removed, and why each is judged dead")
     _hosts_option(clean)
     sub.add_parser("doctor", help="check that this host can run the suite, and say how to fix it")
+    report = sub.add_parser("report", help="work with runs' report.json files")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    compare = report_sub.add_parser(
+        "compare", help="what regressed, was fixed, is new or gone between two runs "
+                        "(exit status 1 if anything regressed)")
+    compare.add_argument("old", type=Path, metavar="OLD.json")
+    compare.add_argument("new", type=Path, metavar="NEW.json")
+    compare.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
             check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
                 "images": cmd_images, "clean": cmd_clean,
-                "doctor": cmd_doctor}[args.command](args, extra)
+                "doctor": cmd_doctor, "report": cmd_report}[args.command](args, extra)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -485,6 +493,26 @@ def cmd_clean(args, _extra) -> int:
                 status = EXIT_FAILED
     say(f"{len(removed)} stale run(s) {'would be cleaned (dry run)' if args.dry_run else 'cleaned'}")
     return status
+
+
+# report --------------------------------------------------------------------------------------
+def cmd_report(args, _extra) -> int:
+    """``report compare OLD NEW``: one line per case whose result differs, then the counts."""
+    from .errors import escape
+    from .report.compare import compare, load
+
+    old, new = load(args.old), load(args.new)  # both checked before anything is printed
+    changes = compare(old, new)
+    if args.json:
+        print(json.dumps({kind: [dict(zip(("id", "old", "new", "reason"), row)) for row in rows]
+                          for kind, rows in changes.items()}, indent=1))
+    else:
+        for kind, rows in changes.items():
+            for case_id, before, after, reason in rows:
+                why = f": {escape(reason)[:300]}" if reason and after != "pass" else ""
+                print(f"{kind:9} {escape(case_id)}: {before or '-'} -> {after or '-'}{why}")
+        print("refvm: " + ", ".join(f"{len(rows)} {kind}" for kind, rows in changes.items()))
+    return EXIT_FAILED if changes["regressed"] else EXIT_OK
 
 
 # doctor --------------------------------------------------------------------------------------
