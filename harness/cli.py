@@ -16,7 +16,7 @@ from pathlib import Path
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import (load_all, load_guests, load_scenario, load_scenarios, repo_guest_files,
                       same_file_key, scenario_files, select_scenarios, unique_files)
-from .errors import ConfigError, HarnessError, Problem, Unsupported
+from .errors import ConfigError, HarnessError, Problem, Unsupported, escape
 from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
+    run.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                     help="VMs at once (default: as many as cores and free memory allow)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no line per case and no estimate (CI logs): pytest's own output")
     images = sub.add_parser("images", help="fetch, build, verify or import guest images")
     images.add_argument("action", choices=("fetch", "verify", "import"))
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
@@ -360,8 +364,8 @@ def cmd_run(args, extra) -> int:
 
     # The selection and the hosts file are checked here, once: inside pytest a bad guest file
     # would be a collection error (and a traceback) for every scenario file.
-    load_guests(args.guest)
-    select_scenarios(load_scenarios(), args.scenario)
+    guests = load_guests(args.guest)
+    scenarios = select_scenarios(load_scenarios(), args.scenario)
     if args.hosts:
         load_hosts(args.hosts)
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
@@ -378,8 +382,12 @@ def cmd_run(args, extra) -> int:
             pytest_args += [f"--{option}", value]
     if args.offline:
         pytest_args.append("--offline")
+    if not args.quiet:
+        pytest_args.append("--progress")
     if args.hosts:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
+    else:
+        pytest_args += _local_jobs(args, extra, guests, scenarios)
     outcomes = _Outcomes()
     code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
     if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
@@ -400,9 +408,34 @@ def cmd_run(args, extra) -> int:
     return EXIT_OK
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, got "
+                                         f"{escape(text)[:20]!r}")
+    return int(text)
+
+
+def _chooses_workers(extra: list[str]) -> bool:
+    return any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra)
+
+
+def _local_jobs(args, extra: list[str], guests, scenarios) -> list[str]:
+    """``-n N`` for a run on this host: -j, else as many VMs as there are cores, free memory
+    for (the largest selected guest + QEMU's own share) and cases; nothing when that is 1 or
+    the pytest arguments choose their own."""
+    from .parallel import default_jobs
+
+    if _chooses_workers(extra):
+        return []
+    cases = sum(1 for guest in guests for fw in guest.firmware
+                if not args.firmware or fw in args.firmware) * len(scenarios)
+    jobs = args.jobs or default_jobs(cases, max((g.memory for g in guests), default=0))
+    return ["-n", str(jobs)] if jobs > 1 else []
+
+
 def _parallel_options(hosts_file: Path, extra: list[str]) -> list[str]:
     """``-n <capacity>`` for a pool run, unless the pytest arguments choose their own."""
-    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
+    if _chooses_workers(extra):
         return []
     capacity = HostPool(load_hosts(hosts_file)).capacity
     return ["-n", str(capacity)] if capacity > 1 else []
