@@ -63,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="VMs at once (default: as many as cores and free memory allow)")
     run.add_argument("--quiet", action="store_true",
                      help="no line per case and no estimate (CI logs): pytest's own output")
+    repro = sub.add_parser("repro", help="boot one case's VM, run its steps, then hand its "
+                                         "console to you")
+    repro.add_argument("case", metavar="CASE", help="a case as refvm plan lists it, e.g. "
+                                                    "boot[refguest-csm-qemu]")
+    repro.add_argument("--until", metavar="STEP", default=None,
+                       help="run the steps up to this one (its number, or its kind: login)")
+    for name, default in (("--guest", None), ("--artifacts", "artifacts"),
+                          ("--accel", "auto"), ("--qemu-binary", "qemu-system-x86_64"),
+                          ("--libvirt-uri", "qemu:///system"), ("--csm-firmware", None)):
+        if name == "--guest":
+            repro.add_argument(name, action="append", default=[], metavar="NAME|PATH")
+        else:
+            repro.add_argument(name, default=default)
+    repro.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    repro.add_argument("--offline", action="store_true")
     images = sub.add_parser("images", help="fetch, build, verify or import guest images")
     images.add_argument("action", choices=("fetch", "verify", "import"))
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
@@ -108,7 +123,7 @@ def main(argv=None) -> int:
             check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
                 "images": cmd_images, "clean": cmd_clean,
-                "doctor": cmd_doctor, "report": cmd_report}[args.command](args, extra)
+                "doctor": cmd_doctor, "report": cmd_report, "repro": cmd_repro}[args.command](args, extra)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -526,6 +541,50 @@ def cmd_clean(args, _extra) -> int:
                 status = EXIT_FAILED
     say(f"{len(removed)} stale run(s) {'would be cleaned (dry run)' if args.dry_run else 'cleaned'}")
     return status
+
+
+# repro ---------------------------------------------------------------------------------------
+def cmd_repro(args, _extra) -> int:
+    """Boot exactly one case's VM, run its steps (up to --until), hand the console over."""
+    from . import repro
+    from .pytest_plugin.state import make_backend
+    from .reaper import reap
+    from .runner import Run
+
+    guests = load_guests(args.guest)
+    cache = ImageCache(cache_dir(), allow_fetch=not args.offline, allow_build=not args.offline,
+                       log=lambda text: print(f"refvm: {text}", flush=True))
+    backend = make_backend(args.backend, args, cache, guests)
+    case, reason = repro.find_case(args.case, load_scenarios(), guests, backend)
+    if reason:
+        print(f"refvm: {case.id} cannot run here: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    count = repro.steps_until(case.scenario, args.until)
+    image = cache.prepare(case.guest)
+    reap(log=lambda text: print(f"refvm: {text}"))
+    run = Run(backend, Path(args.artifacts))
+    try:
+        vm = run.boot(case, image)
+        print(f"refvm: {case.id} booted as {vm.spec.name}; console log {vm.log.path}")
+        print("refvm: to start the same VM by hand:\n" + "\n".join(repro.by_hand(backend, vm.spec)))
+        wanted = repro.truncated(case, count)
+        steps = ", ".join(step.kind for step in wanted.scenario.steps) or "none"
+        print(f"refvm: running {count} of {len(case.scenario.steps)} step(s): {steps}", flush=True)
+        try:
+            run.run_steps(wanted, vm, lambda name, value: vm.log.note(f"recorded {name} = {value}"))
+        except HarnessError as err:
+            print(f"refvm: step failed [{err.category}]: {err}", flush=True)
+        exited = vm.machine.poll()
+        if exited is not None:
+            print(f"refvm: the VM has exited ({exited}): no console to hand over")
+            return EXIT_OK
+        repro.say(f"refvm: the console of {case.id} is yours; press {repro.ESCAPE_NAME} to "
+                  f"leave (the VM is destroyed then)")
+        why = repro.hand_over(vm.console, vm.machine)
+        repro.say(f"\nrefvm: left the console: {why}; destroying {vm.spec.name}")
+    finally:
+        run.close()
+    return EXIT_OK
 
 
 # report --------------------------------------------------------------------------------------
