@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show the test matrix and exact command lines")
     _selection_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--bhyve-release", type=_release, default=None, metavar="X.Y",
+                      help="bhyve: plan against this FreeBSD release's bhyve (11.3 ... 15.x); "
+                           "a FreeBSD host's own bhyve still wins, and a mismatch is said")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
     run.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
@@ -252,11 +255,14 @@ def cmd_plan(args, _extra) -> int:
                 row["error"] = str(err)
         rows.append(row)
     rows = _install_rows(guests, backend, backends, cache, args.firmware, run.run_id) + rows
+    note = _release_note(backend, getattr(args, "bhyve_release", None))
     if args.json:
-        print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
-                         indent=2))
+        print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows,
+                          **({"release_note": note} if note else {})}, indent=2))
         return EXIT_OK
     print(f"# backend: {backend.describe()}")
+    if note:
+        print(f"# note: {note}")
     print(f"# paths below use run id {run.run_id}; each run uses its own")
     for row in rows:
         where = f" on {row['host']['slot']}" if row.get("host") else ""
@@ -421,6 +427,25 @@ def cmd_run(args, extra) -> int:
         print(f"refvm: {skipped} selected case(s) were skipped", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _release(text: str) -> tuple:
+    import re
+
+    match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text)
+    if not match or not 11 <= int(match.group(1)) <= 99:
+        raise argparse.ArgumentTypeError(f"must be a FreeBSD release such as 13.2 (11.0 or "
+                                         f"later), got {escape(text)[:20]!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _release_note(backend, wanted) -> str | None:
+    """Planned for a named release on a host whose own bhyve answered: say which one won."""
+    caps = getattr(backend, "caps", None) if backend.name == "bhyve" else None
+    if not wanted or caps is None or caps.assumed or tuple(caps.release) == tuple(wanted):
+        return None
+    return (f"this host's bhyve is FreeBSD {caps.release_name}, not the "
+            f"{wanted[0]}.{wanted[1]} asked for: its real capabilities were used")
 
 
 def _jobs(text: str) -> int:
