@@ -16,7 +16,7 @@ from pathlib import Path
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .catalog import (load_all, load_guests, load_scenario, load_scenarios, repo_guest_files,
                       same_file_key, scenario_files, select_scenarios, unique_files)
-from .errors import ConfigError, HarnessError, Problem, Unsupported
+from .errors import ConfigError, HarnessError, Problem, Unsupported, escape
 from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
@@ -57,8 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show the test matrix and exact command lines")
     _selection_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--bhyve-release", type=_release, default=None, metavar="X.Y",
+                      help="bhyve: plan against this FreeBSD release's bhyve (11.3 ... 15.x); "
+                           "a FreeBSD host's own bhyve still wins, and a mismatch is said")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
+    run.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                     help="VMs at once (default: as many as cores and free memory allow)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no line per case and no estimate (CI logs): pytest's own output")
+    repro = sub.add_parser("repro", help="boot one case's VM, run its steps, then hand its "
+                                         "console to you")
+    repro.add_argument("case", metavar="CASE", help="a case as refvm plan lists it, e.g. "
+                                                    "boot[refguest-csm-qemu]")
+    repro.add_argument("--until", metavar="STEP", default=None,
+                       help="run the steps up to this one (its number, or its kind: login)")
+    for name, default in (("--guest", None), ("--artifacts", "artifacts"),
+                          ("--accel", "auto"), ("--qemu-binary", "qemu-system-x86_64"),
+                          ("--libvirt-uri", "qemu:///system"), ("--csm-firmware", None)):
+        if name == "--guest":
+            repro.add_argument(name, action="append", default=[], metavar="NAME|PATH")
+        else:
+            repro.add_argument(name, default=default)
+    repro.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    repro.add_argument("--offline", action="store_true")
     images = sub.add_parser("images", help="fetch, build, verify or import guest images")
     images.add_argument("action", choices=("fetch", "verify", "import"))
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
@@ -81,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only list what would be removed, and why each is judged dead")
     _hosts_option(clean)
     sub.add_parser("doctor", help="check that this host can run the suite, and say how to fix it")
+    report = sub.add_parser("report", help="work with runs' report.json files")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    compare = report_sub.add_parser(
+        "compare", help="what regressed, was fixed, is new or gone between two runs "
+                        "(exit status 1 if anything regressed)")
+    compare.add_argument("old", type=Path, metavar="OLD.json")
+    compare.add_argument("new", type=Path, metavar="NEW.json")
+    compare.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -96,7 +126,7 @@ def main(argv=None) -> int:
             check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
                 "images": cmd_images, "clean": cmd_clean,
-                "doctor": cmd_doctor}[args.command](args, extra)
+                "doctor": cmd_doctor, "report": cmd_report, "repro": cmd_repro}[args.command](args, extra)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
@@ -225,11 +255,14 @@ def cmd_plan(args, _extra) -> int:
                 row["error"] = str(err)
         rows.append(row)
     rows = _install_rows(guests, backend, backends, cache, args.firmware, run.run_id) + rows
+    note = _release_note(backend, getattr(args, "bhyve_release", None))
     if args.json:
-        print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows},
-                         indent=2))
+        print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows,
+                          **({"release_note": note} if note else {})}, indent=2))
         return EXIT_OK
     print(f"# backend: {backend.describe()}")
+    if note:
+        print(f"# note: {note}")
     print(f"# paths below use run id {run.run_id}; each run uses its own")
     for row in rows:
         where = f" on {row['host']['slot']}" if row.get("host") else ""
@@ -352,13 +385,15 @@ def cmd_run(args, extra) -> int:
 
     # The selection and the hosts file are checked here, once: inside pytest a bad guest file
     # would be a collection error (and a traceback) for every scenario file.
-    load_guests(args.guest)
-    select_scenarios(load_scenarios(), args.scenario)
+    guests = load_guests(args.guest)
+    scenarios = select_scenarios(load_scenarios(), args.scenario)
     if args.hosts:
         load_hosts(args.hosts)
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
                    "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
-                   "--qemu-binary", args.qemu_binary]
+                   "--qemu-binary", args.qemu_binary, "--report"]
+    if not any(arg.startswith("--junit-xml") or arg.startswith("--junitxml") for arg in extra):
+        pytest_args.append(f"--junitxml={Path(args.artifacts) / 'junit.xml'}")
     if args.csm_firmware:
         pytest_args += ["--csm-firmware", args.csm_firmware]
     if args.backend == "libvirt":
@@ -368,8 +403,12 @@ def cmd_run(args, extra) -> int:
             pytest_args += [f"--{option}", value]
     if args.offline:
         pytest_args.append("--offline")
+    if not args.quiet:
+        pytest_args.append("--progress")
     if args.hosts:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
+    else:
+        pytest_args += _local_jobs(args, extra, guests, scenarios)
     outcomes = _Outcomes()
     code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
     if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
@@ -390,9 +429,53 @@ def cmd_run(args, extra) -> int:
     return EXIT_OK
 
 
+def _release(text: str) -> tuple:
+    import re
+
+    match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text)
+    if not match or not 11 <= int(match.group(1)) <= 99:
+        raise argparse.ArgumentTypeError(f"must be a FreeBSD release such as 13.2 (11.0 or "
+                                         f"later), got {escape(text)[:20]!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _release_note(backend, wanted) -> str | None:
+    """Planned for a named release on a host whose own bhyve answered: say which one won."""
+    caps = getattr(backend, "caps", None) if backend.name == "bhyve" else None
+    if not wanted or caps is None or caps.assumed or tuple(caps.release) == tuple(wanted):
+        return None
+    return (f"this host's bhyve is FreeBSD {caps.release_name}, not the "
+            f"{wanted[0]}.{wanted[1]} asked for: its real capabilities were used")
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, got "
+                                         f"{escape(text)[:20]!r}")
+    return int(text)
+
+
+def _chooses_workers(extra: list[str]) -> bool:
+    return any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra)
+
+
+def _local_jobs(args, extra: list[str], guests, scenarios) -> list[str]:
+    """``-n N`` for a run on this host: -j, else as many VMs as there are cores, free memory
+    for (the largest selected guest + QEMU's own share) and cases; nothing when that is 1 or
+    the pytest arguments choose their own."""
+    from .parallel import default_jobs
+
+    if _chooses_workers(extra):
+        return []
+    cases = sum(1 for guest in guests for fw in guest.firmware
+                if not args.firmware or fw in args.firmware) * len(scenarios)
+    jobs = args.jobs or default_jobs(cases, max((g.memory for g in guests), default=0))
+    return ["-n", str(jobs)] if jobs > 1 else []
+
+
 def _parallel_options(hosts_file: Path, extra: list[str]) -> list[str]:
     """``-n <capacity>`` for a pool run, unless the pytest arguments choose their own."""
-    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
+    if _chooses_workers(extra):
         return []
     capacity = HostPool(load_hosts(hosts_file)).capacity
     return ["-n", str(capacity)] if capacity > 1 else []
@@ -483,6 +566,70 @@ def cmd_clean(args, _extra) -> int:
                 status = EXIT_FAILED
     say(f"{len(removed)} stale run(s) {'would be cleaned (dry run)' if args.dry_run else 'cleaned'}")
     return status
+
+
+# repro ---------------------------------------------------------------------------------------
+def cmd_repro(args, _extra) -> int:
+    """Boot exactly one case's VM, run its steps (up to --until), hand the console over."""
+    from . import repro
+    from .pytest_plugin.state import make_backend
+    from .reaper import reap
+    from .runner import Run
+
+    guests = load_guests(args.guest)
+    cache = ImageCache(cache_dir(), allow_fetch=not args.offline, allow_build=not args.offline,
+                       log=lambda text: print(f"refvm: {text}", flush=True))
+    backend = make_backend(args.backend, args, cache, guests)
+    case, reason = repro.find_case(args.case, load_scenarios(), guests, backend)
+    if reason:
+        print(f"refvm: {case.id} cannot run here: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    count = repro.steps_until(case.scenario, args.until)
+    image = cache.prepare(case.guest)
+    reap(log=lambda text: print(f"refvm: {text}"))
+    run = Run(backend, Path(args.artifacts))
+    try:
+        vm = run.boot(case, image)
+        print(f"refvm: {case.id} booted as {vm.spec.name}; console log {vm.log.path}")
+        print("refvm: to start the same VM by hand:\n" + "\n".join(repro.by_hand(backend, vm.spec)))
+        wanted = repro.truncated(case, count)
+        steps = ", ".join(step.kind for step in wanted.scenario.steps) or "none"
+        print(f"refvm: running {count} of {len(case.scenario.steps)} step(s): {steps}", flush=True)
+        try:
+            run.run_steps(wanted, vm, lambda name, value: vm.log.note(f"recorded {name} = {value}"))
+        except HarnessError as err:
+            print(f"refvm: step failed [{err.category}]: {err}", flush=True)
+        exited = vm.machine.poll()
+        if exited is not None:
+            print(f"refvm: the VM has exited ({exited}): no console to hand over")
+            return EXIT_OK
+        repro.say(f"refvm: the console of {case.id} is yours; press {repro.ESCAPE_NAME} to "
+                  f"leave (the VM is destroyed then)")
+        why = repro.hand_over(vm.console, vm.machine)
+        repro.say(f"\nrefvm: left the console: {why}; destroying {vm.spec.name}")
+    finally:
+        run.close()
+    return EXIT_OK
+
+
+# report --------------------------------------------------------------------------------------
+def cmd_report(args, _extra) -> int:
+    """``report compare OLD NEW``: one line per case whose result differs, then the counts."""
+    from .errors import escape
+    from .report.compare import compare, load
+
+    old, new = load(args.old), load(args.new)  # both checked before anything is printed
+    changes = compare(old, new)
+    if args.json:
+        print(json.dumps({kind: [dict(zip(("id", "old", "new", "reason"), row)) for row in rows]
+                          for kind, rows in changes.items()}, indent=1))
+    else:
+        for kind, rows in changes.items():
+            for case_id, before, after, reason in rows:
+                why = f": {escape(reason)[:300]}" if reason and after != "pass" else ""
+                print(f"{kind:9} {escape(case_id)}: {before or '-'} -> {after or '-'}{why}")
+        print("refvm: " + ", ".join(f"{len(rows)} {kind}" for kind, rows in changes.items()))
+    return EXIT_FAILED if changes["regressed"] else EXIT_OK
 
 
 # doctor --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ These boot real VMs (TCG here, about 20 s each), so they are marked ``vm``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,9 @@ def properties(case: ET.Element) -> dict:
     return {p.get("name"): p.get("value") for p in case.iter("property")}
 
 
-def test_boot_passes_and_reports_figures(tmp_path):
+def test_boot_passes_and_reports_figures(tmp_path, refguest_image):
+    from tests.report_checks import check_boot_csm_report
+
     proc, junit = refvm_run(tmp_path, "--scenario", "boot", "--firmware", "csm")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     case, = junit.iter("testcase")
@@ -63,6 +66,11 @@ def test_boot_passes_and_reports_figures(tmp_path):
     assert float(props["login_seconds"]) > 0
     log = Path(props["console_log"]).read_text()
     assert "refguest login:" in log and "rv-console-7731" not in log
+    check_boot_csm_report(tmp_path / "artifacts", refguest_image)
+    # progress: a line as the case starts and one as it ends, no pytest dot for it
+    assert "refvm: start boot[refguest-csm-qemu] (1 of 1)" in proc.stdout
+    assert re.search(r"refvm: \[1/1\] PASS boot\[refguest-csm-qemu\] [\d.]+ s \(login ",
+                     proc.stdout), proc.stdout[-2000:]
     assert_nothing_left(tmp_path)
 
 

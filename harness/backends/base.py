@@ -119,6 +119,12 @@ class Backend(abc.ABC):
     def command_lines(self, spec: VmSpec) -> list[list[str]]:
         """The exact argv lists start() would run, in order, for plans and repro."""
 
+    def firmware_files(self, profile: str) -> list:
+        """The firmware file(s) a profile boots from on this host, for reports (their names and
+        sha256); [] when it needs none or the backend does not say. Raises InfraError when a
+        file it needs is missing."""
+        return []
+
     def plan_details(self, spec: VmSpec) -> str | None:
         """Anything a plan should show beyond the command lines (libvirt: the domain XML)."""
         return None

@@ -60,6 +60,12 @@ def pytest_addoption(parser):
                          "with -n N (pytest-xdist) N cases run at once, max_vms per host")
     group.addoption("--offline", action="store_true",
                     help="never fetch or build images; cases whose image is missing are skipped")
+    group.addoption("--progress", action="store_true",
+                    help="a line per case as it starts and ends, and an estimate of the whole "
+                         "run from earlier runs, instead of pytest's dots (refvm run's default)")
+    group.addoption("--report", action="store_true",
+                    help="write report.json, report.md and report.html into --artifacts "
+                         "(refvm run always does)")
 
 
 def pytest_configure(config):
@@ -73,6 +79,12 @@ def pytest_configure(config):
     for name in FIRMWARES + FAMILIES + BACKENDS:
         config.addinivalue_line("markers", f"{name}: refvm cases using {name}")
     config.addinivalue_line("markers", "vm: the test boots a virtual machine")
+    if config.option.report and not workers.is_worker(config):
+        from ..report.collect import ReportCollector
+        config.pluginmanager.register(ReportCollector(Path(config.option.artifacts), state,
+                                                      config.option), "refvm-report")
+    if config.option.progress and not workers.is_worker(config):
+        _register_progress(config)
     if workers.is_worker(config):
         workers.register_worker()
     elif workers.uses_workers(config):
@@ -88,6 +100,24 @@ def pytest_configure(config):
         # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down; a
         # second SIGTERM (runners often send more than one) does not cut that short.
         workers.stop_once_on(signal.SIGTERM)
+
+
+def _register_progress(config) -> None:
+    from ..paths import cache_dir
+    from .progress import Progress
+
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            print(line, flush=True)
+        else:
+            reporter.write_line(line)
+
+    try:
+        count = int(getattr(config.option, "numprocesses", 0) or 0) or 1
+    except ValueError:  # "auto" before pytest-xdist resolves it
+        count = os.cpu_count() or 1
+    config.pluginmanager.register(Progress(cache_dir(), count, write), "refvm-progress")
 
 
 def _check_selection(config, state) -> None:

@@ -115,7 +115,9 @@ def make_backend(name: str, options, cache: ImageCache, guests, planning: bool =
     connects to ``uri`` (a pool's host), else to --libvirt-uri; planning for a bhyve:// URI
     it cannot reach, it assumes that host's libvirt."""
     if name == "bhyve":
-        return get_backend("bhyve", csm_firmware=options.csm_firmware, planning=planning)
+        release = getattr(options, "bhyve_release", None)
+        return get_backend("bhyve", csm_firmware=options.csm_firmware, planning=planning,
+                           **({"plan_release": release} if release else {}))
     if name == "libvirt":
         return get_backend("libvirt", uri=uri or options.libvirt_uri,
                            domain_type="kvm" if options.accel == "kvm" else None,

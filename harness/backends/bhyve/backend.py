@@ -248,6 +248,10 @@ class BhyveBackend(Backend):
         except InfraError as err:
             raise InfraError(f"{missing_pair}; and {err}") from None
 
+    def firmware_files(self, profile: str) -> list:
+        files = self._bootrom_files(profile)
+        return [f for f in files if f is not None] if files else []
+
     def _bootrom(self, spec: VmSpec):
         files = self._bootrom_files(spec.firmware)
         if files is None:

@@ -146,6 +146,12 @@ class QemuBackend(Backend):
             return ["-bios", str(self.seabios.find())]
         raise InfraError(f"the qemu backend cannot boot firmware {spec.firmware!r}")
 
+    def firmware_files(self, profile: str) -> list:
+        if profile == "uefi":
+            pair = self.ovmf.find()
+            return [pair.code, pair.vars_template]
+        return [self.seabios.find()] if profile == "csm" else []
+
     # Lifecycle -------------------------------------------------------------------------------
     def start(self, spec: VmSpec, again: bool = False) -> "QemuMachine":
         spec.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,131 @@
+"""``refvm repro CASE [--until STEP]``: a person at the console of exactly a case's VM.
+
+The VM is booted the way ``refvm run`` boots it (the same Run.vm_spec, so the same command
+line, devices, firmware and private vars copy), the scenario's steps run up to the one asked
+for, and then the live console is handed to the person: raw keys in, the guest's output out
+(and into the case's console.log as always), until they press the escape key (Ctrl-]). The VM
+is destroyed when they leave, like any run's, and `refvm clean` removes what a killed repro
+leaves. A step that fails still hands the console over: that is when a person wants it.
+
+The hand-over loop is written here: pexpect's ``interact`` would need pexpect to own the
+console, which the harness's ConsoleStream (log, failure scan) already does."""
+from __future__ import annotations
+
+import os
+import select
+import shlex
+import sys
+import termios
+import tty
+from dataclasses import replace
+
+from .errors import ConfigError, Problem, show
+from .matrix import build as build_matrix
+
+ESCAPE = b"\x1d"  # Ctrl-], telnet's and virsh console's escape
+ESCAPE_NAME = "Ctrl-]"
+
+
+def find_case(case_id: str, scenarios, guests, backend):
+    """The case and its matrix skip reason (None: runnable), by the id `refvm plan` lists."""
+    matrix = build_matrix(scenarios, guests, backend)
+    for case, reason in matrix:
+        if case.id == case_id:
+            return case, reason
+    known = ", ".join(case.id for case, _ in matrix[:12])
+    raise ConfigError([Problem("(command line)", 0, "CASE", f"no case {show(case_id)} in the "
+                               f"{backend.name} matrix; `refvm plan` lists them (e.g. {known})")])
+
+
+def steps_until(scenario, until: str | None) -> int:
+    """How many of the scenario's steps to run: all, or up to and including ``until`` (a step
+    number from 1, or the kind of a step: its first occurrence)."""
+    steps = scenario.steps
+    if until is None:
+        return len(steps)
+    if until.isdigit() and 1 <= int(until) <= len(steps):
+        return int(until)
+    for number, step in enumerate(steps, 1):
+        if step.kind == until:
+            return number
+    listed = ", ".join(f"{n} {s.kind}" for n, s in enumerate(steps, 1))
+    raise ConfigError([Problem("(command line)", 0, "--until", f"{show(until)} is no step of "
+                               f"scenario {scenario.name} (its steps: {listed})")])
+
+
+def truncated(case, count: int):
+    return replace(case, scenario=replace(case.scenario, steps=case.scenario.steps[:count]))
+
+
+def by_hand(backend, spec) -> list[str]:
+    """The commands that start the same VM by hand, as the harness ran them."""
+    lines = [" ".join(shlex.quote(a) for a in argv) for argv in backend.command_lines(spec)]
+    notes = HAND_NOTES.get(backend.name)
+    return lines + ([f"# {note}" for note in notes(spec)] if notes else [])
+
+
+def _qemu_notes(spec) -> list[str]:
+    w = spec.workdir
+    notes = [f"before it: mkfifo {w}/com1.in {w}/com1.out (COM1 is a pipe chardev)"]
+    if spec.firmware == "uefi":
+        notes.append(f"and a fresh vars copy: cp <OVMF_VARS template> {w}/uefi-vars.fd")
+    notes += ["it starts paused (-S): resume with QMP's cont on qmp.sock, or leave out -S",
+              f"console: cat {w}/com1.out & cat > {w}/com1.in"]
+    return notes
+
+
+def _bhyve_notes(spec) -> list[str]:
+    return ["console: cu -l the nmdm B side named in the bhyve command (-l com1,/dev/nmdmNA: "
+            "use /dev/nmdmNB)"]
+
+
+def _libvirt_notes(spec) -> list[str]:
+    return [f"console: virsh console {spec.name} (the domain XML: refvm plan --backend libvirt)"]
+
+
+HAND_NOTES = {"qemu": _qemu_notes, "bhyve": _bhyve_notes, "libvirt": _libvirt_notes}
+
+
+def hand_over(console, machine, stdin_fd: int = 0, stdout_fd: int = 1,
+              poll: float = 0.5) -> str:
+    """Give the console to the person until the escape key, the end of their input or the
+    hypervisor's exit; return which, in words."""
+    reader = console.reader
+    if len(reader):  # what the guest printed since the last step read: the prompt, usually
+        os.write(stdout_fd, reader.tail(4096).encode("utf-8", "replace"))
+        reader.consume(len(reader))
+    saved = termios.tcgetattr(stdin_fd) if os.isatty(stdin_fd) else None
+    if saved is not None:
+        tty.setraw(stdin_fd)
+    try:
+        while True:
+            ready, _, _ = select.select([stdin_fd, reader.fd], [], [], poll)
+            if reader.fd in ready:
+                text = reader.read(0.0)
+                if len(reader):
+                    os.write(stdout_fd, reader.consume(len(reader)).encode("utf-8", "replace"))
+                if reader.eof and not text:
+                    info = machine.wait_exit(5)
+                    return f"the VM's console closed ({info or 'hypervisor still running'})"
+            if stdin_fd in ready:
+                keys = os.read(stdin_fd, 1024)
+                if not keys:
+                    return "your input ended"
+                if ESCAPE in keys:
+                    before = keys.split(ESCAPE, 1)[0]
+                    if before:
+                        reader.write(before.decode("utf-8", "replace"))
+                    return f"you pressed {ESCAPE_NAME}"
+                reader.write(keys.decode("utf-8", "replace"))
+            info = machine.poll()
+            if info is not None:
+                return f"the VM exited: {info}"
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+
+
+def say(text: str) -> None:
+    """A line for the person, readable in a raw terminal too."""
+    sys.stdout.write(text.replace("\n", "\r\n") + "\r\n")
+    sys.stdout.flush()
