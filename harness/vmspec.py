@@ -19,7 +19,7 @@ class Disk:
     VM and are gone when it ends; ``path`` itself (a cached, verified image) is never written.
     Guests write to their root file system on first boot (host keys, growfs, systemd's
     remount), so a boot disk is ephemeral rather than read-only. How each backend makes the
-    view: QEMU ``snapshot=on`` (a temporary overlay it deletes itself); bhyve (raw files only)
+    view: QEMU a qcow2 overlay in the workdir backed by the image; bhyve (raw files only)
     and libvirt a sparse private copy in the VM's workdir (``private_copies``)."""
 
     path: Path

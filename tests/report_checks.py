@@ -24,7 +24,8 @@ def check_boot_csm_report(artifacts: Path, image: Path) -> dict:
     assert 0 < case["figures"]["login_seconds"] < case["seconds"]
     assert case["figures"]["vcpus"] >= 1
     assert "refguest login:" in (artifacts / case["console_log"]).read_text()
-    assert case["command_line"].startswith("qemu-system-x86_64 ") and " -bios " in \
+    assert case["command_line"].startswith("qemu-img create ")  # the boot disk's overlay
+    assert "\nqemu-system-x86_64 " in case["command_line"] and " -bios " in \
         case["command_line"]
     bios = QEMU_SEABIOS.find()
     assert head["firmware"] == [{"profile": "csm", "file": bios.name, "path": str(bios),

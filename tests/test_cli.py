@@ -56,11 +56,12 @@ def test_plan_lists_matrix_and_exact_argv(capsys):
     ids = [case["id"] for case in plan["cases"]]
     assert "boot[refguest-uefi-qemu]" in ids and "boot[refguest-csm-qemu]" in ids
     uefi = next(c for c in plan["cases"] if c["id"] == "boot[refguest-uefi-qemu]")
-    argv, = uefi["commands"]
+    overlay, argv = uefi["commands"]  # the boot disk's qcow2 overlay, then QEMU
+    assert overlay[:2] == ["qemu-img", "create"] and overlay[-1] in " ".join(argv)
     assert argv[0] == "qemu-system-x86_64" and "-accel" in argv and "tcg" in argv
     assert any("OVMF_CODE" in a and "readonly=on" in a for a in argv)
     csm = next(c for c in plan["cases"] if c["id"] == "boot[refguest-csm-qemu]")
-    assert "-bios" in csm["commands"][0]
+    assert "-bios" in csm["commands"][-1]
 
 
 def test_plan_text_output_is_pasteable(capsys):

@@ -1,6 +1,6 @@
 """Boot disks are ephemeral: the guest writes them, the cached image never changes.
 
-Per backend: QEMU gives the drive ``snapshot=on`` (a temporary overlay it deletes itself);
+Per backend: QEMU runs a qcow2 overlay in the VM's workdir whose backing file is the image;
 bhyve and libvirt run a sparse private copy in the VM's workdir, which the plan shows as ``cp``.
 The end-to-end test boots the reference guest, has it write its own boot disk, and checks the
 cached image's sha256 afterwards.
@@ -16,7 +16,6 @@ import pytest
 from harness.backends import get_backend
 from harness.backends.libvirt import domain_xml as lx
 from harness.backends.libvirt.backend import LibvirtBackend
-from harness.backends.qemu.backend import _disk_args
 from harness.hostdata import file_sha256, sparse_copy
 from harness.vmspec import Disk, SerialPort, VmSpec, private_copies
 
@@ -56,10 +55,34 @@ def test_private_copies_point_ephemeral_disks_into_the_workdir():
     assert private_copies(view) == (view, [])  # nothing left to copy
 
 
-def test_qemu_drives_an_ephemeral_disk_with_snapshot_on():
-    drive = _disk_args(0, spec().disks[0])[1]
-    assert drive == f"file={IMAGE},format=raw,if=none,id=disk0,readonly=off,snapshot=on"
-    assert "snapshot" not in _disk_args(1, spec().disks[1])[1]
+def test_qemu_drives_an_ephemeral_disk_through_a_qcow2_overlay_backed_by_the_image():
+    backend = get_backend("qemu", accel="tcg")
+    overlay = spec().workdir / "overlay-0.qcow2"
+    make_overlay, qemu = backend.command_lines(spec())
+    assert make_overlay == ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(IMAGE), str(overlay)]
+    drives = [qemu[i + 1] for i, a in enumerate(qemu) if a == "-drive"]
+    assert f"file={overlay},format=qcow2,if=none,id=disk0,readonly=off" in drives
+    assert not any(str(IMAGE) in d for d in drives)  # the image is only the backing file
+    assert backend.command_lines(spec(), again=True) == [qemu]  # a restart keeps the overlay
+
+
+def test_qemu_overlay_keeps_the_image_unwritten(tmp_path):
+    """Real qemu-img: the overlay names the image as its backing file, read-only."""
+    import json
+    import shutil
+    import subprocess
+    from harness.backends.qemu.backend import make_overlay
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    image = tmp_path / "image.raw"
+    image.write_bytes(b"\1" * 65536)
+    overlay = tmp_path / "overlay-0.qcow2"
+    make_overlay(image, overlay, "raw")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(overlay)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["format"] == "qcow2" and info["backing-filename"] == str(image)
+    assert info["backing-filename-format"] == "raw" and image.read_bytes() == b"\1" * 65536
 
 
 def test_bhyve_plan_copies_the_image_and_boots_the_copy():

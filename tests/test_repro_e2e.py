@@ -29,8 +29,9 @@ def test_repro_hands_the_console_over_and_leaves_nothing_behind(tmp_path):
                           cwd=str(REPO_ROOT), env=dict(os.environ, REFVM_TMP=str(scratch)),
                           encoding="utf-8", timeout=240)
     try:
-        child.expect(r"refvm: to start the same VM by hand:\r\n(qemu-system-x86_64 [^\r]*)\r\n")
-        by_hand = child.match.group(1)
+        child.expect(r"refvm: to start the same VM by hand:\r\n(qemu-img create [^\r]*)\r\n"
+                     r"(qemu-system-x86_64 [^\r]*)\r\n")
+        by_hand = child.match.group(1) + "\n" + child.match.group(2)  # overlay, then QEMU
         child.expect(r"running 1 of \d+ step\(s\): login")
         child.expect(r"press Ctrl-\] to leave")
         child.send("echo repro-$((6*7)); tty\r")

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from ... import firmware as fw
@@ -104,10 +105,15 @@ class QemuBackend(Backend):
         return why
 
     # Command line ----------------------------------------------------------------------------
-    def command_lines(self, spec: VmSpec) -> list[list[str]]:
-        return [self.argv(spec)]
+    def command_lines(self, spec: VmSpec, again: bool = False) -> list[list[str]]:
+        """qemu-img for each ephemeral disk's overlay (not again: a restart keeps them), then
+        QEMU."""
+        made = [] if again else [overlay_argv(image, overlay, fmt)
+                                 for image, overlay, fmt in overlays(spec)[1]]
+        return made + [self.argv(spec)]
 
     def argv(self, spec: VmSpec) -> list[str]:
+        spec = overlays(spec)[0]
         w = spec.workdir
         argv = [self.binary,
                 "-name", f"guest={spec.name},debug-threads=on",
@@ -158,11 +164,16 @@ class QemuBackend(Backend):
         spec.logdir.mkdir(parents=True, exist_ok=True)
         if spec.firmware == "uefi" and not (again and spec.vars_path.exists()):
             fw.make_vars_copy(self.ovmf.find().vars_template, spec.workdir / "uefi-vars.fd")
+        for image, overlay, fmt in overlays(spec)[1]:
+            if not (again and overlay.exists()):
+                make_overlay(image, overlay, fmt)
         argv = self.argv(spec)
         for port in spec.serials:
             if port.role == "console":
                 make_fifos(spec.workdir / port.name)
-        (spec.logdir / "command.txt").write_text(" ".join(_quote(a) for a in argv) + "\n")
+        (spec.logdir / ("command-again.txt" if again else "command.txt")).write_text(
+            "".join(" ".join(_quote(a) for a in line) + "\n"
+                    for line in self.command_lines(spec, again)))
         return QemuMachine(spec, argv, log_name="qemu-again.log" if again else "qemu.log")
 
 
@@ -274,12 +285,41 @@ def query_machine_max(binary: str, machine: str) -> int:
     raise ValueError(f"no {machine} machine in its query-machines reply")
 
 
+def overlays(spec: VmSpec) -> tuple[VmSpec, list[tuple[Path, Path, str]]]:
+    """``spec`` with each ephemeral disk replaced by its qcow2 overlay in the VM's workdir
+    (the image is the overlay's read-only backing file), and the (image, overlay, image
+    format) triples to make. An overlay file, unlike ``snapshot=on``'s hidden one, outlives
+    a QEMU process: a restarted or restored VM finds the writes of the one before."""
+    made, disks = [], []
+    for index, disk in enumerate(spec.disks):
+        if disk.ephemeral:
+            overlay = spec.workdir / f"overlay-{index}.qcow2"
+            made.append((Path(os.path.abspath(disk.path)), overlay, disk.format))
+            disk = replace(disk, path=overlay, format="qcow2", ephemeral=False)
+        disks.append(disk)
+    return replace(spec, disks=tuple(disks)), made
+
+
+def overlay_argv(image: Path, overlay: Path, fmt: str) -> list[str]:
+    return ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(image),
+            str(overlay)]
+
+
+def make_overlay(image: Path, overlay: Path, fmt: str) -> None:
+    if shutil.which("qemu-img") is None:
+        raise InfraError("qemu-img not found (it makes each VM's boot disk overlay); install "
+                         "it with: apt-get install qemu-utils")
+    done = subprocess.run(overlay_argv(image, overlay, fmt), capture_output=True, text=True,
+                          timeout=60)
+    if done.returncode != 0:
+        raise InfraError(f"qemu-img could not make {overlay.name} over {image}: "
+                         f"{done.stderr.strip()[:300]}")
+
+
 def _disk_args(index: int, disk: Disk) -> list[str]:
     node = f"disk{index}"
     drive = f"file={disk.path},format={disk.format},if=none,id={node}," \
             f"readonly={'on' if disk.readonly else 'off'}"
-    if disk.ephemeral:  # writes go to a temporary overlay QEMU deletes; the file is untouched
-        drive += ",snapshot=on"
     extra = f",bootindex={0}" if disk.boot else ""
     if disk.sector_size:
         extra += f",logical_block_size={disk.sector_size},physical_block_size={disk.sector_size}"
