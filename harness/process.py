@@ -51,13 +51,14 @@ def deathsig_request(platform: str = sys.platform) -> Callable[[], object] | Non
     return request
 
 
-def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``argv`` (a list, never a shell string) with stdout and stderr going to a log."""
+def spawn(argv: list[str], log_path: Path, pass_fds: tuple = ()) -> subprocess.Popen:
+    """Start ``argv`` (a list, never a shell string) with stdout and stderr going to a log;
+    ``pass_fds`` stay open in it (QEMU's ``-incoming fd:N``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, preexec_fn=deathsig_request(),
-                                close_fds=True)
+                                close_fds=True, pass_fds=pass_fds)
 
 
 def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -114,7 +114,7 @@ class Run:
             if isinstance(item, DiskAttach):
                 disks.append(Disk(path=workdir / f"{item.id}.raw", bus=item.bus,
                                   readonly=item.readonly, serial=item.serial,
-                                  sector_size=item.sector_size))
+                                  sector_size=item.sector_size, iops_limit=item.iops_limit))
             elif isinstance(item, NicAttach):
                 nics.append(Nic(model=item.model, mac=item.mac))
             elif isinstance(item, SerialAttach):
@@ -213,6 +213,26 @@ class Run:
         vm.guest = driver_for(vm.case.guest, vm.console, family(vm.case.guest.family))
         machine.resume()
         vm.restarts += 1
+
+    def save_restore(self, vm: BootedVM) -> dict:
+        """Suspend ``vm`` to a file and restore it into a new hypervisor process; the guest's
+        driver goes on where it was (logged in, at its shell) on the new console. Returns
+        the figures: the state file's size and the suspend and resume seconds."""
+        state = vm.spec.workdir / "saved.state"
+        started = time.monotonic()
+        vm.machine.save(state)
+        suspended = time.monotonic() - started
+        run_all(vm.console.close, vm.machine.destroy)
+        vm.log.note(f"suspended to {state.name} ({state.stat().st_size} bytes) in "
+                    f"{suspended:.1f}s; restoring into a new process")
+        started = time.monotonic()
+        machine = vm.backend.restore(vm.spec, state)
+        vm.machine = machine
+        vm.console = self._console(vm.case, machine, vm.log)
+        vm.guest.console = vm.console
+        machine.resume()
+        return {"state_bytes": state.stat().st_size, "suspend_seconds": round(suspended, 2),
+                "resume_seconds": round(time.monotonic() - started, 2)}
 
     def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None],
                   before_step: Callable | None = None) -> None:

@@ -30,6 +30,7 @@ class Disk:
     serial: str | None = None
     sector_size: int | None = None  # logical = physical, bytes
     ephemeral: bool = False
+    iops_limit: int | None = None  # QEMU throttling (see model.DiskAttach); others ignore it
 
 
 @dataclass(frozen=True)

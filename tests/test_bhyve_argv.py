@@ -370,5 +370,22 @@ def test_the_machine_needs_a_release_cannot_meet_are_named(firmware):
     assert twelve.lacks("vars-file", "uefi") == twelve.caps.vars_reason()
     assert "13.1" in twelve.caps.vars_reason()
     assert backend(firmware, "14.1").lacks("save-restore", "uefi") == (
-        "the bhyve backend cannot suspend a running VM to a file and restore it in a new "
-        "process")
+        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT:"
+        " its usage lists no -r)")
+
+
+def test_save_restore_needs_a_snapshot_build_and_is_planned_as_suspend_then_r(firmware):
+    """bhyve(8)'s -r and bhyvectl's --suspend exist only in BHYVE_SNAPSHOT builds, whose usage
+    explains ``-r``; GENERIC's does not, and the scenario is skipped saying so."""
+    assert "without snapshot support" in backend(firmware, "14.1").lacks("save-restore", "uefi")
+    sample = SAMPLES["14.1"]
+    usage = sample["usage"] + "       -r: path to checkpoint file\n"
+    snap = backend(firmware, host_caps=caps("14.1", usage=usage))
+    assert snap.caps.snapshot
+    spec = refguest("uefi")
+    state = spec.workdir / "saved.state"
+    suspend, destroy, restore = snap.save_restore_lines(spec, state)
+    assert suspend == [BHYVECTL, f"--vm={spec.name}", f"--suspend={state}"]
+    assert destroy == [BHYVECTL, f"--vm={spec.name}", "--destroy"]
+    bhyve = snap.command_lines(spec)[-1]
+    assert restore == bhyve[:-1] + ["-r", str(state), spec.name]  # same devices, then -r

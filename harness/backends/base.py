@@ -62,6 +62,10 @@ class Machine(abc.ABC):
         """How often the guest reset the machine while it ran (reboots, triple faults)."""
         return 0
 
+    def save(self, state) -> None:
+        """Suspend the running VM into the file ``state`` (the ``save-restore`` need)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot save a VM")
+
     @abc.abstractmethod
     def wait_exit(self, timeout: float) -> ExitInfo | None:
         """Wait up to ``timeout`` seconds for the hypervisor to exit; None if still running."""
@@ -128,6 +132,10 @@ class Backend(abc.ABC):
     def plan_details(self, spec: VmSpec) -> str | None:
         """Anything a plan should show beyond the command lines (libvirt: the domain XML)."""
         return None
+
+    def restore(self, spec: VmSpec, state) -> Machine:
+        """A new hypervisor process running ``spec``'s VM from the file ``state``, paused."""
+        raise NotImplementedError(f"the {self.name} backend cannot restore a VM")
 
     @abc.abstractmethod
     def start(self, spec: VmSpec, again: bool = False) -> Machine:

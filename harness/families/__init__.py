@@ -29,6 +29,11 @@ DEVICE_OPS = (
     # UEFI variables: read as hex (4 bytes of attributes, then the data), written from
     # printf's octal escapes.
     "efivar_read", "efivar_write",
+    # save-restore: a counter the guest keeps in a file; a file whose hash must survive.
+    "counter_start", "counter_read", "keep_write", "keep_sha",
+    # queue-depth: @jobs@ concurrent direct-I/O readers (writers) of @count@ blocks each, the
+    # most requests seen in flight, each job's hash; the queue size the driver negotiated.
+    "queue_read", "queue_write", "queue_size",
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.

@@ -79,3 +79,39 @@ def restart(ctx, args):
                            "poweroff in the scenario")
     ctx.vm.runner.restart(ctx.vm, fresh_vars=args["fresh_vars"])
     ctx.record("restarts", ctx.vm.restarts)
+
+
+@register("save_restore", s.Map({
+    "settle": s.F(s.Int(1, 60), default=3, doc="seconds the counter runs before the save"),
+}), families=lambda _args: families_having("counter_start", "counter_read", "keep_write",
+                                           "keep_sha"))
+def save_restore(ctx, args):
+    """Suspend the running guest to a file and restore it into a new hypervisor process: a
+    counter started before keeps counting from where it was (not from 0), a file written
+    before is intact, and the console answers. Steps after it check disks and network."""
+    guest_op(ctx, "counter_start")
+    time.sleep(args["settle"])
+    before = counter(ctx)
+    kept = guest_op(ctx, "keep_write").output
+    figures = ctx.vm.runner.save_restore(ctx.vm)
+    for name, value in figures.items():
+        ctx.record(name, value)
+    after = counter(ctx)
+    time.sleep(2)
+    later = counter(ctx)
+    ctx.record("counter_before_save", before)
+    ctx.record("counter_after_restore", after)
+    if after < before or after > before + args["settle"] + 30:
+        raise GuestFailure(f"the counter was {before} when the guest was saved and {after} "
+                           f"after the restore: it did not go on from where it was")
+    if later <= after:
+        raise GuestFailure(f"the counter stopped after the restore ({after}, then {later})")
+    if guest_op(ctx, "keep_sha").output.split()[:1] != kept.split()[:1]:
+        raise GuestFailure("the file the guest wrote before the save changed in the restore")
+
+
+def counter(ctx) -> int:
+    value = last_line(guest_op(ctx, "counter_read").output)
+    if not value.isdigit():
+        raise GuestFailure(f"the guest's counter reads {value!r}")
+    return int(value)

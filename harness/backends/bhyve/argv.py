@@ -237,6 +237,17 @@ def bhyveload_argv(bhyveload: str, spec: VmSpec, nmdm_pattern: str = NMDM_PATTER
             "-d", str(spec.boot_disk.path), spec.name]
 
 
+def suspend_argv(bhyvectl: str, name: str, state: Path) -> list[str]:
+    """bhyvectl(8) (snapshot builds): ``--suspend=FILE`` checkpoints the VM into FILE (and
+    FILE.meta, FILE.kern) and ends it."""
+    return [bhyvectl, f"--vm={name}", f"--suspend={state}"]
+
+
+def restore_argv(bhyve: list[str], state: Path) -> list[str]:
+    """bhyve(8) ``-r file``: "Resume a guest from a snapshot", the same devices as saved."""
+    return bhyve[:-1] + ["-r", str(state), bhyve[-1]]
+
+
 def destroy_argv(bhyvectl: str, name: str) -> list[str]:
     """bhyvectl(8) example: ``bhyvectl --vm=fbsd10 --destroy``."""
     return [bhyvectl, f"--vm={name}", "--destroy"]

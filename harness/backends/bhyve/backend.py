@@ -34,6 +34,7 @@ from ...hostdata import sparse_copy
 from ...vmspec import VmSpec, private_copies
 from ..base import Backend, ExitInfo, Machine
 from .argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
+                   restore_argv, suspend_argv,
                    bridge_address_argv, bridge_addresses, bridge_create_argv,
                    bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
                    nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
@@ -194,10 +195,23 @@ class BhyveBackend(Backend):
         return None
 
     def lacks(self, need: str, firmware: str) -> str | None:
+        if need == "save-restore":
+            if not self.caps.snapshot:
+                return (f"bhyve on FreeBSD {self.caps.release_name} was built without "
+                        f"snapshot support (BHYVE_SNAPSHOT: its usage lists no -r)")
+            return ("refvm's bhyve backend plans bhyvectl --suspend and bhyve -r "
+                    "(save_restore_lines) but does not drive them yet")
         why = super().lacks(need, firmware)
         if why is None and need == "vars-file" and not self.caps.bootrom_vars:
             why = self.caps.vars_reason()
         return why
+
+    def save_restore_lines(self, spec: VmSpec, state: Path) -> list[list[str]]:
+        """Suspend the running VM into ``state``, then start it again from there: the same
+        bhyve command line plus ``-r``, after bhyvectl cleared the old VM."""
+        plan = self.launch_plan(spec)
+        return [suspend_argv(self.programs.bhyvectl, spec.name, state), plan.destroy,
+                restore_argv(plan.bhyve, state)]
 
     def max_vcpus(self) -> tuple[int, str]:
         """VM_MAXCPU (16) before 14.0; from 14.0 the host's hw.vmm.maxcpu (by default its

@@ -106,6 +106,13 @@ class BhyveCaps:
         return letter in self.flags if self.flags else present
 
     @property
+    def snapshot(self) -> bool:
+        """bhyve built with BHYVE_SNAPSHOT: its usage lists ``-r`` (restore from a checkpoint
+        file) and bhyvectl takes ``--suspend``. Not in GENERIC builds: assumed absent when the
+        usage text cannot be read."""
+        return self._flag("r", False)
+
+    @property
     def acpi_flag(self) -> bool:
         return self._flag("A", self.release < ACPI_FLAG_UNTIL)
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +47,7 @@ TCG_VCPUS_PER_CORE = 16
 class QemuBackend(Backend):
     name = "qemu"
     firmwares = ("uefi", "csm")
-    needs = ("restart", "reboot", "vars-file")
+    needs = ("restart", "reboot", "save-restore", "vars-file")
 
     def __init__(self, accel: str = "auto", cache_dir: Path | None = None,
                  binary: str = QEMU_BINARY, probe_image: Path | None = None,
@@ -176,16 +177,34 @@ class QemuBackend(Backend):
                     for line in self.command_lines(spec, again)))
         return QemuMachine(spec, argv, log_name="qemu-again.log" if again else "qemu.log")
 
+    def restore(self, spec: VmSpec, state: Path, timeout: float = 300.0) -> "QemuMachine":
+        """A new QEMU process for the same VM, its state read from ``state`` (QemuMachine.save)
+        through ``-incoming fd:N``; paused once the state is in, like a fresh start."""
+        for port in spec.serials:
+            if port.role == "console":
+                make_fifos(spec.workdir / port.name)
+        fd = os.open(state, os.O_RDONLY)
+        try:
+            argv = self.argv(spec) + ["-incoming", f"fd:{fd}"]
+            (spec.logdir / "command-restore.txt").write_text(
+                " ".join(_quote(a) for a in argv) + "\n")
+            machine = QemuMachine(spec, argv, log_name="qemu-restore.log", pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        machine.wait_migration(timeout, "restore")
+        return machine
+
 
 class QemuMachine(Machine):
     nvme_model = "QEMU NVMe Ctrl"  # hw/nvme/ctrl.c: fixed model number
 
-    def __init__(self, spec: VmSpec, argv: list[str], log_name: str = "qemu.log"):
+    def __init__(self, spec: VmSpec, argv: list[str], log_name: str = "qemu.log",
+                 pass_fds: tuple = ()):
         self.spec = spec
         self.log_path = spec.logdir / log_name
         self._consoles: list = []  # FifoConsole (COM1) and sockets (data ports)
         self.qmp = None
-        self.proc = spawn(argv, self.log_path)
+        self.proc = spawn(argv, self.log_path, pass_fds=pass_fds)
         try:
             self.qmp = QmpClient(spec.workdir / "qmp.sock")
         except InfraError as err:
@@ -210,6 +229,36 @@ class QemuMachine(Machine):
 
     def resume(self) -> None:
         self.qmp.execute("cont")
+
+    def save(self, state: Path, timeout: float = 300.0) -> None:
+        """Suspend the running VM into the file ``state``: vCPUs stopped, then QEMU's
+        migration stream written to a descriptor handed over QMP (getfd). The process then
+        holds a finished VM; destroy() it."""
+        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.qmp.execute("getfd", fdname="refvm-save", fds=(fd,))
+        finally:
+            os.close(fd)
+        self.qmp.execute("stop")
+        self.qmp.execute("migrate", uri="fd:refvm-save")
+        self.wait_migration(timeout, "save")
+
+    def wait_migration(self, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.qmp.execute("query-migrate").get("status")
+            if what == "restore":  # the incoming side: done when the VM is paused with it
+                running = self.qmp.execute("query-status").get("status")
+                if running == "paused" and status in (None, "completed"):
+                    return
+            elif status == "completed":
+                return
+            if status == "failed" or self.proc.poll() is not None:
+                raise InfraError(f"QEMU's {what} failed ({status}); its log says:\n"
+                                 f"{tail_text(self.log_path)}")
+            if time.monotonic() > deadline:
+                raise InfraError(f"QEMU's {what} did not finish in {timeout:.0f}s ({status})")
+            time.sleep(0.2)
 
     def resets(self) -> int:
         """QMP's RESET events the guest caused (QEMU resets in place when it may reboot)."""
@@ -320,6 +369,8 @@ def _disk_args(index: int, disk: Disk) -> list[str]:
     node = f"disk{index}"
     drive = f"file={disk.path},format={disk.format},if=none,id={node}," \
             f"readonly={'on' if disk.readonly else 'off'}"
+    if disk.iops_limit:  # requests wait in QEMU's block layer: the guest's queue fills
+        drive += f",throttling.iops-total={disk.iops_limit}"
     extra = f",bootindex={0}" if disk.boot else ""
     if disk.sector_size:
         extra += f",logical_block_size={disk.sector_size},physical_block_size={disk.sector_size}"

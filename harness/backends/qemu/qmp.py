@@ -3,8 +3,8 @@
 Why QMP and not just the exit code: QEMU exits 0 both when the guest powers off and when it
 resets under -no-reboot. Its SHUTDOWN event says which ("guest-shutdown" vs "guest-reset"), so a
 scenario can check that the guest *powered off*. QMP also lets the harness start the VM paused
-and resume it once the console is attached, so no early firmware output is lost. Later:
-migration to a file for save/restore.
+and resume it once the console is attached, so no early firmware output is lost. And
+migration to a file for save/restore (the file handed over as a descriptor: no shell).
 """
 from __future__ import annotations
 
@@ -32,12 +32,17 @@ class QmpClient:
         self._reader.start()
         self.execute("qmp_capabilities")
 
-    def execute(self, command: str, timeout: float = 10.0, **arguments) -> dict:
+    def execute(self, command: str, timeout: float = 10.0, fds: tuple = (), **arguments) -> dict:
+        """Run a QMP command; ``fds`` go along as SCM_RIGHTS (``getfd``)."""
         message = {"execute": command}
         if arguments:
             message["arguments"] = arguments
         with self._cond:
-            self._sock.sendall(json.dumps(message).encode() + b"\n")
+            data = json.dumps(message).encode() + b"\n"
+            if fds:
+                socket.send_fds(self._sock, [data], list(fds))
+            else:
+                self._sock.sendall(data)
             deadline = time.monotonic() + timeout
             while not self._replies:
                 if self._closed:
