@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true",
                      help="no line per case and no estimate (CI logs): pytest's own output")
     _release_options(run, "run on a host with")
+    run.add_argument("--keep-failed", action="store_true",
+                     help="keep a failing case's VM up after the run and hand you its console "
+                          "(Ctrl-] leaves); cases run one at a time in this process")
     repro = sub.add_parser("repro", help="boot one case's VM, run its steps, then hand its "
                                          "console to you")
     repro.add_argument("case", metavar="CASE", help="a case as refvm plan lists it, e.g. "
@@ -454,12 +457,21 @@ def cmd_run(args, extra) -> int:
         pytest_args += ["--bhyve-release", "%d.%d" % args.bhyve_release]
     if not args.quiet:
         pytest_args.append("--progress")
-    if args.hosts:
+    plugins = [_Outcomes()]
+    if args.keep_failed:
+        _one_at_a_time(args, extra)
+        from .keep import Keeper
+        plugins.append(Keeper())
+    elif args.hosts:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
     else:
         pytest_args += _local_jobs(args, extra, guests, scenarios)
-    outcomes = _Outcomes()
-    code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
+    try:
+        code = int(pytest.main(pytest_args + extra, plugins=plugins))
+    finally:
+        if args.keep_failed:
+            plugins[1].hand_over_all()
+    outcomes = plugins[0]
     if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
         return EXIT_USAGE
     if args.release:
@@ -558,6 +570,18 @@ def _release_note(backend, wanted) -> str | None:
         return None
     return (f"this host's bhyve is FreeBSD {caps.release_name}, not the "
             f"{wanted[0]}.{wanted[1]} asked for: its real capabilities were used")
+
+
+def _one_at_a_time(args, extra: list[str]) -> None:
+    """--keep-failed: a kept VM lives only as long as the process that started it, so every
+    case runs here, in refvm run's own process: no workers, no pool."""
+    clash = "--hosts" if args.hosts else "-j" if (args.jobs or 1) > 1 else \
+        "-n" if _chooses_workers(extra) else None
+    if clash:
+        raise ConfigError([Problem("(command line)", 0, clash, "--keep-failed runs the cases "
+                                   "one at a time in refvm run's own process (a kept VM dies "
+                                   "with the process that started it): leave " + clash
+                                   + " out")])
 
 
 def _jobs(text: str) -> int:
@@ -665,7 +689,7 @@ def cmd_clean(args, _extra) -> int:
     def say(text: str) -> None:
         print(f"refvm: {text}")
 
-    removed = reap(log=say, dry_run=args.dry_run)
+    removed = reap(log=say, dry_run=args.dry_run, kept=True)
     uris = [h.uri for h in load_hosts(args.hosts) if "libvirt" in h.backends] \
         if args.hosts else [args.libvirt_uri]
     status = EXIT_OK

@@ -24,6 +24,7 @@ from ..catalog import load_scenarios, select_scenarios
 from ..errors import ConfigError, HarnessError, Unsupported
 from ..hosts import check_uri
 from ..images.cache import ImageUnavailable
+from ..keep import KEEPER_KEY
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
 from ..release import load_release, parse_freebsd_release
@@ -269,6 +270,9 @@ class ScenarioItem(pytest.Item):
         self.state.run.run_steps(self.case, self.vm, self.record)
 
     def teardown(self):
+        keeper = self.config.stash.get(KEEPER_KEY, None)  # refvm run --keep-failed
+        if keeper is not None and keeper.keep(self):
+            self.vm = None
         if self.vm is not None:
             self.state.run.release(self.vm)
             self.vm = None
@@ -304,6 +308,8 @@ def pytest_runtest_makereport(item, call):
         else type(exc).__name__
     item.user_properties.append(("category", category))
     item.user_properties.append(("reason", first_line))
+    if call.when == "call":
+        item.failed_because = first_line  # refvm run --keep-failed keeps its VM
     report.user_properties = list(item.user_properties)
     if call.when != "call" and _explained(exc):
         # pytest shows setup and teardown errors as tracebacks, never through repr_failure
