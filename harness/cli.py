@@ -21,6 +21,8 @@ from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
 from .matrix import build as build_matrix
 from .model import FIRMWARES, load_guest
+from .release import load_release, parse_freebsd_release
+from .report.expectations import FAULTS
 from .paths import SCENARIOS_DIR, cache_dir
 from .yamlfile import load_file
 
@@ -28,7 +30,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    parser.add_argument("--backend", default=None, choices=BACKENDS,
+                        help=f"hypervisor backend (default here: {DEFAULT_BACKEND})")
     parser.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     parser.add_argument("--firmware", action="append", default=[], choices=FIRMWARES)
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME")
@@ -39,6 +42,15 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csm-firmware", default=None, metavar="PATH")
     parser.add_argument("--offline", action="store_true")
     _hosts_option(parser)
+
+
+def _release_options(parser: argparse.ArgumentParser, doing: str) -> None:
+    parser.add_argument("--bhyve-release", type=_release, default=None, metavar="X.Y",
+                        help=f"bhyve: {doing} this FreeBSD release's bhyve (11.3 ... 15.x); "
+                             "a FreeBSD host's own bhyve still wins, and a mismatch is said")
+    parser.add_argument("--release", type=Path, default=None, metavar="FILE",
+                        help="a release validation file (releases/14.3.yaml): its backend, "
+                             "guests, firmware, scenarios and expected skips")
 
 
 def _hosts_option(parser: argparse.ArgumentParser) -> None:
@@ -57,15 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show the test matrix and exact command lines")
     _selection_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
-    plan.add_argument("--bhyve-release", type=_release, default=None, metavar="X.Y",
-                      help="bhyve: plan against this FreeBSD release's bhyve (11.3 ... 15.x); "
-                           "a FreeBSD host's own bhyve still wins, and a mismatch is said")
+    _release_options(plan, "plan against")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
     run.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                      help="VMs at once (default: as many as cores and free memory allow)")
     run.add_argument("--quiet", action="store_true",
                      help="no line per case and no estimate (CI logs): pytest's own output")
+    _release_options(run, "run on a host with")
+    run.add_argument("--keep-failed", action="store_true",
+                     help="keep a failing case's VM up after the run and hand you its console "
+                          "(Ctrl-] leaves); cases run one at a time in this process")
     repro = sub.add_parser("repro", help="boot one case's VM, run its steps, then hand its "
                                          "console to you")
     repro.add_argument("case", metavar="CASE", help="a case as refvm plan lists it, e.g. "
@@ -122,6 +136,10 @@ def main(argv=None) -> int:
     if "--" in extra:  # `refvm run -- -n 2`: the separator is ours, not an argument to pytest
         extra.remove("--")
     try:
+        if getattr(args, "release", None) is not None:
+            apply_release(args, load_release(args.release))
+        if hasattr(args, "backend") and args.backend is None:
+            args.backend = DEFAULT_BACKEND
         if getattr(args, "libvirt_uri", None) is not None:
             check_uri(args.libvirt_uri)
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run,
@@ -256,13 +274,26 @@ def cmd_plan(args, _extra) -> int:
         rows.append(row)
     rows = _install_rows(guests, backend, backends, cache, args.firmware, run.run_id) + rows
     note = _release_note(backend, getattr(args, "bhyve_release", None))
+    release = _planned_release(args, rows)
     if args.json:
         print(json.dumps({"backend": backend.describe(), "run_id": run.run_id, "cases": rows,
-                          **({"release_note": note} if note else {})}, indent=2))
+                          **({"release_note": note} if note else {}),
+                          **({"release": release} if release else {})}, indent=2))
         return EXIT_OK
     print(f"# backend: {backend.describe()}")
     if note:
         print(f"# note: {note}")
+    if release:
+        print(f"# {release['file']}: as planned, {release['verdict']} (if every case that "
+              f"runs passes)")
+        for skip in release["expected_skips"]:
+            print(f"#   expected skip, line {skip['line']}: {skip['expects']}: held for "
+                  f"{len(skip['held'])} case(s)")
+        for key in FAULTS:
+            for entry in release[key]:
+                case_id = entry if isinstance(entry, str) else entry["id"]
+                why = "" if isinstance(entry, str) else f": {entry['reason']}"
+                print(f"#   {key.replace('_', ' ')}: {case_id}{why}")
     print(f"# paths below use run id {run.run_id}; each run uses its own")
     for row in rows:
         where = f" on {row['host']['slot']}" if row.get("host") else ""
@@ -320,6 +351,20 @@ def _install_rows(guests, backend, backends, cache, firmwares, run_id: str) -> l
                 row["error"] = str(err)
         rows.append(row)
     return rows
+
+
+def _planned_release(args, rows: list[dict]) -> dict | None:
+    """The release file's expectations against the plan: a case the plan runs counts as one
+    that will run ("run"), a planned skip or error as that."""
+    from .report.expectations import check
+
+    release = getattr(args, "release_file", None)
+    if release is None:
+        return None
+    planned = [{"id": row["id"], "reason": row["skip"] or row["error"] or "",
+                "result": "skip" if row["skip"] else "error" if row["error"] else "run"}
+               for row in rows if not row.get("install")]
+    return check(release, planned)
 
 
 def scenario_additions(backend, spec) -> list[str]:
@@ -389,6 +434,9 @@ def cmd_run(args, extra) -> int:
     scenarios = select_scenarios(load_scenarios(), args.scenario)
     if args.hosts:
         load_hosts(args.hosts)
+    refused = _bhyve_release_here(args)
+    if refused is not None:
+        return refused
     pytest_args = [str(SCENARIOS_DIR), "-p", "harness.pytest_plugin.plugin",
                    "--backend", args.backend, "--artifacts", args.artifacts, "--accel", args.accel,
                    "--qemu-binary", args.qemu_binary, "--report"]
@@ -403,16 +451,31 @@ def cmd_run(args, extra) -> int:
             pytest_args += [f"--{option}", value]
     if args.offline:
         pytest_args.append("--offline")
+    if args.release:
+        pytest_args += ["--release", str(args.release)]
+    if args.bhyve_release:
+        pytest_args += ["--bhyve-release", "%d.%d" % args.bhyve_release]
     if not args.quiet:
         pytest_args.append("--progress")
-    if args.hosts:
+    plugins = [_Outcomes()]
+    if args.keep_failed:
+        _one_at_a_time(args, extra)
+        from .keep import Keeper
+        plugins.append(Keeper())
+    elif args.hosts:
         pytest_args += ["--hosts", str(args.hosts)] + _parallel_options(args.hosts, extra)
     else:
         pytest_args += _local_jobs(args, extra, guests, scenarios)
-    outcomes = _Outcomes()
-    code = int(pytest.main(pytest_args + extra, plugins=[outcomes]))
+    try:
+        code = int(pytest.main(pytest_args + extra, plugins=plugins))
+    finally:
+        if args.keep_failed:
+            plugins[1].hand_over_all()
+    outcomes = plugins[0]
     if code == pytest.ExitCode.USAGE_ERROR:  # a bad option after `--`: refvm's usage status
         return EXIT_USAGE
+    if args.release:
+        return _release_verdict(Path(args.artifacts) / "report.json", code)
     if code != 0:
         return code
     if outcomes.passed == 0:
@@ -430,13 +493,74 @@ def cmd_run(args, extra) -> int:
 
 
 def _release(text: str) -> tuple:
-    import re
+    try:
+        return parse_freebsd_release(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
-    match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text)
-    if not match or not 11 <= int(match.group(1)) <= 99:
-        raise argparse.ArgumentTypeError(f"must be a FreeBSD release such as 13.2 (11.0 or "
-                                         f"later), got {escape(text)[:20]!r}")
-    return int(match.group(1)), int(match.group(2))
+
+def apply_release(args, release) -> None:
+    """A release file names the matrix: its backend, guests, firmware, scenarios and (for
+    bhyve) the FreeBSD release. The same choices on the command line would be two answers to
+    one question, so they are refused unless they agree."""
+    def refuse(option: str, message: str):
+        raise ConfigError([Problem("(command line)", 0, option, message)])
+
+    for option in ("guest", "firmware", "scenario"):
+        if getattr(args, option):
+            refuse(f"--{option}", f"{args.release} names the {option}s of the matrix: leave "
+                                  f"--{option} out (or copy the release file and edit it)")
+    if args.backend not in (None, release.backend):
+        refuse("--backend", f"{args.release} is for the {release.backend} backend, not "
+                            f"{args.backend}")
+    if args.bhyve_release not in (None, release.release) and release.backend == "bhyve":
+        refuse("--bhyve-release", f"{args.release} is for FreeBSD {release.name}")
+    args.backend = release.backend
+    args.guest, args.firmware = list(release.guests), list(release.firmware)
+    args.scenario = list(release.scenarios)
+    if release.backend == "bhyve":
+        args.bhyve_release = release.release
+    args.release_file = release
+
+
+def _bhyve_release_here(args) -> int | None:
+    """``run --bhyve-release X.Y`` needs a host with bhyve: elsewhere it can only be planned
+    (said, exit 2). On FreeBSD the host's real bhyve runs; a release mismatch is said."""
+    from .pytest_plugin.state import make_backend
+
+    if args.bhyve_release is None:
+        return None
+    wanted = "%d.%d" % args.bhyve_release
+    if args.backend != "bhyve":
+        print(f"refvm: --bhyve-release {wanted} is for --backend bhyve, not {args.backend}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    backend = make_backend("bhyve", args, None, [])
+    if backend.caps.assumed:
+        how = f"--release {args.release}" if args.release else \
+            f"--backend bhyve --bhyve-release {wanted}"
+        print(f"refvm: cannot run FreeBSD {wanted}'s bhyve here: {'; '.join(backend.caps.notes)}"
+              f" (bhyve runs on FreeBSD hosts). This host can only plan it: refvm plan {how}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    note = _release_note(backend, args.bhyve_release)
+    if note:
+        print(f"refvm: note: {note}", file=sys.stderr)
+    return None
+
+
+def _release_verdict(report_path: Path, code: int) -> int:
+    """A release run's exit status is its verdict: 0 when the release holds, else 1 (an
+    expected skip is no failure; an unexpected one is)."""
+    try:
+        release = json.loads(report_path.read_text())["release"]
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"refvm: no release verdict in {report_path} (pytest exit status {code})",
+              file=sys.stderr)
+        return code or EXIT_FAILED
+    print(f"refvm: {escape(str(release.get('verdict')))}; details in "
+          f"{report_path.with_suffix('.md')}", file=sys.stderr)
+    return EXIT_OK if release.get("holds") is True else EXIT_FAILED
 
 
 def _release_note(backend, wanted) -> str | None:
@@ -446,6 +570,18 @@ def _release_note(backend, wanted) -> str | None:
         return None
     return (f"this host's bhyve is FreeBSD {caps.release_name}, not the "
             f"{wanted[0]}.{wanted[1]} asked for: its real capabilities were used")
+
+
+def _one_at_a_time(args, extra: list[str]) -> None:
+    """--keep-failed: a kept VM lives only as long as the process that started it, so every
+    case runs here, in refvm run's own process: no workers, no pool."""
+    clash = "--hosts" if args.hosts else "-j" if (args.jobs or 1) > 1 else \
+        "-n" if _chooses_workers(extra) else None
+    if clash:
+        raise ConfigError([Problem("(command line)", 0, clash, "--keep-failed runs the cases "
+                                   "one at a time in refvm run's own process (a kept VM dies "
+                                   "with the process that started it): leave " + clash
+                                   + " out")])
 
 
 def _jobs(text: str) -> int:
@@ -553,7 +689,7 @@ def cmd_clean(args, _extra) -> int:
     def say(text: str) -> None:
         print(f"refvm: {text}")
 
-    removed = reap(log=say, dry_run=args.dry_run)
+    removed = reap(log=say, dry_run=args.dry_run, kept=True)
     uris = [h.uri for h in load_hosts(args.hosts) if "libvirt" in h.backends] \
         if args.hosts else [args.libvirt_uri]
     status = EXIT_OK

@@ -30,9 +30,9 @@ def skip_reason(case: Case, backend) -> str | None:
     if why:
         return why
     scenario = case.scenario
-    if scenario.firmware and case.firmware not in scenario.firmware:
-        return (f"scenario {scenario.name} applies to {', '.join(scenario.firmware)} "
-                f"firmware only")
+    why = _firmware_not_applicable(case)
+    if why:
+        return why
     for need in scenario.needs:
         why = backend.lacks(need, case.firmware)
         if why:
@@ -41,6 +41,25 @@ def skip_reason(case: Case, backend) -> str | None:
     why = backend.vcpu_problem(cpus, topology)
     if why:
         return f"scenario {scenario.name}: {why}"
+    return _guest_not_applicable(case)
+
+
+def does_not_apply(case: Case) -> str | None:
+    """Why the scenario itself rules this case out on any host (firmware it is not for, a
+    device the guest lacks, a step with nothing for the guest's OS), or None. A release
+    file need not expect these skips: they say nothing about the hypervisor."""
+    return _firmware_not_applicable(case) or _guest_not_applicable(case)
+
+
+def _firmware_not_applicable(case: Case) -> str | None:
+    scenario = case.scenario
+    if scenario.firmware and case.firmware not in scenario.firmware:
+        return (f"scenario {scenario.name} applies to {', '.join(scenario.firmware)} "
+                f"firmware only")
+    return None
+
+
+def _guest_not_applicable(case: Case) -> str | None:
     lacking = [d for d in case.scenario.requires if d not in case.guest.devices]
     if lacking:
         return f"guest {case.guest.name} does not declare device(s): {', '.join(lacking)}"

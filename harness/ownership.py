@@ -31,6 +31,7 @@ from . import hostproc
 from .paths import temp_root
 
 OWNER_FILE = "owner.json"
+KEPT_FILE = "kept.json"  # a run directory whose VMs refvm run --keep-failed kept (keep.py)
 TAG = "refvm-owner/1"  # what makes an owner.json refvm's own; bumped if the format changes
 KINDS = {"run": "refvm-{id}", "xdist": "refvm-xdist-{id}", "build": "refvm-build-{id}",
          "fetch": "refvm-fetch-{id}", "install": "refvm-install-{id}"}
@@ -81,6 +82,18 @@ def claim(directory: Path, kind: str = "run") -> None:
               "start": hostproc.start_time(pid), "boot_id": hostproc.boot_id(),
               "created": time.time()}
     (directory / OWNER_FILE).write_text(json.dumps(marker))
+
+
+def mark_kept(workroot: Path, vms: list[str]) -> None:
+    """Say in a run directory that its VMs were kept for a person: if its run dies, the
+    automatic reap leaves it (and its files) to an explicit `refvm clean`."""
+    (Path(workroot) / KEPT_FILE).write_text(json.dumps({"tag": TAG, "vms": vms,
+                                                        "kept": time.time()}))
+
+
+def is_kept(workroot: Path) -> bool:
+    path = Path(workroot) / KEPT_FILE
+    return path.is_file() and not path.is_symlink()
 
 
 def make_owned(kind: str, root: Path | None = None) -> Path:

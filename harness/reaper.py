@@ -19,7 +19,7 @@ from . import hostproc
 from .backends.bhyve.argv import destroy_argv
 from .backends.bhyve.caps import run_quietly
 from .backends.bhyve.ifaces import reap_interfaces
-from .ownership import VM_NAME_RE, Verdict, judge
+from .ownership import VM_NAME_RE, Verdict, is_kept, judge
 from .paths import temp_root
 
 _reported_foreign: set[Path] = set()
@@ -94,17 +94,21 @@ def survey(root: Path | None = None) -> list[Verdict]:
 
 
 def reap(root: Path | None = None, log=lambda _text: None, dry_run: bool = False,
-         report_foreign: bool = True) -> list[Path]:
+         report_foreign: bool = True, kept: bool = False) -> list[Path]:
     """Remove every dead refvm directory under ``root`` and what its run left in the kernel
     (bhyve VMs, taps, bridges); return the directories removed (would remove, ``dry_run``).
     What is only named like refvm's is left alone, and said once per process when
-    ``report_foreign`` (always with ``dry_run``)."""
+    ``report_foreign`` (always with ``dry_run``). A dead run directory whose VMs were kept
+    for a person (refvm run --keep-failed) goes only when ``kept`` (`refvm clean`)."""
     removed = []
     for verdict in survey(root):
         if verdict.state == "foreign":
             if dry_run or (report_foreign and verdict.path not in _reported_foreign):
                 _reported_foreign.add(verdict.path)
                 log(f"left alone {verdict.path}: {verdict.reason}")
+        elif verdict.dead and is_kept(verdict.path) and not kept:
+            log(f"left {verdict.path} for you: its VMs were kept (refvm run --keep-failed) "
+                f"and {verdict.reason}; `refvm clean` removes it")
         elif verdict.dead:
             _remove_dead(verdict, log, dry_run)
             removed.append(verdict.path)

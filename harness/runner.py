@@ -25,7 +25,7 @@ from .families import family
 from .guestos import driver_for
 from .matrix import Case, vcpus_of
 from .paths import temp_root
-from .ownership import claim, new_id
+from .ownership import claim, mark_kept, new_id
 from .steps import REGISTRY
 from .hostdata import file_sha256, make_scratch_disk, pattern, sha256, write_region
 from .model import DiskAttach, NicAttach, SerialAttach
@@ -98,6 +98,7 @@ class Run:
         self._claimed = False
         self._serial = 0
         self._live: list[BootedVM] = []
+        self._kept: list[BootedVM] = []  # refvm run --keep-failed (harness/keep.py)
 
     def vm_spec(self, case: Case, image: Path, backend: Backend | None = None) -> VmSpec:
         """The VM for a case: the guest's boot disk plus what the scenario attaches, in the
@@ -251,7 +252,27 @@ class Run:
             self._live.remove(vm)
         vm.close()
 
+    def keep(self, vm: BootedVM) -> None:
+        """Leave ``vm`` up past close(), for a person (harness/keep.py); the run directory
+        is marked kept, so only an explicit `refvm clean` removes it if this process dies."""
+        if vm in self._live:
+            self._live.remove(vm)
+        self._kept.append(vm)
+        mark_kept(self.workroot, [v.spec.name for v in self._kept])
+
+    def release_kept(self, vm: BootedVM) -> None:
+        if vm in self._kept:
+            self._kept.remove(vm)
+        vm.close()
+
+    def close_kept(self) -> None:
+        """Destroy the kept VMs too, and remove the run's scratch directory."""
+        run_all(*[functools.partial(self.release_kept, vm) for vm in reversed(self._kept)],
+                self.close)
+
     def close(self) -> None:
-        """Destroy every VM still alive and remove the run's scratch directory."""
+        """Destroy every VM still alive and remove the run's scratch directory (unless VMs
+        were kept: then close_kept() does that after their hand-over)."""
         run_all(*[functools.partial(self.release, vm) for vm in reversed(self._live)],
-                lambda: self._claimed and shutil.rmtree(self.workroot, ignore_errors=True))
+                lambda: self._claimed and not self._kept
+                and shutil.rmtree(self.workroot, ignore_errors=True))

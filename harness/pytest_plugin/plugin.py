@@ -12,6 +12,7 @@ turn. Every result then carries ``host`` (and ``worker``) properties.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 from pathlib import Path
@@ -23,8 +24,10 @@ from ..catalog import load_scenarios, select_scenarios
 from ..errors import ConfigError, HarnessError, Unsupported
 from ..hosts import check_uri
 from ..images.cache import ImageUnavailable
+from ..keep import KEEPER_KEY
 from ..matrix import build as build_matrix
 from ..model import FAMILIES, FIRMWARES
+from ..release import load_release, parse_freebsd_release
 from . import pool, workers
 from .state import RefvmState
 
@@ -63,6 +66,11 @@ def pytest_addoption(parser):
     group.addoption("--progress", action="store_true",
                     help="a line per case as it starts and ends, and an estimate of the whole "
                          "run from earlier runs, instead of pytest's dots (refvm run's default)")
+    group.addoption("--release", default=None, metavar="FILE",
+                    help="a release validation file (releases/14.3.yaml): the report says "
+                         "which of its expected skips held, and its verdict")
+    group.addoption("--bhyve-release", default=None, metavar="X.Y", type=_bhyve_release,
+                    help="bhyve: the FreeBSD release expected (a host's own bhyve wins)")
     group.addoption("--report", action="store_true",
                     help="write report.json, report.md and report.html into --artifacts "
                          "(refvm run always does)")
@@ -72,6 +80,7 @@ def pytest_configure(config):
     try:
         config.stash[STATE_KEY] = state = RefvmState(config.option)
         _check_selection(config, state)
+        release = load_release(config.option.release) if config.option.release else None
     except ConfigError as err:  # a bad hosts file or selection: one line each, no traceback
         raise pytest.UsageError(str(err)) from None
     if state.pool is not None:
@@ -82,7 +91,7 @@ def pytest_configure(config):
     if config.option.report and not workers.is_worker(config):
         from ..report.collect import ReportCollector
         config.pluginmanager.register(ReportCollector(Path(config.option.artifacts), state,
-                                                      config.option), "refvm-report")
+                                                      config.option, release), "refvm-report")
     if config.option.progress and not workers.is_worker(config):
         _register_progress(config)
     if workers.is_worker(config):
@@ -100,6 +109,13 @@ def pytest_configure(config):
         # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so every VM is torn down; a
         # second SIGTERM (runners often send more than one) does not cut that short.
         workers.stop_once_on(signal.SIGTERM)
+
+
+def _bhyve_release(text: str) -> tuple:
+    try:
+        return parse_freebsd_release(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _register_progress(config) -> None:
@@ -254,6 +270,9 @@ class ScenarioItem(pytest.Item):
         self.state.run.run_steps(self.case, self.vm, self.record)
 
     def teardown(self):
+        keeper = self.config.stash.get(KEEPER_KEY, None)  # refvm run --keep-failed
+        if keeper is not None and keeper.keep(self):
+            self.vm = None
         if self.vm is not None:
             self.state.run.release(self.vm)
             self.vm = None
@@ -289,6 +308,8 @@ def pytest_runtest_makereport(item, call):
         else type(exc).__name__
     item.user_properties.append(("category", category))
     item.user_properties.append(("reason", first_line))
+    if call.when == "call":
+        item.failed_because = first_line  # refvm run --keep-failed keeps its VM
     report.user_properties = list(item.user_properties)
     if call.when != "call" and _explained(exc):
         # pytest shows setup and teardown errors as tracebacks, never through repr_failure

@@ -82,9 +82,10 @@ def first_line(report) -> str:
 class ReportCollector:
     """A pytest plugin object: one per run, in the process that sees every report."""
 
-    def __init__(self, artifacts: Path, state, options):
+    def __init__(self, artifacts: Path, state, options, release=None):
         self.artifacts = Path(artifacts)
         self.state, self.options = state, options
+        self.release = release  # a release file's expectations (harness/release.py), or None
         self.cases: dict[str, CaseResult] = {}
         self.started = time.time()
 
@@ -98,7 +99,11 @@ class ReportCollector:
 
     def build(self) -> dict:
         guests = {g.name: g for g in self.state.guests}
-        return build_report(self.cases.values(), self.header(), guests, self.artifacts)
+        report = build_report(self.cases.values(), self.header(), guests, self.artifacts)
+        if self.release is not None:
+            from .expectations import check
+            report["release"] = check(self.release, report["cases"])
+        return report
 
     def header(self) -> dict:
         backend = self.state.backend

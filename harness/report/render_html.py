@@ -3,6 +3,7 @@ the matrix as a coloured grid whose cells link to each case's details, and the b
 transfer times as charts."""
 from __future__ import annotations
 
+from .expectations import sections
 from .figures import describe, transfers
 from .grid import grids, summary_line
 from .render_md import SAFE_LINK, when
@@ -17,6 +18,7 @@ th{background:#eee}
 td.cell{text-align:center;font-weight:bold;min-width:5em}
 .pass{background:#b7e1b0}.fail{background:#f2a7a0}.error{background:#f6c97f}
 .skip{background:#e4e4e4;color:#555;font-weight:normal}
+p.verdict{font-weight:bold;padding:4px 8px}p.holds{background:#b7e1b0}p.broken{background:#f2a7a0}
 td.cell a{color:inherit;text-decoration:none;display:block}
 code,pre{font:12px ui-monospace,monospace}pre{white-space:pre-wrap;word-break:break-all}
 svg.chart text{font:12px system-ui,sans-serif}svg.chart .chart-title{font-weight:bold}
@@ -56,6 +58,14 @@ def _header(head: dict) -> list[str]:
         out.append(f"<tr><td>{h(item.get('guest'))}</td><td><code>{h(item.get('sha256'))}"
                    f"</code></td><td>{'yes' if item.get('here') else 'no'}</td></tr>")
     out.append("</table>")
+    return out
+
+
+def _release(release: dict) -> list[str]:
+    out = [f"<h2>Release {h(release.get('release'))}</h2>"]
+    for title, items in sections(release):
+        out.append(f"<h3>{h(title)}</h3><ul>" + "".join(
+            f"<li>{h(what)}: {h(detail)}</li>" for what, detail in items) + "</ul>")
     return out
 
 
@@ -114,7 +124,13 @@ def _cases(report: dict) -> list[str]:
 
 def render(report: dict) -> str:
     body = [f"<h1>refvm report</h1><p class=summary>{h(summary_line(report))}</p>"]
+    release = report.get("release")
+    if release:
+        body.append(f'<p class="verdict {"holds" if release.get("holds") else "broken"}">'
+                    f'{h(release.get("verdict"))} ({h(release.get("file"))})</p>')
     body += _header(report["header"])
+    if release:
+        body += _release(release)
     for grid in grids(report):
         body += _grid(grid)
     body += _charts(report) + _cases(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from .expectations import sections
 from .figures import describe
 from .grid import grids, summary_line
 from .text import md
@@ -45,9 +46,24 @@ def header_lines(head: dict) -> list[str]:
     return lines
 
 
+def release_lines(release: dict) -> list[str]:
+    """What the release file expected, and what the run showed of it."""
+    out = ["", f"## Release {md(release.get('release'))}: {md(release.get('verdict'))}"]
+    for title, items in sections(release):
+        out += ["", f"### {md(title)}", ""] + [f"- {md(what)}: {md(detail)}"
+                                                for what, detail in items]
+    return out
+
+
 def render(report: dict) -> str:
     head = report["header"]
-    out = ["# refvm report", "", f"{md(summary_line(report))}", ""] + header_lines(head)
+    out = ["# refvm report", "", f"{md(summary_line(report))}", ""]
+    release = report.get("release")
+    if release:
+        out += [f"**{md(release.get('verdict'))}** ({md(release.get('file'))})", ""]
+    out += header_lines(head)
+    if release:
+        out += release_lines(release)
     for grid in grids(report):
         out += ["", f"## {md(grid['backend'])} on {md(grid['host'])}", "",
                 "| guest | firmware | " + " | ".join(md(s) for s in grid["scenarios"]) + " |",
