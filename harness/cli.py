@@ -59,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     run = sub.add_parser("run", help="run the conformance suite (pytest); extra args go to pytest")
     _selection_options(run)
-    images = sub.add_parser("images", help="fetch, build, verify or import guest images")
-    images.add_argument("action", choices=("fetch", "verify", "import"))
+    images = sub.add_parser("images", help="fetch, build, verify, import or repin guest images")
+    images.add_argument("action", choices=("fetch", "verify", "import", "repin"))
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help="import: images downloaded elsewhere, matched to guests by sha256")
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
     images.add_argument("--allow-unavailable", action="store_true",
                         help="fetch: a guest whose download this host cannot reach is reported, "
                              "not an error (bootstrap on a host without those sites)")
+    images.add_argument("--no-update", action="store_true",
+                        help="repin: use apt's lists as they are (no apt-get update first)")
     clean = sub.add_parser("clean", help="remove what runs that were killed left behind")
     clean.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
     clean.add_argument("--dry-run", action="store_true",
@@ -129,7 +131,21 @@ def _classify(files: list[Path]) -> tuple[list[Path], list[Path]]:
         build = image.get("build") if isinstance(image, dict) else None
         if isinstance(build, str) and build and "\0" not in build:
             recipes.add(same_file_key(path.parent / build))
+            recipes.update(_lock_beside(path.parent / build))
     return [p for p in guests if same_file_key(p) not in recipes], scenarios
+
+
+def _lock_beside(recipe: Path) -> list:
+    """The lock file a Debian root-file-system recipe names (``lock: lock.yaml``), also the
+    builder's to check; none when the recipe cannot be read or names none."""
+    try:
+        raw = load_file(recipe)
+    except (ConfigError, OSError):
+        return []
+    lock = raw.get("lock") if isinstance(raw, dict) else None
+    if isinstance(lock, str) and lock and "/" not in lock and "\0" not in lock:
+        return [same_file_key(recipe.parent / lock)]
+    return []
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
@@ -370,6 +386,8 @@ def cmd_images(args, _extra) -> int:
     if args.files:
         print(f"refvm: images {args.action} takes no files (only import does)", file=sys.stderr)
         return EXIT_USAGE
+    if args.action == "repin":
+        return _repin_images(guests, update=not args.no_update)
     status = EXIT_OK
     for guest in guests:
         try:
@@ -382,6 +400,33 @@ def cmd_images(args, _extra) -> int:
         except HarnessError as err:
             print(f"{guest.name}: error: {err}")
             status = EXIT_FAILED
+    return status
+
+
+def _repin_images(guests, update: bool) -> int:
+    """Rewrite the pins of every built guest (or those named) from the archive, saying what
+    changed; guests that are downloaded or local files have nothing to repin."""
+    from .images.builders import BuilderError
+    from .images.debian_busybox.recipe import RecipeError
+    from .images.repin import repin
+
+    status, updated = EXIT_OK, False
+    for guest in guests:
+        if guest.image.build is None:
+            continue
+        try:
+            lines = repin(guest.image.build, update and not updated,
+                          log=lambda text: print(f"refvm: {text}", flush=True))
+            updated = True
+        except (RecipeError, BuilderError) as err:
+            print(f"{guest.name}: error: {err}")
+            status = EXIT_FAILED
+            continue
+        if lines:
+            print(f"{guest.name}: repinned {guest.image.build} ({len(lines)} change(s)):")
+            print("\n".join(lines))
+        else:
+            print(f"{guest.name}: pins unchanged ({guest.image.build})")
     return status
 
 

@@ -124,7 +124,7 @@ def test_scenario_per_family_commands(tmp_path):
 
 def test_repository_files_are_valid():
     assert [g.name for g in load_guests()] == ["freebsd-13.2", "freebsd-14.1", "freebsd-14.3",
-                                               "refguest"]
+                                               "debian-12", "refguest"]
     assert "boot" in [s.name for s in load_scenarios()]
 
 
