@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
-from .catalog import (load_all, load_guests, load_scenario, load_scenarios, repo_guest_files,
-                      same_file_key, scenario_files, select_scenarios, unique_files)
+from .catalog import (load_all, load_guests, load_scenario, load_scenarios, matrix_guests,
+                      repo_guest_files, same_file_key, scenario_files, select_scenarios,
+                      unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported
 from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
@@ -200,7 +201,7 @@ def cmd_plan(args, _extra) -> int:
     from .pytest_plugin.state import BackendsByHost
     from .runner import Run
 
-    guests = load_guests(args.guest)
+    guests = matrix_guests(args.guest)
     scenarios = select_scenarios(load_scenarios(), args.scenario)
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
     pool = HostPool(load_hosts(args.hosts)) if args.hosts else None

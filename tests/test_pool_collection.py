@@ -58,7 +58,10 @@ def collect(tmp_path, hosts_text: str, *args: str) -> tuple[int, list[dict], str
 def test_every_case_is_pinned_to_one_host_slot(tmp_path):
     code, items, output = collect(tmp_path, TWO_HOSTS)
     assert code == 0, output
-    assert len(items) == 10  # 5 scenarios x uefi, csm
+    assert len(items) == 12  # 6 scenarios x uefi, csm
+    skipped = [i for i in items if i["skip"]]
+    assert {i["id"] for i in skipped} == {"ssh[refguest-uefi-libvirt]", "ssh[refguest-csm-libvirt]"}
+    items = [i for i in items if not i["skip"]]  # refguest has no sshd: skipped before pinning
     for item in items:
         assert len(item["groups"]) == 1, item
         assert item["groups"][0].split("#")[0] == item["host"]

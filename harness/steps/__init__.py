@@ -8,7 +8,7 @@ line. Importing this package registers the built-in steps.
 from __future__ import annotations
 
 from .. import schema as s
-from . import basic, disks, network, uart  # noqa: F401  (they register on import)
+from . import basic, disks, network, sshdata, uart  # noqa: F401  (they register on import)
 from .registry import REGISTRY, StepKind, StepType, register
 
 __all__ = ["REGISTRY", "StepType", "register", "step_schema"]
