@@ -69,6 +69,13 @@ def _looks_like_path(selector: str) -> bool:
     return "/" in selector or selector.endswith((".yaml", ".yml"))
 
 
+def matrix_guests(selectors=()) -> list[Guest]:
+    """The guests a run's matrix covers: those named, or else every repository guest except
+    the ones whose file says ``default_run: false`` (slow guests run when named)."""
+    guests = load_guests(selectors)
+    return guests if selectors else [g for g in guests if g.default_run]
+
+
 def load_guests(selectors=(), root: Path = GUESTS_DIR) -> list[Guest]:
     """The repository's guests, or only those selected by name or path (in the order given)."""
     extra = [Path(s) for s in selectors if _looks_like_path(s)]

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from .backends import BACKENDS, DEFAULT_BACKEND
-from .catalog import (load_all, load_guests, load_scenario, load_scenarios, repo_guest_files,
-                      same_file_key, scenario_files, select_scenarios, unique_files)
+from .catalog import (load_all, load_guests, load_scenario, load_scenarios, matrix_guests,
+                      repo_guest_files, same_file_key, scenario_files, select_scenarios,
+                      unique_files)
 from .errors import ConfigError, HarnessError, Problem, Unsupported, escape
 from .hosts import HostPool, check_uri, load_hosts
 from .images.cache import ImageCache, ImageUnavailable
@@ -95,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
             repro.add_argument(name, default=default)
     repro.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     repro.add_argument("--offline", action="store_true")
-    images = sub.add_parser("images", help="fetch, build, verify or import guest images")
-    images.add_argument("action", choices=("fetch", "verify", "import"))
+    images = sub.add_parser("images", help="fetch, build, verify, import or repin guest images")
+    images.add_argument("action", choices=("fetch", "verify", "import", "repin"))
     images.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help="import: images downloaded elsewhere, matched to guests by sha256")
     images.add_argument("--guest", action="append", default=[], metavar="NAME|PATH")
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--allow-unavailable", action="store_true",
                         help="fetch: a guest whose download this host cannot reach is reported, "
                              "not an error (bootstrap on a host without those sites)")
+    images.add_argument("--no-update", action="store_true",
+                        help="repin: use apt's lists as they are (no apt-get update first)")
     clean = sub.add_parser("clean", help="remove what runs that were killed left behind")
     clean.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI")
     clean.add_argument("--dry-run", action="store_true",
@@ -185,7 +188,21 @@ def _classify(files: list[Path]) -> tuple[list[Path], list[Path]]:
         build = image.get("build") if isinstance(image, dict) else None
         if isinstance(build, str) and build and "\0" not in build:
             recipes.add(same_file_key(path.parent / build))
+            recipes.update(_lock_beside(path.parent / build))
     return [p for p in guests if same_file_key(p) not in recipes], scenarios
+
+
+def _lock_beside(recipe: Path) -> list:
+    """The lock file a Debian root-file-system recipe names (``lock: lock.yaml``), also the
+    builder's to check; none when the recipe cannot be read or names none."""
+    try:
+        raw = load_file(recipe)
+    except (ConfigError, OSError):
+        return []
+    lock = raw.get("lock") if isinstance(raw, dict) else None
+    if isinstance(lock, str) and lock and "/" not in lock and "\0" not in lock:
+        return [same_file_key(recipe.parent / lock)]
+    return []
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
@@ -240,7 +257,7 @@ def cmd_plan(args, _extra) -> int:
     from .pytest_plugin.state import BackendsByHost
     from .runner import Run
 
-    guests = load_guests(args.guest)
+    guests = matrix_guests(args.guest)
     scenarios = select_scenarios(load_scenarios(), args.scenario)
     cache = ImageCache(cache_dir(), allow_fetch=False, allow_build=False)
     pool = HostPool(load_hosts(args.hosts)) if args.hosts else None
@@ -639,6 +656,8 @@ def cmd_images(args, _extra) -> int:
     if args.files:
         print(f"refvm: images {args.action} takes no files (only import does)", file=sys.stderr)
         return EXIT_USAGE
+    if args.action == "repin":
+        return _repin_images(guests, update=not args.no_update)
     status = EXIT_OK
     for guest in guests:
         try:
@@ -662,6 +681,33 @@ def _installer(args, cache: ImageCache, guests):
 
     return Installer(lambda: make_backend(args.backend, args, cache, guests),
                      Path(args.artifacts), cache.install_key)
+
+
+def _repin_images(guests, update: bool) -> int:
+    """Rewrite the pins of every built guest (or those named) from the archive, saying what
+    changed; guests that are downloaded or local files have nothing to repin."""
+    from .images.builders import BuilderError
+    from .images.debian_busybox.recipe import RecipeError
+    from .images.repin import repin
+
+    status, updated = EXIT_OK, False
+    for guest in guests:
+        if guest.image.build is None:
+            continue
+        try:
+            lines = repin(guest.image.build, update and not updated,
+                          log=lambda text: print(f"refvm: {text}", flush=True))
+            updated = True
+        except (RecipeError, BuilderError) as err:
+            print(f"{guest.name}: error: {err}")
+            status = EXIT_FAILED
+            continue
+        if lines:
+            print(f"{guest.name}: repinned {guest.image.build} ({len(lines)} change(s)):")
+            print("\n".join(lines))
+        else:
+            print(f"{guest.name}: pins unchanged ({guest.image.build})")
+    return status
 
 
 def _import_images(cache: ImageCache, files: list[Path], guests) -> int:

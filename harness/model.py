@@ -20,7 +20,8 @@ from .yamlfile import load_file
 FAMILIES = FAMILY_NAMES  # the family files' names (harness/families/*.yaml)
 FIRMWARES = ("uefi", "csm", "bhyveload")
 MAX_DISK_BYTES = 2 * s.TiB  # scratch disks are sparse files, but not without end
-DEVICES = ("virtio-blk", "nvme", "virtio-net", "uart")
+# "ssh": not a device but a way in: the guest runs sshd, reachable through its NIC.
+DEVICES = ("virtio-blk", "nvme", "virtio-net", "uart", "ssh")
 IMAGE_FORMATS = ("raw", "qcow2")
 COMPRESSIONS = ("none", "xz", "gzip", "zstd")
 # A login prompt at the end of the output, or one a kernel message was printed right over
@@ -133,6 +134,8 @@ class Guest:
     console: ConsoleSpec
     boot_bus: str = "virtio-blk"  # the boot disk's bus (Windows without virtio-win: ahci-hd)
     windows: WindowsInstall | None = None  # image.install: windows
+    ssh: "SshSpec | None" = None
+    default_run: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class NicAttach:
     id: str
     model: str
     mac: str
+    ssh: bool = False  # the harness reaches the guest's sshd through this NIC
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,21 @@ CONSOLE = s.Map({
 })
 
 
+# The guest's sshd (devices: [ssh]): the user the harness logs in as with the run's key, and
+# the host key it must present (default: the one the builder recorded for the image).
+SSH = s.Map({
+    "user": s.F(s.Str(r"[a-z_][a-z0-9_-]{0,31}", "a user name"), default="root"),
+    "host_key": s.F(s.Str(r"(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]{40,1000}"
+                          r"( [!-~]{1,100})?", "an OpenSSH public key line")),
+})
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    user: str = "root"
+    host_key: str | None = None
+
+
 def _check_guest(guest: dict, where: s.Where, raw) -> None:
     if "bhyveload" in guest["firmware"] and guest["family"] != "freebsd":
         where.at(raw, "firmware").report("bhyveload boots FreeBSD guests only")
@@ -361,6 +380,9 @@ GUEST = s.Map({
     "boot_bus": s.F(s.Enum("virtio-blk", "nvme", "ahci-hd"), default="virtio-blk",
                     doc="the boot disk's bus; Windows' inbox drivers know ahci-hd and nvme"),
     "windows": s.F(WINDOWS, doc="with image.install: windows: what the harness installs"),
+    "ssh": s.F(SSH, doc="the guest runs sshd (put ssh in devices too)"),
+    "default_run": s.F(s.Bool(), default=True,
+                       doc="false: its cases run only when --guest names it (a slow guest)"),
 }, extra=_check_guest)
 
 
@@ -398,7 +420,8 @@ def load_guest(path: Path) -> Guest:
         file=path.resolve(), image=image, memory=data["memory"], cpus=data["cpus"],
         firmware=tuple(data["firmware"]), devices=tuple(data["devices"]),
         utc_clock=data["utc_clock"], console=_console(data["console"], str(path), raw),
-        boot_bus=data["boot_bus"], windows=_windows(data["windows"]))
+        boot_bus=data["boot_bus"], windows=_windows(data["windows"]),
+        ssh=SshSpec(**data["ssh"]) if data["ssh"] else None, default_run=data["default_run"])
 
 
 def _media(data: dict | None) -> Media | None:
@@ -486,6 +509,7 @@ NIC = s.Map({
     "id": s.F(s.Name(), required=True),
     "model": s.F(s.Enum("virtio-net"), default="virtio-net"),
     "mac": s.F(s.Mac(), required=True),
+    "ssh": s.F(s.Bool(), default=False, doc="steps with channel: ssh reach sshd through it"),
 })
 
 SERIAL = s.Map({
@@ -595,7 +619,7 @@ def _attachment(kind: str, body: dict):
                           body["readonly"], body["sector_size"], body["seed"], regions,
                           body["iops_limit"])
     if kind == "nic":
-        return NicAttach(body["id"], body["model"], body["mac"])
+        return NicAttach(body["id"], body["model"], body["mac"], body["ssh"])
     return SerialAttach(body["id"], body["port"])
 
 

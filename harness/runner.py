@@ -47,6 +47,7 @@ class BootedVM:
     console: SerialConsole
     log: ConsoleLog
     guest: object = None  # the guest-OS driver on the console (harness.guestos)
+    ssh: object = None  # the same driver over SSH, once a step asked for channel: ssh
     closed: bool = False
     facts: dict = field(default_factory=dict)  # what host-side preparation recorded
     runner: object = None  # the Run that booted it (restarts go through it)
@@ -59,7 +60,8 @@ class BootedVM:
         if self.closed:
             return
         self.closed = True
-        run_all(self.console.close, self.log.close, self.machine.destroy,
+        run_all(lambda: self.ssh is not None and self.ssh.close(), self.console.close,
+                self.log.close, self.machine.destroy,
                 lambda: shutil.rmtree(self.spec.workdir, ignore_errors=True))
 
 
@@ -72,10 +74,17 @@ class StepContext:
     record: Callable[[str, object], None]
     deadline: float
     faults: frozenset = frozenset()  # injected corruption, for the harness's own tests only
+    channel: str = "console"  # the step's channel: console, or ssh (harness.guestos.ssh)
 
     @property
     def guest(self):
-        """The guest-OS driver: steps run commands through it, never on the console."""
+        """The guest-OS driver: steps run commands through it, never on the console. A step
+        with ``channel: ssh`` gets the same driver's commands over SSH (connected once)."""
+        if self.channel == "ssh":
+            if self.vm.ssh is None:
+                from .guestos.ssh import connect_ssh
+                self.vm.ssh = connect_ssh(self)
+            return self.vm.ssh
         return self.vm.guest
 
     def remaining(self, wanted: float) -> float:
@@ -117,7 +126,7 @@ class Run:
                                   readonly=item.readonly, serial=item.serial,
                                   sector_size=item.sector_size, iops_limit=item.iops_limit))
             elif isinstance(item, NicAttach):
-                nics.append(Nic(model=item.model, mac=item.mac))
+                nics.append(Nic(model=item.model, mac=item.mac, ssh_forward=item.ssh))
             elif isinstance(item, SerialAttach):
                 serials.append(SerialPort(item.port, "data"))
         cpus, topology = vcpus_of(case, backend or self.backend)
@@ -244,7 +253,9 @@ class Run:
         for number, step in enumerate(case.scenario.steps, 1):
             if before_step:
                 before_step(step, vm)
-            vm.log.note(f"step {number}: {step.kind} (scenario line {step.line})")
+            ctx.channel = step.args.get("channel") or "console"
+            vm.log.note(f"step {number}: {step.kind} over {ctx.channel} "
+                        f"(scenario line {step.line})")
             REGISTRY[step.kind].run(ctx, step.args)
 
     def release(self, vm: BootedVM) -> None:

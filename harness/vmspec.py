@@ -38,6 +38,7 @@ class Nic:
     model: str = "virtio-net"
     mac: str = "52:54:00:00:00:01"
     network: str = "user"  # QEMU user-mode network; bhyve/libvirt map this to a tap/bridge
+    ssh_forward: bool = False  # the harness reaches the guest's sshd through this NIC
 
 
 @dataclass(frozen=True)

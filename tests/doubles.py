@@ -17,18 +17,20 @@ class ScriptedGuestConsole:
     ``commands`` maps a command line to (output, status). ``boot_output`` is printed before
     the first login prompt; with ``prompt_needs_newline`` the prompt only appears after the
     harness sends a newline; ``after_prompt`` is printed right after each login prompt (kernel
-    messages landing on top of it); ``echo`` echoes typed characters like a tty does.
+    messages landing on top of it), ``after_password_prompt`` likewise after "Password: ";
+    ``echo`` echoes typed characters like a tty does.
     """
 
     def __init__(self, user="root", password="secret", commands=None, boot_output="",
                  prompt_needs_newline=False, after_prompt="", echo=True, on_login_text="",
-                 hostname="guest"):
+                 hostname="guest", after_password_prompt=""):
         self.harness_side, self._guest = socket.socketpair()
         self.user, self.password = user, password
         self.commands = commands or {}
         self.boot_output = boot_output
         self.prompt_needs_newline = prompt_needs_newline
         self.after_prompt = after_prompt
+        self.after_password_prompt = after_password_prompt
         self.echo = echo
         self.on_login_text = on_login_text
         self.hostname = hostname
@@ -77,7 +79,7 @@ class ScriptedGuestConsole:
                 return
             if not user:
                 continue
-            self._send("Password: ")
+            self._send("Password: " + self.after_password_prompt)
             password = self._readline(echo=False)
             if password is None:
                 return

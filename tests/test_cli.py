@@ -32,8 +32,8 @@ def test_validate_prints_one_line_per_problem_and_exits_2(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"{path}:9: colour: unknown key; known keys: boot_bus, console, cpus, description, "
-        "devices, family, firmware, image, memory, name, utc_clock, windows",
+        f"{path}:9: colour: unknown key; known keys: boot_bus, console, cpus, default_run, "
+        "description, devices, family, firmware, image, memory, name, ssh, utc_clock, windows",
         f"{path}:5: image.sha256: must be a string, got a number",
         f"{path}:7: cpus: must be a whole number, got a string",
         f"{path}:1: console: required field is missing",
@@ -90,7 +90,7 @@ def test_unknown_scenario_is_a_usage_error_naming_the_choices(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("(command line):0: --scenario: unknown scenario 'nosuch'; "
                               "known: boot, clock, clock-localtime, clock-utc, nvme, ")
-        assert err.count("\n") == 1 and "vcpus, vcpus-1, " in err
+        assert err.count("\n") == 1 and "vcpus, vcpus-1, " in err and " ssh, " in err
 
 
 def test_plain_pytest_refuses_an_unknown_scenario_or_guest_once():

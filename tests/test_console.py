@@ -88,6 +88,16 @@ def test_kernel_messages_over_the_prompt_do_not_break_login(make_console):
     assert console.run("echo hi").output == "hi"
 
 
+def test_kernel_messages_right_after_the_password_prompt_do_not_break_login(make_console):
+    # debian-12 under TCG, udev still loading modules (the real transcript's lines).
+    guest = ScriptedGuestConsole(after_password_prompt=(
+        "[   90.905176] kvm: Nested Virtualization enabled\r\n"
+        "[   90.905401] SVM: kvm: Nested Paging enabled\r\n"))
+    console = make_console(guest)
+    login(console, timeout=30)
+    assert console.run("echo hi").output == "hi"
+
+
 def test_wrong_password_fails_at_once_with_the_guests_words(make_console):
     console = make_console(ScriptedGuestConsole(password="secret"), password="wrong")
     started = time.monotonic()

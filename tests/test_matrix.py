@@ -14,11 +14,13 @@ def test_ids_are_readable_and_cover_both_firmwares():
     ids = {case.id for case, _reason in cases}
     for scenario in ("boot", "virtio-blk", "nvme", "virtio-net", "uart"):
         assert f"{scenario}[refguest-uefi-qemu]" in ids and f"{scenario}[refguest-csm-qemu]" in ids
-    # Only what this machine cannot do (255 vCPUs under TCG) or the scenario does not apply
-    # to (UEFI variables under csm) is skipped.
+    # Only what this machine cannot do (255 vCPUs under TCG), what the scenario does not apply
+    # to (UEFI variables under csm) and what the guest lacks (no sshd in the busybox guest) is
+    # skipped.
     assert {(case.id, bool(reason)) for case, reason in cases if reason} == {
         ("vcpus-max[refguest-uefi-qemu]", True), ("vcpus-max[refguest-csm-qemu]", True),
-        ("nvram-persist[refguest-csm-qemu]", True)}
+        ("nvram-persist[refguest-csm-qemu]", True), ("ssh[refguest-uefi-qemu]", True),
+        ("ssh[refguest-csm-qemu]", True)}
 
 
 def test_device_scenarios_a_guest_does_not_declare_are_skipped_with_the_reason():

@@ -124,7 +124,7 @@ def test_scenario_per_family_commands(tmp_path):
 
 def test_repository_files_are_valid():
     assert [g.name for g in load_guests()] == ["freebsd-13.2", "freebsd-14.1", "freebsd-14.3",
-                                               "freebsd-15.1", "refguest",
+                                               "freebsd-15.1", "debian-12", "refguest",
                                                "windows-server-2022-eval"]
     assert "boot" in [s.name for s in load_scenarios()]
 
@@ -195,3 +195,15 @@ def test_a_value_with_a_final_newline_never_reaches_a_guest_command():
     assert "/sys/class/block/vdb/size" in linux.device_command("disk_size", name="vdb")
     with pytest.raises(InfraError, match=r"refusing to put 'vdb\\n' into a guest command"):
         linux.device_command("disk_size", name="vdb\n")
+
+
+def test_a_step_may_choose_its_channel_and_only_console_or_ssh(tmp_path):
+    good = write(tmp_path, "name: s\nrequires: [ssh]\nsteps:\n  - login\n"
+                           "  - run: {command: {linux: id}, channel: ssh}\n", "s.yaml")
+    step = load_scenario(good).steps[1]
+    assert step.args["channel"] == "ssh" and step.args["command"]["linux"] == "id"
+    bad = write(tmp_path, "name: t\nsteps:\n  - login\n"
+                          "  - run: {command: {linux: id}, channel: telnet}\n", "t.yaml")
+    with pytest.raises(ConfigError, match=r"t\.yaml:4: steps\[1\]: run\.channel: must be one "
+                                          r"of console, ssh, got 'telnet'"):
+        load_scenario(bad)

@@ -21,14 +21,16 @@ from harness.model import NicAttach
 from harness.steps.network import address_plan, net_check
 
 MAC = "52:54:00:5a:00:01"
-NC = re.compile(r"\bnc (\S+) (\d+)")
+NC = re.compile(r"\bnc (?:-N )?([0-9.]+) (\d+)")
 
 
 class GuestShell:
     """Answers the linux family's net_check commands for one NIC, eth0; records each one."""
 
-    def __init__(self, dhcp_address: str = "", link_up_after: int = 0, takes_static=True):
+    def __init__(self, dhcp_address: str = "", link_up_after: int = 0, takes_static=True,
+                 dhcp_client: str = "own-client"):
         self.commands: list[str] = []
+        self.dhcp_client = dhcp_client  # what nic_dhcp finds: own-client, dhclient, none
         self.addresses: list[str] = [dhcp_address] if dhcp_address else []
         self.link_up_after = link_up_after  # operstate reads that still say "down"
         self.takes_static = takes_static
@@ -46,6 +48,12 @@ class GuestShell:
     def _answer(self, command: str) -> tuple[str, int]:
         if command.startswith("for i in /sys/class/net/"):
             return ("eth0", 0) if f'"{MAC}"' in command else ("", 0)
+        if command.startswith("ip link set eth0 up;"):  # nic_dhcp
+            if self.addresses:
+                return "own-address", 0
+            if self.dhcp_client == "dhclient":
+                self.addresses.append("10.0.2.15")
+            return ("no-dhcp-client" if self.dhcp_client == "none" else self.dhcp_client), 0
         if command.startswith("ip addr add "):
             if self.takes_static:
                 self.addresses.append(command.split()[3].split("/")[0])
@@ -120,6 +128,21 @@ def test_dhcp_sends_no_address_command():
     net_check(ctx, ARGS)
     assert not any(c.startswith("ip addr add") for c in shell.commands)
     assert (records["net0_address_source"], records["net0_address"]) == ("dhcp", "10.0.2.15")
+
+
+def test_a_guest_without_network_configuration_gets_a_lease_from_the_harness():
+    shell = GuestShell(dhcp_client="dhclient")
+    ctx, records = make_ctx(shell, None)
+    net_check(ctx, ARGS)
+    assert shell.commands[1].startswith("ip link set eth0 up;")
+    assert "dhclient -1 -4 eth0" in shell.commands[1]
+    assert (records["net0_dhcp"], records["net0_address"]) == ("dhclient", "10.0.2.15")
+
+
+def test_a_guest_with_no_address_and_no_dhcp_client_fails_saying_so():
+    ctx, _ = make_ctx(GuestShell(dhcp_client="none"), None)
+    with pytest.raises(GuestFailure, match="no DHCP client"):
+        net_check(ctx, ARGS)
 
 
 def test_a_static_address_the_guest_did_not_take_fails():

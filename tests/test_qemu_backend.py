@@ -119,3 +119,12 @@ def test_auto_without_a_probe_image_uses_tcg_and_says_why(monkeypatch):
     monkeypatch.setattr(accel.os, "access", lambda *a: True)
     choice = choose("qemu-system-x86_64", "auto", None, None)
     assert choice.name == "tcg" and "no reference guest image to probe with" in choice.reason
+
+
+def test_a_nic_marked_for_ssh_forwards_a_loopback_port_the_host_picks(tmp_path, firmware_files):
+    from harness.vmspec import Nic
+
+    argv = backend(firmware_files).argv(spec(tmp_path, nics=(
+        Nic(mac="52:54:00:00:00:01", ssh_forward=True), Nic(mac="52:54:00:00:00:02"))))
+    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    assert netdevs == ["user,id=net0,hostfwd=tcp:127.0.0.1:0-:22", "user,id=net1"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from ..errors import Unsupported
 from ..vmspec import VmSpec
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class Machine(abc.ABC):
         gets its address from it. Otherwise the address, in CIDR form (``10.210.7.2/24``), the
         guest must configure on its NIC itself, because nothing on its network hands one out."""
         return None
+
+    def ssh_endpoint(self) -> tuple[str, int]:
+        """(host, port) where the harness reaches the guest's sshd (port 22 of the NIC marked
+        ``ssh_forward``). QEMU: a user-networking host forward on loopback. Backends without
+        one say so (an infrastructure error: the scenario cannot use ``channel: ssh`` there)."""
+        raise Unsupported(f"the {type(self).__name__} backend offers no SSH path to the guest "
+                          "yet (QEMU does, through a host forward on loopback)")
 
     @abc.abstractmethod
     def open_console(self, port: str = "com1"):

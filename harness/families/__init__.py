@@ -21,7 +21,8 @@ NAMES = tuple(sorted(path.stem for path in HERE.glob("*.yaml")))
 
 DEVICE_OPS = (
     "disk_by_serial", "disk_size", "disk_sector_size", "disk_read_sha256", "disk_write_random",
-    "disk_write_probe", "nvme_identity", "nic_by_mac", "nic_set_ipv4", "nic_state", "nic_ipv4",
+    "disk_write_probe", "nvme_identity", "nic_by_mac", "nic_set_ipv4", "nic_dhcp", "nic_state",
+    "nic_ipv4",
     "tcp_send", "tcp_receive", "uart_device", "uart_setup", "uart_receive_start",
     "uart_receive_finish", "uart_send", "uart_close",
     # The machine as the guest sees it (vCPUs, RTC, boots).

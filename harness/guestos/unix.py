@@ -25,7 +25,9 @@ import time
 from ..errors import GuestFailure, LoginError
 from .base import CommandResult, GuestDriver
 
-PASSWORD_PROMPT = r"[Pp]assword:\s*$"
+# At the end of the output, or with a kernel message printed right after it ("Password: [ 90.9]
+# kvm: ..."): a systemd guest still loading modules when getty asks, seen on debian-12.
+PASSWORD_PROMPT = r"[Pp]assword:[ \t]*(?:$|(?=\[ *\d+\.\d+\]))"
 # su, sudo and doas: "Password:", "[sudo] password for rv:", "doas (rv@host) password:"
 ROOT_PASSWORD_PROMPT = r"[Pp]assword(?: for [^:\r\n]*)?:\s*$"
 # What su, sudo and doas print when they will not: the whole line is quoted.

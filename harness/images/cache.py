@@ -119,6 +119,10 @@ class ImageCache:
             return self._installed(guest, full_check)
         return self._build(guest, full_check)
 
+    def recorded(self, guest: Guest, fact: str) -> str | None:
+        """A fact the builder recorded with the guest's prepared image (its SSH host key)."""
+        return (read_stamp(self.expected_path(guest)) or {}).get(fact)
+
     def expected_path(self, guest: Guest) -> Path:
         """Where the guest's image is (or will be) once prepared; nothing is fetched or built."""
         image = guest.image
@@ -321,17 +325,31 @@ class ImageCache:
     # Build -----------------------------------------------------------------------------------
     def recipe_key(self, guest: Guest) -> str:
         """Hash of everything a build depends on: recipe folder, builder source, password."""
-        from . import debian_busybox
-
         digest = hashlib.sha256()
         recipe_dir = guest.image.build.parent
         for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
             digest.update(str(path.relative_to(recipe_dir)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
-        for source in sorted(Path(debian_busybox.__file__).parent.glob("*.py")):
+        for source in self._builder_sources(guest):
             digest.update(source.read_bytes())
         digest.update(hashlib.sha256(guest.console.password.encode()).digest())
         return digest.hexdigest()
+
+    @staticmethod
+    def _builder_sources(guest: Guest) -> list[Path]:
+        """The builder the recipe names, and every builder package it imports from (the
+        Debian root-file-system builder reuses refguest's download and GRUB modules)."""
+        from .builders import BuilderError, builder_module, builder_sources
+        from . import debian_busybox
+
+        try:
+            module = builder_module(guest.image.build)
+        except BuilderError as err:
+            raise InfraError(f"guest {guest.name}: {err}") from None
+        sources = builder_sources(module)
+        if module is not debian_busybox:
+            sources += builder_sources(debian_busybox)
+        return sources
 
     def built_path(self, guest: Guest, key: str | None = None) -> Path:
         """The image built from the recipe whose key is ``key`` (default: the current one)."""
@@ -339,7 +357,8 @@ class ImageCache:
         return self.root / "images" / f"{guest.name}-{key[:16]}.raw"
 
     def _build(self, guest: Guest, full_check: bool) -> Path:
-        from . import debian_busybox
+        from .builders import builder_module
+        from .debian_busybox.recipe import RecipeError
 
         key = self.recipe_key(guest)
         target = self.built_path(guest, key)
@@ -352,13 +371,14 @@ class ImageCache:
             self.log(f"building {guest.name} from {guest.image.build}")
             workdir = make_owned("build")  # a live build: `refvm clean` must leave it alone
             try:
-                debian_busybox.build(guest.image.build, guest.console.password,
-                                     self.root / "debs", workdir, target, self.log)
-            except debian_busybox.RecipeError as err:
+                facts = builder_module(guest.image.build).build(
+                    guest.image.build, guest.console.password, self.root / "debs", workdir,
+                    target, self.log)
+            except RecipeError as err:
                 raise InfraError(f"guest {guest.name}: cannot build image: {err}") from None
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-            write_stamp(target, file_sha256(target), {"recipe_key": key})
+            write_stamp(target, file_sha256(target), dict(facts or {}, recipe_key=key))
             self.log(f"built {target} (sha256 {read_stamp(target)['sha256']})")
             return target
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ..backends import get_backend
-from ..catalog import load_guests
+from ..catalog import matrix_guests
 from ..hosts import Host, HostPool, load_hosts
 from ..images.cache import ImageCache, ImageUnavailable, verified
 from ..paths import cache_dir
@@ -38,7 +38,7 @@ class RefvmState:
     @property
     def guests(self):
         if self._guests is None:
-            self._guests = load_guests(self.options.guest)
+            self._guests = matrix_guests(self.options.guest)
         return self._guests
 
     @property

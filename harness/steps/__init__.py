@@ -8,7 +8,8 @@ line. Importing this package registers the built-in steps.
 from __future__ import annotations
 
 from .. import schema as s
-from . import basic, clock, cpus, disks, lifecycle, network, nvram, queue, uart  # noqa: F401
+from . import (basic, clock, cpus, disks, lifecycle, network, nvram, queue,  # noqa: F401
+               sshdata, uart)  # (they register on import)
 from .registry import REGISTRY, StepKind, StepType, register
 
 __all__ = ["REGISTRY", "StepType", "register", "step_schema"]

@@ -121,6 +121,8 @@ def nvme_identity(ctx, args):
     if len(lines) < 2:
         raise GuestFailure(f"nvme {attach.id}: expected serial and model, got {lines!r}")
     serial, model = lines[0], lines[1]
+    if len(lines) > 2:  # how the guest read them: nvme-cli (Identify Controller) or sysfs
+        ctx.record(f"{attach.id}_identity_source", lines[2])
     want_model = args["model"] or ctx.vm.machine.nvme_model
     ctx.record(f"{attach.id}_serial", serial)
     ctx.record(f"{attach.id}_model", model)

@@ -28,6 +28,16 @@ def _poll(ctx, op: str, deadline: float, done, **values) -> str:
         time.sleep(1)
 
 
+def _has_op(ctx, op: str, **values) -> bool:
+    """Whether the guest's family has a command for ``op`` (Windows guests ask for their
+    own DHCP lease and have no nic_dhcp)."""
+    try:
+        ctx.guest.device_command(op, **values)
+    except InfraError:
+        return False
+    return True
+
+
 def address_plan(static: str | None) -> tuple[str, dict]:
     """How the guest gets its IPv4 address, from ``Machine.guest_static_ipv4()``:
     ("dhcp", {}) when that is None, else ("static", the values of the family's nic_set_ipv4
@@ -43,13 +53,10 @@ def address_plan(static: str | None) -> tuple[str, dict]:
                       "prefix": iface.network.prefixlen}
 
 
-@register("net_check", s.Map({
-    "nic": s.F(s.Name(), required=True),
-    "bytes": s.F(s.Size(minimum=1), default=8 << 20),
-    "address_timeout": s.F(s.Seconds(), default=60.0),
-}))
-def net_check(ctx, args):
-    attach = ctx.case.scenario.attachment(NicAttach, args["nic"])
+def bring_up(ctx, attach: NicAttach, timeout: float = 60.0) -> str:
+    """The NIC found by its MAC, its link up and an IPv4 address on it (static where the
+    backend says so, else DHCP: the guest's own client, or one lease the harness asks for
+    when the guest has no network configuration); records what it saw; the address."""
     ifname = last_line(guest_op(ctx, "nic_by_mac", mac=attach.mac).output)
     if not ifname:
         raise GuestFailure(f"nic {attach.id}: no interface with MAC {attach.mac} in the guest")
@@ -59,22 +66,40 @@ def net_check(ctx, args):
     ctx.record(f"{attach.id}_address_source", source)
     if static:  # nothing on this network hands out addresses: the guest sets its own
         guest_op(ctx, "nic_set_ipv4", ifname=ifname, **static)
+    elif _has_op(ctx, "nic_dhcp", ifname=ifname):
+        # A guest without network configuration gets its link up and a lease from us.
+        how = last_line(guest_op(ctx, "nic_dhcp", ifname=ifname, timeout=timeout).output)
+        ctx.record(f"{attach.id}_dhcp", how)
+        if how == "no-dhcp-client":
+            raise GuestFailure(f"nic {attach.id} ({ifname}): no address, and the guest has no "
+                               "DHCP client (dhclient, udhcpc, dhcpcd) to ask for one")
     # Link and address come some seconds after boot (DHCP, the kernel's lazy link watcher).
-    deadline = time.monotonic() + args["address_timeout"]
+    deadline = time.monotonic() + timeout
     state = _poll(ctx, "nic_state", deadline, lambda v: v == "up", ifname=ifname)
     if state != "up":
         raise GuestFailure(f"nic {attach.id} ({ifname}): link still {state!r} after "
-                           f"{args['address_timeout']:.0f}s, expected 'up'")
+                           f"{timeout:.0f}s, expected 'up'")
     wanted = static.get("ip")
     address = _poll(ctx, "nic_ipv4", deadline, (lambda v: v == wanted) if wanted else bool,
                     ifname=ifname)
     if not address:
         raise GuestFailure(f"nic {attach.id} ({ifname}): no IPv4 address after "
-                           f"{args['address_timeout']:.0f}s ({source})")
+                           f"{timeout:.0f}s ({source})")
     if wanted and address != wanted:
         raise GuestFailure(f"nic {attach.id} ({ifname}): IPv4 address {address}, not the "
                            f"static {wanted} the step configured")
     ctx.record(f"{attach.id}_address", address)
+    return address
+
+
+@register("net_check", s.Map({
+    "nic": s.F(s.Name(), required=True),
+    "bytes": s.F(s.Size(minimum=1), default=8 << 20),
+    "address_timeout": s.F(s.Seconds(), default=60.0),
+}))
+def net_check(ctx, args):
+    attach = ctx.case.scenario.attachment(NicAttach, args["nic"])
+    bring_up(ctx, attach, args["address_timeout"])
     host = ctx.vm.machine.host_address_for_guest()
     listen = ctx.vm.machine.host_listen_address()
     nbytes = args["bytes"]

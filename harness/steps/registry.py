@@ -19,6 +19,8 @@ class StepType:
 
 
 REGISTRY: dict[str, StepType] = {}
+# How a step reaches the guest: its serial console, or SSH (guests with devices: [ssh]).
+CHANNELS = ("console", "ssh")
 
 
 def register(name: str, args: s.Map | None = None, doc: str = "", families=None):
@@ -43,6 +45,15 @@ class StepKind(s.Kind):
         if name not in REGISTRY:
             raise s.Invalid(f"unknown step {name!r}; known steps: {', '.join(sorted(REGISTRY))}")
         line = value.line_of(name) if hasattr(value, "line_of") else where.line
+        channel = None
+        if isinstance(args, dict) and "channel" in args:  # every step may choose its channel
+            args = dict(args)
+            channel = args.pop("channel")
+            if channel not in CHANNELS:
+                raise s.Invalid(f"{name}.channel: must be one of {', '.join(CHANNELS)}, got "
+                                f"{s.show(channel)}")
         converted = REGISTRY[name].args.convert(args, s.Where(where.file, f"{where.field}.{name}",
                                                               line, where.problems))
+        if channel and isinstance(converted, dict):
+            converted["channel"] = channel
         return (name, converted, where.line)

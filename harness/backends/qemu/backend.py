@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -140,7 +141,9 @@ class QemuBackend(Backend):
         for index, disk in enumerate(spec.disks):
             argv += _disk_args(index, disk)
         for index, nic in enumerate(spec.nics):
-            argv += ["-netdev", f"user,id=net{index}",
+            # Port 0: the host picks a free loopback port (read back with `info usernet`).
+            forward = ",hostfwd=tcp:127.0.0.1:0-:22" if nic.ssh_forward else ""
+            argv += ["-netdev", f"user,id=net{index}{forward}",
                      "-device", f"virtio-net-pci,netdev=net{index},mac={nic.mac}"]
         return argv
 
@@ -215,6 +218,17 @@ class QemuMachine(Machine):
     def host_address_for_guest(self) -> str:
         # QEMU user networking: connections to 10.0.2.2 go to the host's 127.0.0.1.
         return "10.0.2.2"
+
+    def ssh_endpoint(self) -> tuple[str, int]:
+        """The loopback port QEMU bound for the guest's port 22 (asked over QMP: the port was
+        left to the host, so no other run can take it between choosing and binding)."""
+        text = self.qmp.execute("human-monitor-command", **{"command-line": "info usernet"})
+        found = re.search(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b",
+                          str(text))
+        if not found:
+            raise InfraError(f"{self.spec.name}: no SSH host forward in QEMU's user network "
+                             "(the scenario attached no NIC for it?)")
+        return "127.0.0.1", int(found.group(1))
 
     def open_console(self, port: str = "com1"):
         role = next((p.role for p in self.spec.serials if p.name == port), None)

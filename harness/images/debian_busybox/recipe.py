@@ -78,10 +78,12 @@ def normalize_module(name: str) -> str:
     return name.replace("-", "_")
 
 
-def load_recipe(path: Path) -> Recipe:
-    """Read and check a recipe; every problem names the file and the field to edit."""
-    path = Path(path)
-    try:  # the same hostile-input guards as guest files: regular files, bounded YAML
+def read_fields(path: Path, fields: tuple[str, ...], builder: str | None = None):
+    """(the YAML mapping at ``path``, a ``fail(field, message)`` naming the file), once the
+    file passed the hostile-input guards of guest files (regular file, bounded YAML) and has
+    exactly ``fields`` (and, given ``builder``, names that builder). Shared with the Debian
+    root-file-system recipe and lock files."""
+    try:
         data = load_file(path)
     except ConfigError as err:
         raise RecipeError(str(err.problems[0])) from None
@@ -92,14 +94,18 @@ def load_recipe(path: Path) -> Recipe:
     if not isinstance(data, dict):
         raise fail("(top level)", "must be a mapping of recipe fields")
     for key in data:
-        if key not in RECIPE_FIELDS:
-            raise fail(str(key), f"unknown field (expected {', '.join(RECIPE_FIELDS)})")
-    for key in RECIPE_FIELDS:
+        if key not in fields:
+            raise fail(str(key), f"unknown field (expected {', '.join(fields)})")
+    for key in fields:
         if key not in data:
             raise fail(key, "missing")
+    if builder is not None and data["builder"] != builder:
+        raise fail("builder", f"must be {builder!r}, got {data['builder']!r}")
+    return data, fail
 
-    if data["builder"] != BUILDER_NAME:
-        raise fail("builder", f"must be {BUILDER_NAME!r}, got {data['builder']!r}")
+
+def host_and_cmdline(data: dict, fail) -> tuple[str, str]:
+    """The ``hostname`` and ``kernel_cmdline`` fields, checked (both end up in the image)."""
     hostname = data["hostname"]
     if not isinstance(hostname, str) or not _HOSTNAME_RE.fullmatch(hostname):
         raise fail("hostname", f"must be a lowercase host name, got {hostname!r}")
@@ -107,6 +113,14 @@ def load_recipe(path: Path) -> Recipe:
     if not isinstance(cmdline, str) or not _CMDLINE_RE.fullmatch(cmdline):
         raise fail("kernel_cmdline", "must be words of [A-Za-z0-9_.,:=/+@%-] separated by "
                    f"single spaces, got {cmdline!r}")
+    return hostname, cmdline
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and check a recipe; every problem names the file and the field to edit."""
+    path = Path(path)
+    data, fail = read_fields(path, RECIPE_FIELDS, builder=BUILDER_NAME)
+    hostname, cmdline = host_and_cmdline(data, fail)
 
     modules = data["modules"]
     if not isinstance(modules, list) or not modules:
@@ -119,7 +133,17 @@ def load_recipe(path: Path) -> Recipe:
             raise fail(f"modules[{i}]", f"{module!r} is listed twice")
         seen.add(normalize_module(module))
 
-    packages = data["packages"]
+    parsed = parse_packages(data["packages"], fail)
+
+    return Recipe(path=path, hostname=hostname, kernel_cmdline=cmdline,
+                  modules=tuple(modules), packages=parsed)
+
+
+def parse_packages(packages, fail) -> tuple[Package, ...]:
+    """The ``packages`` list of a recipe or lock file: exact .debs, each checked field by field.
+
+    ``fail(field, message)`` makes the error naming the file and field (shared by the
+    refguest recipe and the Debian lock files, which pin packages the same way)."""
     if not isinstance(packages, list) or not packages:
         raise fail("packages", "must be a non-empty list of {name, version, arch, sha256}")
     parsed: list[Package] = []
@@ -148,6 +172,4 @@ def load_recipe(path: Path) -> Recipe:
         if any(p.name == package.name for p in parsed):
             raise fail(f"{where}.name", f"package {package.name} is listed twice")
         parsed.append(package)
-
-    return Recipe(path=path, hostname=hostname, kernel_cmdline=cmdline,
-                  modules=tuple(modules), packages=tuple(parsed))
+    return tuple(parsed)

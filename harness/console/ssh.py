@@ -1,0 +1,198 @@
+"""The SSH transport (paramiko): a second way to the same guest, beside its serial console.
+
+Why this exists: the serial console is slow (115200 baud) and carries one shell; SSH gives
+commands with their own exit status and output, file transfer and bulk data at network speed,
+through the backend's network (QEMU: user networking with a host forward on loopback).
+
+Rules that make it a conformance transport rather than a convenience:
+- the key pair is made per run (:func:`new_client_key`) and given to the guest by the harness;
+- the guest's host key must be the one recorded for its image: paramiko's ``RejectPolicy``
+  with only that key known, never ``AutoAddPolicy``;
+- not getting a connection (refused, timed out, wrong host key, key not accepted) is an
+  infrastructure error with the reason; a connection that dies under a command (sshd killed,
+  the guest gone) is a guest failure.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import paramiko
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
+                                                          PublicFormat)
+
+from ..errors import GuestFailure, InfraError
+
+CHUNK = 1 << 16
+
+
+class SshRefused(InfraError):
+    """The guest answered but is not the one expected (host key) or refused the run's key:
+    trying again will not help."""
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    pkey: paramiko.PKey
+    public_line: str  # "ssh-ed25519 AAAA... refvm-run": base64 and a fixed word only
+
+
+def new_client_key(comment: str = "refvm-run") -> ClientKey:
+    """A fresh Ed25519 key pair for one run (paramiko cannot make Ed25519 keys itself)."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()
+    public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    return ClientKey(paramiko.Ed25519Key.from_private_key(io.StringIO(pem)),
+                     f"{public} {comment}")
+
+
+def parse_host_key(line: str) -> paramiko.PKey:
+    """An OpenSSH public key line ("ssh-ed25519 AAAA... comment") as paramiko's key."""
+    try:
+        kind, blob = line.split()[:2]
+        return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
+    except (ValueError, paramiko.SSHException) as err:
+        raise InfraError(f"the recorded SSH host key is not an OpenSSH public key: {err}") \
+            from None
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class SshResult:
+    status: int
+    output: str
+    seconds: float
+
+
+class SshChannel:
+    """One SSH connection to a guest; ``watch(seconds)`` is called while commands run, so the
+    serial console is still read for panics (the guest-OS driver's ``watch``)."""
+
+    def __init__(self, host: str, port: int, user: str, key: ClientKey, host_key: str,
+                 timeout: float = 30.0, watch: Callable[[float], object] | None = None):
+        self.host, self.port, self.user = host, port, user
+        self.watch = watch or (lambda seconds: time.sleep(seconds))
+        expected = parse_host_key(host_key)
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        name = host if port == 22 else f"[{host}]:{port}"
+        client.get_host_keys().add(name, expected.get_name(), expected)
+        where = f"{user}@{host}:{port}"
+        try:
+            client.connect(host, port=port, username=user, pkey=key.pkey, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
+                           look_for_keys=False)
+        except paramiko.BadHostKeyException as err:
+            client.close()
+            raise SshRefused(f"SSH {where}: the host key is {fingerprint(err.key)}, not the "
+                             f"{fingerprint(expected)} recorded for this image: refused")
+        except paramiko.AuthenticationException as err:
+            client.close()
+            raise SshRefused(f"SSH {where}: the guest did not accept the run's key: {err}")
+        except (paramiko.SSHException, OSError) as err:
+            client.close()
+            raise InfraError(f"SSH {where}: cannot connect: {err or type(err).__name__}")
+        self.client = client
+        self.where = where
+
+    def _exec(self, command: str) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise GuestFailure(f"SSH {self.where}: the connection is gone (sshd died or the "
+                               "guest went down)")
+        try:
+            channel = transport.open_session()
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError) as err:
+            raise GuestFailure(f"SSH {self.where}: cannot start {command!r}: {err}") from None
+        return channel
+
+    def _finish(self, channel: paramiko.Channel, command: str, deadline: float,
+                sink: Callable[[bytes], None],
+                err_sink: Callable[[bytes], None] | None = None) -> int:
+        """Read stdout into ``sink`` (stderr into ``err_sink``, default ``sink``) until the
+        command exits; the console is watched meanwhile."""
+        channel.settimeout(0.0)
+        while True:
+            got = False
+            for receive, into in ((channel.recv, sink), (channel.recv_stderr, err_sink or sink)):
+                try:
+                    data = receive(CHUNK)
+                except socket.timeout:
+                    continue
+                if data:
+                    into(data)
+                    got = True
+            if channel.exit_status_ready() and not channel.recv_ready() and \
+                    not channel.recv_stderr_ready():
+                break
+            if channel.closed or (channel.eof_received and not got and
+                                  not self.client.get_transport().is_active()):
+                break
+            if time.monotonic() > deadline:
+                channel.close()
+                raise GuestFailure(f"SSH {self.where}: {command!r} did not finish in time")
+            if not got:
+                self.watch(0.05)
+        if not channel.exit_status_ready():
+            raise GuestFailure(f"SSH {self.where}: the connection closed under {command!r} "
+                               "without an exit status (sshd died or the guest went down)")
+        status = channel.recv_exit_status()
+        channel.close()
+        if status == -1:
+            raise GuestFailure(f"SSH {self.where}: {command!r} ended without an exit status "
+                               "(killed with its sshd?)")
+        return status
+
+    def run(self, command: str, timeout: float = 60.0) -> SshResult:
+        """Run one command (stdout and stderr together); its exit status and output."""
+        started = time.monotonic()
+        channel = self._exec(command)
+        out = bytearray()
+        status = self._finish(channel, command, started + timeout, out.extend)
+        return SshResult(status, out.decode(errors="replace").replace("\r", ""),
+                         time.monotonic() - started)
+
+    def send(self, command: str, data_chunks, timeout: float = 600.0) -> SshResult:
+        """Stream ``data_chunks`` (bytes) into ``command``'s stdin, then close it."""
+        started = time.monotonic()
+        channel = self._exec(command)
+        for chunk in data_chunks:
+            channel.sendall(chunk)
+        channel.shutdown_write()
+        out = bytearray()
+        status = self._finish(channel, command, started + timeout, out.extend)
+        return SshResult(status, out.decode(errors="replace"), time.monotonic() - started)
+
+    def receive(self, command: str, sink: Callable[[bytes], None],
+                timeout: float = 600.0) -> int:
+        """Run ``command`` and hand its stdout to ``sink`` as it comes; the exit status."""
+        channel = self._exec(command)
+        errors = bytearray()
+        status = self._finish(channel, command, time.monotonic() + timeout, sink, errors.extend)
+        if errors:
+            self.last_errors = errors.decode(errors="replace")[-500:]
+        return status
+
+    def put(self, local, remote: str) -> None:
+        """Copy a host file to the guest (SFTP)."""
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), remote)
+
+    def get(self, remote: str, local) -> None:
+        """Copy a guest file to the host (SFTP)."""
+        with self.client.open_sftp() as sftp:
+            sftp.get(remote, str(local))
+
+    def close(self) -> None:
+        self.client.close()

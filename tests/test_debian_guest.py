@@ -1,0 +1,90 @@
+"""The Debian 12 guest and the SSH channel, on real QEMU boots (TCG: about 1-2 min a boot).
+
+The device scenarios themselves run on debian-12 through the scenario collection (scenarios/,
+ids such as nvme[debian-12-uefi-qemu]); these tests prove what a scenario cannot show: the
+image is cached with its size and host key, a wrong host key is refused, and sshd dying under
+a command is a guest failure, all on one boot.
+"""
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness.backends import get_backend
+from harness.catalog import load_guests, load_scenarios
+from harness.console.ssh import SshChannel, SshRefused, new_client_key
+from harness.errors import GuestFailure
+from harness.images.cache import ImageCache, read_stamp
+from harness.images.debian_rootfs.sshkey import host_key_files
+from harness.matrix import Case
+from harness.paths import cache_dir
+from harness.runner import Run, StepContext
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def debian():
+    """The Debian 12 guest and its image (built here when the cache has none: ~2-4 min)."""
+    guest, = load_guests(["debian-12"])
+    image = ImageCache(cache_dir(), log=lambda _t: None).prepare(guest)
+    return guest, image
+
+
+def test_the_image_is_at_most_1_gib_and_its_host_key_is_recorded(debian):
+    _guest, image = debian
+    assert image.stat().st_size <= 1 << 30
+    assert read_stamp(image)["ssh_host_key"].startswith("ssh-ed25519 ")
+
+
+@contextmanager
+def booted(tmp_path: Path, debian, scenario_name: str, firmware: str):
+    """(case, booted VM) of one scenario on the Debian guest; everything gone afterwards."""
+    guest, image = debian
+    scenario, = [s for s in load_scenarios() if s.name == scenario_name]
+    run = Run(get_backend("qemu", accel="tcg"), tmp_path / "artifacts")
+    case = Case(scenario, guest, firmware, "qemu")
+    try:
+        yield run, case, run.boot(case, image)
+    finally:
+        run.close()
+
+
+def test_virtio_net_on_a_guest_without_network_configuration(tmp_path, debian):
+    """The scenario that failed on a distribution the harness did not set up: the harness
+    brings the NIC up and asks the lease itself; OpenBSD netcat closes with -N."""
+    recorded: dict = {}
+    with booted(tmp_path, debian, "virtio-net", "csm") as (run, case, vm):
+        run.run_steps(case, vm, recorded.__setitem__)
+    assert recorded["net0_dhcp"] == "dhclient"
+    assert recorded["net0_guest_to_host_bytes"] == recorded["net0_host_to_guest_bytes"] == 8 << 20
+    assert recorded["exit"] == "poweroff"
+    print(f"debian-12 csm: login prompt and shell after {recorded['login_seconds']} s")
+
+
+def test_ssh_commands_wrong_host_key_and_sshd_killed_mid_step(tmp_path, debian):
+    guest, _image = debian
+    recorded: dict = {}
+    with booted(tmp_path, debian, "ssh", "uefi") as (_run, case, vm):
+        ctx = StepContext(case, vm, recorded.__setitem__, deadline=float("inf"))
+        ctx.guest.reach_shell(timeout=guest.console.boot_timeout)
+        ctx.channel = "ssh"
+        shell = ctx.guest  # connects: key typed over the console, NIC up, host key checked
+        result = shell.run("echo $SSH_CONNECTION; id -u; exit 7", timeout=30)
+        assert result.status == 7 and result.output.splitlines()[-1] == "0"
+        assert recorded["net0_dhcp"] == "dhclient"  # the guest had no network configuration
+
+        host, port = vm.machine.ssh_endpoint()
+        wrong = host_key_files(b"not this image", "root@elsewhere")[1].decode()
+        with pytest.raises(SshRefused, match="the host key is SHA256:.*, not the SHA256:.* "
+                                             "recorded for this image: refused"):
+            SshChannel(host, port, "root", new_client_key(), wrong, timeout=20)
+
+        with pytest.raises(GuestFailure, match="without an exit status"):
+            shell.run("sleep 1; pkill -KILL -x sshd; sleep 30", timeout=60)
