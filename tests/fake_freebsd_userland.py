@@ -36,7 +36,7 @@ import threading
 
 ROOT = "/mnt"  # the namespace's private tmpfs: tools, state, home, /tmp and /dev are built here
 TOOLS = ("sysctl", "diskinfo", "nvmecontrol", "ifconfig", "sha256", "stty", "nc", "uname",
-         "kenv", "shutdown")
+         "kenv", "shutdown", "dhclient", "pgrep")
 DEVICES = ("null", "zero", "random", "urandom", "tty")
 
 
@@ -209,19 +209,43 @@ def ifconfig(args: list[str]) -> int:
         return 0
     if rest and rest != ["inet"]:
         return 0  # up, down, media...: accepted
-    network = ipaddress.IPv4Network((nic["ipv4"], nic["prefix"]), strict=False)
-    inet = (f"\tinet {nic['ipv4']} netmask 0x{int(network.netmask):08x} "
-            f"broadcast {network.broadcast_address}")
+    inet = ""
+    if nic["ipv4"]:
+        network = ipaddress.IPv4Network((nic["ipv4"], nic["prefix"]), strict=False)
+        inet = (f"\tinet {nic['ipv4']} netmask 0x{int(network.netmask):08x} "
+                f"broadcast {network.broadcast_address}\n")
     print(f"{nic['name']}: flags=1008843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST,LOWER_UP> "
           f"metric 0 mtu 1500")
     if rest == ["inet"]:
-        print(inet)
+        print(inet, end="")
         return 0
     print("\toptions=4c07bb<RXCSUM,TXCSUM,VLAN_MTU,VLAN_HWTAGGING,JUMBO_MTU,VLAN_HWCSUM,TSO4,"
-          f"TSO6,LRO,VLAN_HWTSO,LINKSTATE,TXCSUM_IPV6>\n\tether {nic['mac']}\n{inet}\n"
+          f"TSO6,LRO,VLAN_HWTSO,LINKSTATE,TXCSUM_IPV6>\n\tether {nic['mac']}\n{inet}"
           "\tmedia: Ethernet autoselect (10Gbase-T <full-duplex>)\n\tstatus: active\n"
           "\tnd6 options=29<PERFORMNUD,IFDISABLED,AUTO_LINKLOCAL>")
     return 0
+
+
+def dhclient(args: list[str]) -> int:
+    """dhclient(8) on QEMU's user network: its server (10.0.2.2) leases 10.0.2.15/24."""
+    state = load()
+    nic = next((n for n in state["nics"] if args and n["name"] == args[-1]), None)
+    if nic is None:
+        return fail("dhclient", f"{args[-1] if args else ''}: no such interface")
+    print(f"DHCPDISCOVER on {nic['name']} to 255.255.255.255 port 67 interval 1\n"
+          "DHCPOFFER from 10.0.2.2\nDHCPREQUEST on {0} to 255.255.255.255 port 67\n"
+          "DHCPACK from 10.0.2.2\nbound to 10.0.2.15 -- renewal in 43200 seconds."
+          .format(nic["name"]))
+    nic["ipv4"], nic["prefix"] = "10.0.2.15", 24
+    state.setdefault("running", []).append("dhclient")
+    save(state)
+    return 0
+
+
+def pgrep(args: list[str]) -> int:
+    """pgrep(1) ``-q NAME``: whether a program the stand-ins started is running."""
+    names = [a for a in args if not a.startswith("-")]
+    return 0 if names and names[-1] in load().get("running", []) else 1
 
 
 def sha256(args: list[str]) -> int:

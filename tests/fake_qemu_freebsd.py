@@ -18,7 +18,8 @@ through the scratch images, COM2's socket and TCP.
 
 ``FAKE_FREEBSD_LOADER=menu`` plays a plain image's loader menu (``Autoboot in 9 seconds``)
 that must be stopped to put the console on the serial port; ``FAKE_FREEBSD_PANIC=1`` panics
-after login; ``FAKE_FREEBSD_NVME=nda`` names NVMe disks ndaN (CAM) instead of nvdN. It writes
+after login; ``FAKE_FREEBSD_NVME=nda`` names NVMe disks ndaN (CAM) instead of nvdN;
+``FAKE_FREEBSD_NODHCP=1`` plays an image whose rc.conf leases no address at boot. It writes
 what it was typed and answered to ``FAKE_FREEBSD_LOG`` (JSON lines) when set. Linux only; it
 needs unshare(1) and the right to mount in a new namespace (root, or user namespaces).
 """
@@ -110,8 +111,9 @@ def devices(argv: list[str], workdir: str) -> dict:
                 vtbd += 1
             disks.append(disk)
         elif kind == "virtio-net-pci":
-            nics.append({"name": f"vtnet{len(nics)}", "mac": dev["mac"], "ipv4": "10.0.2.15",
-                         "prefix": 24})
+            # rc.conf's ifconfig_DEFAULT="DHCP" leased it at boot, unless played without
+            nics.append({"name": f"vtnet{len(nics)}", "mac": dev["mac"], "prefix": 24,
+                         "ipv4": None if os.environ.get("FAKE_FREEBSD_NODHCP") else "10.0.2.15"})
     return {"disks": disks, "nics": nics, "nvme_driver": nvme_driver, "release": RELEASE,
             "bootmethod": "UEFI" if any(d.get("if") == "pflash" for d in options(argv, "-drive"))
             else "BIOS", "prompt": PROMPT, "control": os.path.join(workdir, "control"),

@@ -224,3 +224,13 @@ def test_plan_for_a_freebsd_guest_on_libvirts_bhyve_driver_prints_its_domain_xml
         disk, = domain.findall("devices/disk")
         assert "/private-0-ec0f5a4b" in disk.find("source").get("file")
         assert domain.find("devices/serial").get("type") == "nmdm"
+
+
+def test_a_freebsd_image_without_dhcp_at_boot_gets_its_lease_from_dhclient(freebsd):
+    """An image whose rc.conf leases nothing: the harness runs the family's nic_dhcp, which
+    finds no address and no dhclient running and starts dhclient(8) on vtnet0."""
+    proc, root, said = freebsd(env={"FAKE_FREEBSD_NODHCP": "1"}, scenarios=("virtio-net",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    net = properties(root, "virtio-net")
+    assert net["net0_dhcp"] == "dhclient" and net["net0_address"] == "10.0.2.15"
+    assert any("dhclient" in line for line in typed(said))
