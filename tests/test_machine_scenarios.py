@@ -103,11 +103,17 @@ def test_qemu_gives_the_scenarios_shape(tmp_path):
     assert "-no-reboot" not in backend.argv(replace(spec, survive_reboot=True))
 
 
+DEVICE_CASES = [f"{scenario}[refguest-{firmware}-qemu]"
+                for scenario in ("boot", "virtio-blk", "nvme", "virtio-net", "uart")
+                for firmware in ("uefi", "csm")]
+
+
 @pytest.mark.vm
-def test_machine_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
-    """Real boots, two at a time: the guest counts its vCPUs and their topology and keeps
-    every one busy; its RTC holds UTC or the host's local time (the run's time zone is five and
-    a half hours from UTC, so a local-time RTC cannot pass for a UTC one); it reboots three
+def test_the_reference_guests_matrix_passes_under_qemu(tmp_path):
+    """Real boots, two at a time: boot and the device scenarios under both firmware; the guest
+    counts its vCPUs and their topology and keeps every one busy; its RTC holds UTC or the
+    host's local time (the run's time zone is five and a half hours from UTC, so a local-time
+    RTC cannot pass for a UTC one); it reboots three
     times under each firmware; its UEFI variable survives a restart in the vars file, not in
     a fresh one, and QEMU refuses a vars file of the wrong size; suspended to a file and
     restored in a new QEMU it goes on counting, and its disk and network work; 160 concurrent
@@ -118,12 +124,14 @@ def test_machine_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
              "vcpus-1[refguest-csm-qemu]", "clock-utc[refguest-uefi-qemu]",
              "clock-localtime[refguest-csm-qemu]", "reboot[refguest-uefi-qemu]",
              "reboot[refguest-csm-qemu]", "nvram-persist[refguest-uefi-qemu]",
-             "save-restore[refguest-csm-qemu]", "queue-depth[refguest-uefi-qemu]"]
+             "save-restore[refguest-csm-qemu]", "queue-depth[refguest-uefi-qemu]"] + DEVICE_CASES
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--guest", "refguest",
          "--scenario", "vcpus", "--scenario", "clock", "--scenario", "reboot",
          "--scenario", "nvram-persist", "--scenario", "save-restore",
          "--scenario", "queue-depth",
+         *(a for name in ("boot", "virtio-blk", "nvme", "virtio-net", "uart")
+           for a in ("--scenario", name)),
          "--artifacts", str(tmp_path / "a"),
          "--junitxml", str(junit), "-p", "no:cacheprovider", "-n", "2",
          "-k", " or ".join(f"({c.split('[')[0]} and {c.split('-')[-2]})" for c in cases)],
@@ -133,7 +141,7 @@ def test_machine_scenarios_pass_on_the_reference_guest_under_qemu(tmp_path):
     ran = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
            for c in root.iter("testcase") if c.find("skipped") is None}
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert set(ran) == set(cases)
+    assert set(ran) == set(cases)  # every one ran (and passed: the exit status)
     eight = ran["vcpus-8[refguest-uefi-qemu]"]
     assert eight["vcpus_seen"] == "8" and eight["topology_seen"] == "1 sockets x 4 cores x 2 threads"
     assert int(eight["busy_ticks_min"]) > 0
