@@ -59,8 +59,9 @@ def test_a_failed_cases_vm_is_kept_and_its_console_handed_over(tmp_path):
     try:
         child.expect(r"refvm: keepfail\[refguest-csm-qemu\] failed: ")
         child.expect(r"its VM (refvm-[0-9a-f]{8}-\d+) was kept")
-        child.expect(r"to start the same VM by hand:\r+\n(qemu-system-x86_64 [^\r]*)\r+\n")
-        by_hand = child.match.group(1)
+        child.expect(r"to start the same VM by hand:\r+\n(qemu-img create [^\r]*)\r+\n"
+                     r"(qemu-system-x86_64 [^\r]*)\r+\n")
+        by_hand = child.match.group(1) + "\n" + child.match.group(2)  # overlay, then QEMU
         child.expect(r"press Ctrl-\] to leave")
         # While the person has the console: the run directory says kept, and is live.
         workroot, = scratch.iterdir()
