@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -144,8 +145,11 @@ class ImageCache:
         stamp_home.mkdir(parents=True, exist_ok=True)
         link = stamp_home / "image"
         if not link.is_symlink() or link.resolve() != path.resolve():
-            link.unlink(missing_ok=True)
-            link.symlink_to(path)
+            # Atomically: parallel workers of one run prepare the same image at once.
+            fresh = stamp_home / f"image.{os.getpid()}"
+            fresh.unlink(missing_ok=True)
+            fresh.symlink_to(path)
+            os.replace(fresh, link)
         if not verified(link, guest.image.sha256, full_check):
             raise InfraError(f"guest {guest.name}: {path} does not have sha256 "
                              f"{guest.image.sha256} (file: {guest.file}); refusing to boot it")

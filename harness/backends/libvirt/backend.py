@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ... import firmware as fw
-from ...errors import InfraError
+from ...errors import InfraError, Unsupported
 from ...hostdata import sparse_copy
 from ...vmspec import VmSpec, private_copies
 from . import domain_xml as lx
@@ -43,7 +43,7 @@ PLAN_LIBVIRT = (11, 9, 0)
 
 class LibvirtBackend(Backend):
     name = "libvirt"
-    needs = ("restart", "vars-file")
+    needs = ("vars-file",)  # restart, reboot, save-restore: not wired through libvirt yet
 
     def __init__(self, uri: str = "qemu:///system", domain_type: str | None = None,
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
@@ -237,9 +237,18 @@ class LibvirtBackend(Backend):
     def plan_details(self, spec: VmSpec) -> str:
         return self.domain_xml(spec)
 
+    def vcpu_problem(self, cpus: int, topology) -> str | None:
+        if topology:
+            return ("the libvirt backend gives domains no CPU topology yet (<cpu><topology>): "
+                    "the guest would see one socket per vCPU")
+        return super().vcpu_problem(cpus, topology)
+
     def domain_xml(self, spec: VmSpec, disk_paths: dict | None = None,
                    firmware: lx.FirmwareFiles | None = None) -> str:
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""
+        if any(disk.iops_limit for disk in spec.disks):
+            raise Unsupported("the libvirt backend passes no disk iops limit yet (<iotune>), "
+                              "which a TCG guest needs to fill its queue")
         spec = self.view_of(spec)
         domain = lx.build_domain(spec, self.driver, firmware or self.firmware_for(spec),
                                  self.options(), disk_paths)
