@@ -46,7 +46,9 @@ def write_var(ctx, name: str, guid: str, data: bytes) -> None:
              octal=octal(NV_BS_RT.to_bytes(4, "little") + data))
 
 
-EFI_STEPS = lambda _args: families_having("efivar_read", "efivar_write")  # noqa: E731
+def EFI_STEPS(_args) -> set:
+    """The families these steps run on: those with efivarfs commands."""
+    return families_having("efivar_read", "efivar_write")
 
 
 @register("efi_var_set", s.Map({

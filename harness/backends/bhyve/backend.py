@@ -213,7 +213,15 @@ class BhyveBackend(Backend):
         return [suspend_argv(self.programs.bhyvectl, spec.name, state), plan.destroy,
                 restore_argv(plan.bhyve, state)]
 
+    @functools.cached_property
+    def _max_vcpus(self) -> tuple[int, str]:
+        return self._ask_max_vcpus()
+
     def max_vcpus(self) -> tuple[int, str]:
+        """Asked once per backend: the matrix asks for every case at collection."""
+        return self._max_vcpus
+
+    def _ask_max_vcpus(self) -> tuple[int, str]:
         """VM_MAXCPU (16) before 14.0; from 14.0 the host's hw.vmm.maxcpu (by default its
         CPU count; in a plan without bhyve, this machine's count stands in for it)."""
         caps = self.caps
