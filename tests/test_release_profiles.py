@@ -20,7 +20,9 @@ def plan(capsys, release):
 def test_an_11_3_host_cannot_run_nvme_nor_virtio_blk_serials_and_says_why(capsys):
     out, cases = plan(capsys, "11.3")
     assert "assume FreeBSD 11.3's bhyve" in out["backend"]
-    assert "bhyve on FreeBSD 11.3 has no nvme emulation" in cases["nvme[refguest-uefi-bhyve]"]["skip"]
+    nvme_skip = cases["nvme[refguest-uefi-bhyve]"]["skip"]
+    assert "bhyve on FreeBSD 11.3 has no nvme emulation" in nvme_skip
+    assert nvme_skip.count("no nvme emulation") == 1  # two NVMe disks, one reason
     assert "has no ser= for virtio-blk" in cases["virtio-blk[refguest-uefi-bhyve]"]["skip"]
     boot, = cases["boot[refguest-uefi-bhyve]"]["commands"][-1:]
     bootrom = next(a for a in boot if a.startswith("bootrom,"))

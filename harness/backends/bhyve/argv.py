@@ -106,7 +106,7 @@ def problems(spec: VmSpec, caps: BhyveCaps) -> list[str]:
             found.append(caps.lacks_lpc(port.name))
     if spec.firmware in ("uefi", "csm"):
         found.append(caps.lacks_lpc("bootrom"))
-    return [reason for reason in found if reason]
+    return list(dict.fromkeys(reason for reason in found if reason))  # each reason once
 
 
 def _disk_problems(disk: Disk, caps: BhyveCaps) -> list[str]:
