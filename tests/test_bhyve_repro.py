@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
 from types import SimpleNamespace
 
 from harness import keep, repro
@@ -21,6 +22,15 @@ from harness.vmspec import Nic, SerialPort
 
 from tests.test_bhyve_lifecycle import (NAME, boot, host, make_backend,  # noqa: F401 (fixture)
                                         make_spec, read_console)
+
+
+def _read_until(console, text: str, timeout: float = 30.0) -> str:
+    """The console's output until ``text`` (the fake bhyve is a Python start-up away, which
+    a loaded machine can stretch past read_console's idle half second)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        seen += read_console(console, idle=0.2)
+    return seen
 
 
 def _split(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -53,7 +63,7 @@ def test_the_printed_commands_make_the_same_calls_as_the_backend(host, tmp_path)
     spec = make_spec(tmp_path, nics=(Nic(mac="52:54:00:00:00:07"),))
     machine, console = boot(backend, spec)
     try:
-        assert "login: " in read_console(console)  # the B side the harness reads
+        assert "login: " in _read_until(console, "login: ")  # the B side the harness reads
         lines = repro.by_hand(backend, spec, machine)
     finally:
         machine.destroy()
