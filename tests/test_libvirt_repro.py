@@ -42,6 +42,12 @@ def refvm(args: list[str], scratch: Path, **kw) -> pexpect.spawn:
                          env=dict(os.environ, REFVM_TMP=str(scratch)), encoding="utf-8", **kw)
 
 
+def refvm_clean(scratch: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "clean"], cwd=REPO_ROOT,
+                          env=dict(os.environ, REFVM_TMP=str(scratch)), capture_output=True,
+                          text=True, timeout=120)
+
+
 def by_hand_lines(child: pexpect.spawn) -> tuple[list[str], list[str]]:
     """The commands (and the comment lines) printed after "to start the same VM by hand:"."""
     child.expect(r"to start the same VM by hand:\r+\n((?:[^\r]*\r+\n)*?)refvm: ")
@@ -103,6 +109,8 @@ def test_repro_hands_over_the_console_stream_and_its_commands_start_the_same_vm(
             console.expect(pexpect.EOF)
         finally:
             console.close(force=True)
+        clean = refvm_clean(scratch)
+        assert clean.returncode == 0 and name in domains(), "refvm clean took a person's VM"
         removal = leave.split("then remove the VM: ", 1)[1]
         for line in removal.split("; "):
             subprocess.run(shlex.split(line), check=True, capture_output=True, timeout=60)
@@ -139,9 +147,7 @@ def test_a_failed_cases_domain_is_kept_until_its_run_ends_then_cleaned(tmp_path)
         workroot, = scratch.iterdir()
         assert json.loads((workroot / KEPT_FILE).read_text())["vms"] == [name]
         assert name in domains()  # the failing case's domain stays up
-        clean = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], cwd=REPO_ROOT,
-                               env=dict(os.environ, REFVM_TMP=str(scratch)),
-                               capture_output=True, text=True, timeout=120)
+        clean = refvm_clean(scratch)
         assert clean.returncode == 0, clean.stderr
         assert name in domains() and workroot.is_dir(), "refvm clean took a live run's VM"
         child.send("echo kept-$((6*7))\r")
@@ -154,9 +160,7 @@ def test_a_failed_cases_domain_is_kept_until_its_run_ends_then_cleaned(tmp_path)
     # the person, until an explicit refvm clean.
     assert wait_for(lambda: name not in domains()), "the killed run's domain is still there"
     assert workroot.is_dir() and (workroot / KEPT_FILE).is_file()
-    clean = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], cwd=REPO_ROOT,
-                           env=dict(os.environ, REFVM_TMP=str(scratch)),
-                           capture_output=True, text=True, timeout=120)
+    clean = refvm_clean(scratch)
     assert clean.returncode == 0, clean.stderr
     assert not workroot.exists(), clean.stdout
     assert not (STAGE_ROOT / name).exists(), clean.stdout

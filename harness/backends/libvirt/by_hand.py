@@ -9,8 +9,10 @@ commands first make those again, the way start() made them, then ``virsh define`
 harness's auto-destroyed transient one), ``virsh start`` and ``virsh console``; the last lines
 say how to leave the console and remove what the commands made.
 
-The defined domain keeps the XML's name and refvm's origin mark, so once the harness's own
-domain is gone, ``refvm clean`` counts a hand-started one as a dead run's and removes it too.
+The defined domain keeps the XML's name and refvm's origin mark, which names the run directory
+the commands make again with ``mkdir -p``; without refvm's owner.json that directory is not a
+run refvm can judge, so ``refvm clean`` leaves the hand-started domain alone while it exists
+(and would remove the domain, as a dead run's, only once the directory is gone).
 """
 from __future__ import annotations
 
