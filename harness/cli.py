@@ -773,7 +773,8 @@ def cmd_repro(args, _extra) -> int:
     try:
         vm = run.boot(case, image)
         print(f"refvm: {case.id} booted as {vm.spec.name}; console log {vm.log.path}")
-        print("refvm: to start the same VM by hand:\n" + "\n".join(repro.by_hand(backend, vm.spec)))
+        print("refvm: to start the same VM by hand:\n"
+              + "\n".join(repro.by_hand(backend, vm.spec, vm.machine)))
         wanted = repro.truncated(case, count)
         steps = ", ".join(step.kind for step in wanted.scenario.steps) or "none"
         print(f"refvm: running {count} of {len(case.scenario.steps)} step(s): {steps}", flush=True)

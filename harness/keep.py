@@ -76,7 +76,7 @@ def _introduce(vm, reason: str) -> bool:
     repro.say(f"refvm: {vm.case.id} failed: {reason}")
     repro.say(f"refvm: its VM {vm.spec.name} was kept; console log {vm.log.path}")
     repro.say("refvm: to start the same VM by hand:\n"
-              + "\n".join(repro.by_hand(vm.backend, vm.spec)))
+              + "\n".join(repro.by_hand(vm.backend, vm.spec, vm.machine)))
     exited = vm.machine.poll()
     if exited is not None:
         repro.say(f"refvm: the VM has exited since ({exited}): no console to hand over")
@@ -109,8 +109,9 @@ CONSOLE_WAYS = {
     "qemu": lambda vm: [f"console: type into {vm.spec.workdir}/com1.in (a FIFO: "
                         f"echo 'uname -a' > {vm.spec.workdir}/com1.in); its output goes on into "
                         f"the console log: tail -f {vm.log.path}"],
-    "bhyve": lambda vm: [f"console: this run holds its nmdm B side; its output goes on into "
-                         f"the console log: tail -f {vm.log.path}"],
+    "bhyve": lambda vm: [f"console: this run holds its nmdm B side "
+                         f"{vm.machine.plan.consoles['com1']}; its output goes on into the "
+                         f"console log: tail -f {vm.log.path}"],
     "libvirt": lambda vm: [f"console: virsh console --force {vm.spec.name} takes it over; "
                            f"until then its output goes on into {vm.log.path}"],
 }

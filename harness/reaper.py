@@ -49,15 +49,15 @@ def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
                        dry_run: bool = False) -> list[str]:
     """bhyve VMs live in the kernel until destroyed: remove a dead run's (FreeBSD only).
 
-    Only VMs named exactly refvm-<this run id>-<n>. Returns the VMs bhyvectl destroyed (would
+    Only VMs named exactly refvm-<this run id>-<n>, or, for a Windows install's directory
+    (``run_id`` install-<id>), its one VM, which is named after it: refvm-install-<id>. Returns the VMs bhyvectl destroyed (would
     destroy, with ``dry_run``); one it could not (failed, missing, timed out) is logged and the
     reap goes on."""
     destroyed = []
     if not vmm_dir.is_dir():
         return destroyed
     for vm in sorted(vmm_dir.iterdir()):
-        match = VM_NAME_RE.fullmatch(vm.name)
-        if not match or match.group(1) != run_id:
+        if not _started_by(run_id, vm.name):
             continue
         status, output = (0, "") if dry_run else run_quietly(destroy_argv(bhyvectl, vm.name),
                                                              timeout=60)
@@ -67,6 +67,13 @@ def _destroy_bhyve_vms(run_id: str, vmm_dir: Path = Path("/dev/vmm"),
             log(f"could not destroy stale bhyve VM {vm.name} (exit {status}): "
                 f"{output.strip()[:200]}")
     return destroyed
+
+
+def _started_by(run_id: str, vm_name: str) -> bool:
+    if run_id.startswith("install-"):
+        return vm_name == f"refvm-{run_id}"
+    match = VM_NAME_RE.fullmatch(vm_name)
+    return bool(match) and match.group(1) == run_id
 
 
 def _remove_dead(verdict: Verdict, log, dry_run: bool) -> None:

@@ -20,6 +20,7 @@ import tty
 from dataclasses import replace
 
 from .errors import ConfigError, Problem, show
+from .backends.bhyve.argv import BRIDGE_PLACEHOLDER
 from .matrix import build as build_matrix
 
 ESCAPE = b"\x1d"  # Ctrl-], telnet's and virsh console's escape
@@ -57,33 +58,48 @@ def truncated(case, count: int):
     return replace(case, scenario=replace(case.scenario, steps=case.scenario.steps[:count]))
 
 
-def by_hand(backend, spec) -> list[str]:
-    """The commands that start the same VM by hand, as the harness ran them."""
-    lines = [" ".join(shlex.quote(a) for a in argv) for argv in backend.command_lines(spec)]
-    notes = HAND_NOTES.get(backend.name)
-    return lines + ([f"# {note}" for note in notes(spec)] if notes else [])
+def by_hand(backend, spec, machine=None) -> list[str]:
+    """The commands that start the same VM by hand, as the harness ran them, then notes (how
+    to reach its console, leave it and remove it). ``machine``, the running VM, lets a
+    backend name what it made at start (libvirt: what it staged)."""
+    argvs, notes = HAND_LINES[backend.name](backend, spec, machine)
+    return [shlex.join(argv) for argv in argvs] + [f"# {note}" for note in notes]
 
 
-def _qemu_notes(spec) -> list[str]:
+def _qemu_lines(backend, spec, _machine):
     w = spec.workdir
     notes = [f"before it: mkfifo {w}/com1.in {w}/com1.out (COM1 is a pipe chardev)"]
     if spec.firmware == "uefi":
         notes.append(f"and a fresh vars copy: cp <OVMF_VARS template> {w}/uefi-vars.fd")
     notes += ["it starts paused (-S): resume with QMP's cont on qmp.sock, or leave out -S",
               f"console: cat {w}/com1.out & cat > {w}/com1.in"]
-    return notes
+    return backend.command_lines(spec), notes
 
 
-def _bhyve_notes(spec) -> list[str]:
-    return ["console: cu -l the nmdm B side named in the bhyve command (-l com1,/dev/nmdmNA: "
-            "use /dev/nmdmNB)"]
+def _bhyve_lines(backend, spec, _machine):
+    """bhyve has the A side of each COM port's nmdm(4) pair; a person reaches the console on
+    the B side with cu(1). bhyve runs in the foreground of the shell that started it, and the
+    kernel VM, taps and bridge stay until destroyed, so the way out is spelled out too."""
+    plan = backend.launch_plan(spec)
+    ifconfig = backend.programs.ifconfig
+    leave = [shlex.join(plan.destroy)] + [shlex.join([ifconfig, tap, "destroy"])
+                                          for tap in plan.taps]
+    if plan.taps:
+        leave.append(shlex.join([ifconfig, BRIDGE_PLACEHOLDER, "destroy"]))
+    notes = [f"console, from another terminal: cu -l {plan.consoles['com1']} -s 115200 "
+             f"(bhyve holds the A side; leave cu with ~. at the start of a line)"]
+    notes += [f"{port}: its B side is {side}" for port, side in plan.consoles.items()
+              if port != "com1"]
+    notes.append("to leave: " + "; ".join(leave) + " (bhyve exits with its VM)")
+    return backend.command_lines(spec), notes
 
 
-def _libvirt_notes(spec) -> list[str]:
-    return [f"console: virsh console {spec.name} (the domain XML: refvm plan --backend libvirt)"]
+def _libvirt_lines(backend, spec, machine):
+    from .backends.libvirt.by_hand import commands
+    return commands(backend, spec, machine)
 
 
-HAND_NOTES = {"qemu": _qemu_notes, "bhyve": _bhyve_notes, "libvirt": _libvirt_notes}
+HAND_LINES = {"qemu": _qemu_lines, "bhyve": _bhyve_lines, "libvirt": _libvirt_lines}
 
 
 def hand_over(console, machine, stdin_fd: int = 0, stdout_fd: int = 1,

@@ -174,3 +174,28 @@ def test_workers_leave_the_report_to_the_controller(tmp_path):
     said: list = []
     reap(tmp_path, said.append, report_foreign=False)
     assert said == [] and (tmp_path / "refvm-beefbeef").is_dir()
+
+
+def test_a_dead_windows_installs_bhyve_vm_is_destroyed_by_its_directorys_name(tmp_path,
+                                                                              monkeypatch):
+    """The Windows install's VM is named after its claimed directory (refvm-install-<id>), so
+    a dead install's VM is found from the directory alone; another install's is left."""
+    from harness import reaper
+
+    vmm = tmp_path / "vmm"
+    vmm.mkdir()
+    for name in ("refvm-install-dead9abc", "refvm-install-1ab51234", "refvm-dead9abc-1"):
+        (vmm / name).touch()
+    log = tmp_path / "calls"
+    fake = tmp_path / "bhyvectl"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    fake.chmod(0o755)
+    real = reaper._destroy_bhyve_vms
+    monkeypatch.setattr(reaper, "_destroy_bhyve_vms",
+                        lambda run_id, log, dry_run: real(run_id, vmm, str(fake), log, dry_run))
+    runs = tmp_path / "runs"
+    dead = dead_claim(runs / "refvm-install-dead9abc", kind="install")
+    said: list = []
+    assert reap(runs, said.append) == [dead] and not dead.exists()
+    assert log.read_text().splitlines() == ["--vm=refvm-install-dead9abc --destroy"]
+    assert "destroyed stale bhyve VMs refvm-install-dead9abc" in said

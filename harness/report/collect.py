@@ -116,7 +116,8 @@ class ReportCollector:
         return {
             "started": self.started, "finished": time.time(),
             "host": facts.host_facts(), "refvm": facts.refvm_facts(),
-            "backend": {"name": backend.name, "describe": described},
+            "backend": {"name": backend.name, "describe": described,
+                        "where": facts.backend_where(backend)},
             "firmware": facts.firmware_facts(backend, ran) if self.state.pool is None else [],
             "images": facts.image_facts(self.state.cache, self.state.guests),
             "selection": {k: list(getattr(self.options, k) or []) for k in
@@ -134,7 +135,8 @@ def build_report(cases, header: dict, guests: dict, artifacts: Path) -> dict:
         folder = artifacts / safe_dirname(case.id)
         row = dict(parts, id=case.id, result=case.result, reason=case.reason,
                    category=props.get("category"), seconds=round(case.seconds, 2),
-                   host=props.get("host") or header["host"]["name"],
+                   host=props.get("host") or header["backend"].get("where")
+                   or header["host"]["name"],
                    figures=key_figures(props, guests.get(parts["guest"])), properties=props)
         for name, key in (("console.log", "console_log"), ("command.txt", "command")):
             if (folder / name).is_file():

@@ -42,6 +42,17 @@ def _os_name() -> str:
     return f"{platform.system()} {platform.release()}"
 
 
+def backend_where(backend) -> str:
+    """Where the run's VMs ran, for each case's ``host`` (the matrix is drawn per backend and
+    host): this machine's name; for libvirt, with the URI (a pool's cases say "name URI"),
+    and the URI alone when it names another host, whose name this machine's is not."""
+    node = platform.node()
+    uri = getattr(backend, "uri", None)
+    if uri is None:
+        return node
+    return f"{node} {uri}" if backend.local else uri
+
+
 def refvm_facts(repo: Path = REPO_ROOT) -> dict:
     """refvm's version and the git revision of its tree (``+dirty`` with local changes)."""
     return {"version": __version__, "git": git_revision(repo)}

@@ -209,6 +209,17 @@ class LibvirtBackend(Backend):
         raise InfraError(f"the libvirt backend ({self.driver} driver) cannot boot firmware "
                          f"{spec.firmware!r}")
 
+    def firmware_files(self, profile: str) -> list:
+        """For reports: the files firmware_for() gives a VM of ``profile``. Only on a local
+        host: a remote host's files are not here to hash, and a file of the same path here
+        could be another build."""
+        if not self.local or self.offline():
+            return []
+        spec = VmSpec(name="refvm-report", memory_mib=0, cpus=1, firmware=profile, uuid="",
+                      utc_clock=True, workdir=Path("/nonexistent"), logdir=Path("/nonexistent"))
+        files = self.firmware_for(spec)
+        return [path for path in (files.loader, files.vars_template) if path is not None]
+
     def options(self) -> lx.Options:
         cpu = None
         if self.driver == "qemu":

@@ -92,6 +92,7 @@ class Stage:
         self.workroot = workroot  # the owning run's directory, written beside what is staged
         self.made: list[Path] = []
         self.lent: list[tuple[Path, int, int]] = []  # (file, its uid, its gid) before chown
+        self.by_hand: list[list[str]] = []  # what was done, as commands (libvirt/by_hand.py)
 
     def reachable(self, path: Path, readonly: bool, owner: tuple[int, int] | None = None) -> Path:
         """The path libvirt's QEMU should open for ``path``: itself, or a link (or copy) here.
@@ -108,6 +109,7 @@ class Stage:
                                  f"libvirt runs QEMU as, which must write it: only root can "
                                  f"(the harness runs as uid {os.getuid()})") from None
             self.lent.append((reached, info.st_uid, info.st_gid))
+            self.by_hand.append(["chown", f"{owner[0]}:{owner[1]}", str(reached)])
         return reached
 
     def _reach(self, path: Path, readonly: bool) -> Path:
@@ -118,6 +120,8 @@ class Stage:
         if self.workroot is not None:
             (self.root / WORKROOT_FILE).write_text(str(self.workroot))
         dest = self.root / f"{len(self.made)}-{path.name}"
+        if not self.made:
+            self.by_hand.append(["mkdir", "-p", "-m", "0711", str(self.root)])
         # A read-only file others cannot read is copied (never chmod the shared inode);
         # anything else is linked, so the harness and the guest share the file.
         private = readonly and not path.stat().st_mode & stat.S_IROTH
@@ -125,6 +129,7 @@ class Stage:
             if private:
                 raise OSError(errno.EPERM, "not readable by others")
             os.link(path, dest)
+            self.by_hand.append(["ln", str(path), str(dest)])
         except OSError as err:
             if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
@@ -136,6 +141,7 @@ class Stage:
                     f"directory on the filesystem of {self.root.parent}") from None
             shutil.copyfile(path, dest)
             dest.chmod(0o644)
+            self.by_hand += [["cp", str(path), str(dest)], ["chmod", "0644", str(dest)]]
         self.made.append(dest)
         return dest
 

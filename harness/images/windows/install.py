@@ -92,7 +92,7 @@ class Installer:
             disc = scratch / "answers.iso"
             write_answer_disc(disc, autounattend_xml(answer_for(guest, marker, ANSWER_DRIVE)),
                               driver_files(virtio, guest.windows.driver_os) if virtio else None)
-            spec = install_spec(guest, f"refvm-install-{key[:8]}", system, iso, disc, virtio,
+            spec = install_spec(guest, vmdir.name, system, iso, disc, virtio,
                                 vmdir, self.logroot / f"install-{guest.name}")
             log(f"installing {guest.name} on {self.backend.name} (console log: "
                 f"{spec.logdir / 'console.log'})")
