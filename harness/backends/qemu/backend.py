@@ -45,6 +45,16 @@ APIC_LIMIT = 255
 TCG_VCPUS_PER_CORE = 16
 
 
+def tcg_vcpus_problem(cpus: int) -> str | None:
+    """Why ``cpus`` vCPUs under TCG on this host would not boot in time, or None."""
+    cores = os.cpu_count() or 1
+    if cpus > TCG_VCPUS_PER_CORE * cores:
+        return (f"{cpus} vCPUs under TCG (no KVM here) on {cores} host cores: more than "
+                f"{TCG_VCPUS_PER_CORE} per core do not boot within a scenario's timeout; run "
+                f"it where KVM works (--accel kvm)")
+    return None
+
+
 class QemuBackend(Backend):
     name = "qemu"
     firmwares = ("uefi", "csm")
@@ -99,11 +109,7 @@ class QemuBackend(Backend):
     def vcpu_problem(self, cpus: int, topology) -> str | None:
         why = super().vcpu_problem(cpus, topology)
         if why is None and cpus > 8 and self.accel.name == "tcg":
-            cores = os.cpu_count() or 1
-            if cpus > TCG_VCPUS_PER_CORE * cores:
-                why = (f"{cpus} vCPUs under TCG (no KVM here) on {cores} host cores: more "
-                       f"than {TCG_VCPUS_PER_CORE} per core do not boot within a scenario's "
-                       f"timeout; run it where KVM works (--accel kvm)")
+            why = tcg_vcpus_problem(cpus)
         return why
 
     # Command line ----------------------------------------------------------------------------
