@@ -117,3 +117,14 @@ def test_each_driver_declares_what_it_can_do_and_says_why_not():
     assert "bhyve_monitor.c" in bhyve.lacks("reboot", "uefi")
     assert bhyve.lacks("save-restore", "uefi") == \
         "libvirt's bhyve driver implements no virDomainSave/virDomainRestore"
+
+
+def test_a_bhyve_host_in_a_pool_refuses_a_rebooting_vm_before_it_starts(tmp_path):
+    """A pool asks the backend class, which cannot know a host's driver: the host refuses."""
+    conn = RecordingLibvirtConnection("bhyve", BHYVE_CAPS)
+    bhyve = LibvirtBackend("bhyve:///system", conn=conn, stage_root=tmp_path)
+    with pytest.raises(Unsupported, match="bhyve_monitor.c"):
+        bhyve.domain_xml(replace(spec(), survive_reboot=True), firmware=BHYVE_UEFI)
+    with pytest.raises(Unsupported, match="no virDomainSave"):
+        bhyve.restore(spec(), tmp_path / "saved.state")
+    assert conn.created == []

@@ -95,6 +95,9 @@ def test_qemu_gives_the_scenarios_shape(tmp_path):
     # TCG's max CPU is an AMD K8 (no SMT reporting); threads need the Intel flavour.
     assert argv[argv.index("-cpu") + 1] == "max,vendor=GenuineIntel"
     assert "-no-reboot" in argv
+    # TCG's "Triple fault" line is the only thing that tells one from a reboot (test_triple_fault)
+    assert argv[argv.index("-d") + 1:argv.index("-d") + 4] == [
+        "cpu_reset", "-D", str(spec.workdir / "qemu-cpu-reset.log")]
     spec = run.vm_spec(case_of("clock-localtime"), tmp_path / "disk.raw")
     argv = backend.argv(spec)
     assert argv[argv.index("-rtc") + 1] == "base=localtime"

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ... import firmware as fw
-from ...errors import InfraError
+from ...errors import InfraError, Unsupported
 from ...hostdata import sparse_copy
 from ...vmspec import VmSpec, private_copies
 from . import domain_xml as lx
@@ -57,6 +57,7 @@ APIC_LIMIT = 255
 
 class LibvirtBackend(Backend):
     name = "libvirt"
+    needs = ("restart", "reboot", "save-restore", "vars-file")
 
     def __init__(self, uri: str = "qemu:///system", domain_type: str | None = None,
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
@@ -179,15 +180,10 @@ class LibvirtBackend(Backend):
         return self.driver == "qemu" and not lx.offers_disk_bus(self.domain_capabilities(),
                                                                 "nvme")
 
-    @property
-    def needs(self) -> tuple:
-        """The QEMU driver does all four; the bhyve driver restarts (a new domain from the
-        same files) and keeps a vars file, but neither reboots nor saves (BHYVE_DRIVER_LACKS)."""
-        if self.driver == "bhyve":
-            return ("restart", "vars-file")
-        return ("restart", "reboot", "save-restore", "vars-file")
-
     def lacks(self, need: str, firmware: str) -> str | None:
+        """``needs`` are the QEMU driver's; the bhyve driver restarts (a new domain from the
+        same files) and keeps a vars file, but neither reboots nor saves (BHYVE_DRIVER_LACKS;
+        a pool, which asks the class, meets the same refusal when such a VM starts)."""
         if self.driver == "bhyve" and need in BHYVE_DRIVER_LACKS:
             return BHYVE_DRIVER_LACKS[need]
         return super().lacks(need, firmware)
@@ -297,6 +293,8 @@ class LibvirtBackend(Backend):
     def domain_xml(self, spec: VmSpec, disk_paths: dict | None = None,
                    firmware: lx.FirmwareFiles | None = None) -> str:
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""
+        if self.driver == "bhyve" and spec.survive_reboot:
+            raise Unsupported(BHYVE_DRIVER_LACKS["reboot"])
         spec = self.view_of(spec)
         domain = lx.build_domain(spec, self.driver, firmware or self.firmware_for(spec),
                                  self.options(), disk_paths)
@@ -340,6 +338,8 @@ class LibvirtBackend(Backend):
         Unlike createXML, a restore takes no AUTODESTROY flag: if the harness is SIGKILLed
         while a restored domain runs, the domain stays until `refvm clean` (or the next run's
         reaping) finds its origin metadata naming a dead run."""
+        if self.driver == "bhyve":
+            raise Unsupported(BHYVE_DRIVER_LACKS["save-restore"])
         libvirt = load_binding()
 
         def create(_xml: str):

@@ -38,6 +38,12 @@ SHUTDOWN_REASONS = {
 }
 
 
+# TCG writes "Triple fault" to QEMU's log (category cpu_reset) before it asks for the reset
+# (target/i386/tcg/excp_helper.c check_exception), whose reason, guest-reset, is a reboot's
+# too: only this line tells them apart. KVM says nothing (KVM_EXIT_SHUTDOWN is a plain reset).
+CPU_RESET_LOG = "qemu-cpu-reset.log"
+TRIPLE_FAULT_LINE = "Triple fault"
+
 # Without an interrupt-remapping IOMMU (which TCG cannot give), x86 APIC ids fit in 8 bits.
 APIC_LIMIT = 255
 # Under TCG every vCPU is a host thread interpreting code: past this many per host core a
@@ -136,6 +142,8 @@ class QemuBackend(Backend):
                 *([] if spec.survive_reboot else ["-no-reboot"]), "-S",
                 "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
                 "-pidfile", str(w / "qemu.pid")]
+        if self.accel.name == "tcg":  # see TRIPLE_FAULT_LINE
+            argv += ["-d", "cpu_reset", "-D", str(w / CPU_RESET_LOG)]
         argv += self._firmware_args(spec)
         for port in spec.serials:
             if port.role == "console":  # FIFOs: see harness/console/fifo.py for why
@@ -210,6 +218,7 @@ class QemuMachine(Machine):
     def __init__(self, spec: VmSpec, argv: list[str], log_name: str = "qemu.log",
                  pass_fds: tuple = ()):
         self.spec = spec
+        self.argv = argv
         self.log_path = spec.logdir / log_name
         self._consoles: list = []  # FifoConsole (COM1) and sockets (data ports)
         self.qmp = None
@@ -285,6 +294,19 @@ class QemuMachine(Machine):
         return sum(1 for e in self.qmp.events if e.get("event") == "RESET"
                    and e.get("data", {}).get("guest", True)) if self.qmp else 0
 
+    def triple_faults(self) -> int | None:
+        """Triple faults this QEMU process saw: TCG's log lines (TRIPLE_FAULT_LINE), None
+        under KVM, which does not tell them from other resets. QEMU truncates its log when it
+        starts, so a restarted or restored VM counts from 0."""
+        log = self.spec.workdir / CPU_RESET_LOG
+        if "-D" not in self.argv:
+            return None
+        try:
+            with open(log, "rb") as lines:
+                return sum(1 for line in lines if line.startswith(TRIPLE_FAULT_LINE.encode()))
+        except FileNotFoundError:
+            return 0
+
     def poll(self) -> ExitInfo | None:
         code = self.proc.poll()
         return None if code is None else self._exit_info(code)
@@ -302,6 +324,10 @@ class QemuMachine(Machine):
             return ExitInfo("killed", code, f"QEMU killed by signal {-code}")
         if event:
             reason = event.get("data", {}).get("reason", "unknown")
+            if reason == "guest-reset" and self.triple_faults():
+                return ExitInfo("triple-fault", code, f"QEMU: {reason} after a triple fault "
+                                                      f"(TCG's '{TRIPLE_FAULT_LINE}' in "
+                                                      f"{CPU_RESET_LOG})")
             return ExitInfo(SHUTDOWN_REASONS.get(reason, "error"), code, f"QEMU: {reason}")
         return ExitInfo("error", code, "QEMU exited on its own: "
                         + (tail_text(self.log_path, 3).replace("\n", " | ") or "no message"))
