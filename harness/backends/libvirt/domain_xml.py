@@ -5,7 +5,8 @@ runs: q35, OVMF as a read-only pflash CODE image plus a per-VM VARS copy (``<nvr
 SeaBIOS (``<loader type='rom'>``, i.e. -bios) standing in for bhyve's CSM, COM1 console and
 further ISA UARTs as data channels (pty chardevs: libvirt's virDomainOpenConsole reaches them
 locally and over a remote URI alike), virtio-blk / NVMe / SATA disks with serial numbers and
-block sizes, user-mode virtio-net, and every lifecycle action set to destroy (like -no-reboot).
+block sizes, user-mode virtio-net, and every lifecycle action set to destroy (like -no-reboot;
+a VM that survives reboots restarts on one), a <cpu><topology> and <iotune> when asked.
 Where the connected libvirt has no NVMe disk bus (libvirt 9.0's domain capabilities list none),
 NVMe disks become QEMU's own ``-device nvme`` through libvirt's documented QEMU namespace
 (``<qemu:commandline>``, drvqemu "Pass-through of arbitrary qemu commands"), with the drive and

@@ -22,6 +22,7 @@ from ...process import spawn, stop, tail_text
 from ...vmspec import Disk, VmSpec
 from ..base import Backend, ExitInfo, Machine
 from .accel import choose as choose_accel
+from .cpulog import TRIPLE_FAULT_LINE, guest_triple_faults
 from .fifo import FifoConsole, make_fifos
 from .qmp import QmpClient, connect_unix
 
@@ -38,11 +39,8 @@ SHUTDOWN_REASONS = {
 }
 
 
-# TCG writes "Triple fault" to QEMU's log (category cpu_reset) before it asks for the reset
-# (target/i386/tcg/excp_helper.c check_exception), whose reason, guest-reset, is a reboot's
-# too: only this line tells them apart. KVM says nothing (KVM_EXIT_SHUTDOWN is a plain reset).
+# Where TCG logs triple faults, the only thing that tells one from a reboot (cpulog).
 CPU_RESET_LOG = "qemu-cpu-reset.log"
-TRIPLE_FAULT_LINE = "Triple fault"
 
 # Without an interrupt-remapping IOMMU (which TCG cannot give), x86 APIC ids fit in 8 bits.
 APIC_LIMIT = 255
@@ -142,7 +140,7 @@ class QemuBackend(Backend):
                 *([] if spec.survive_reboot else ["-no-reboot"]), "-S",
                 "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
                 "-pidfile", str(w / "qemu.pid")]
-        if self.accel.name == "tcg":  # see TRIPLE_FAULT_LINE
+        if self.accel.name == "tcg":  # a triple fault's only trace: see cpulog
             argv += ["-d", "cpu_reset", "-D", str(w / CPU_RESET_LOG)]
         argv += self._firmware_args(spec)
         for port in spec.serials:
@@ -295,17 +293,17 @@ class QemuMachine(Machine):
                    and e.get("data", {}).get("guest", True)) if self.qmp else 0
 
     def triple_faults(self) -> int | None:
-        """Triple faults this QEMU process saw: TCG's log lines (TRIPLE_FAULT_LINE), None
-        under KVM, which does not tell them from other resets. QEMU truncates its log when it
-        starts, so a restarted or restored VM counts from 0."""
-        log = self.spec.workdir / CPU_RESET_LOG
+        """The guest's triple faults this QEMU process saw (TCG's log: cpulog; SeaBIOS's
+        own reset by triple fault does not count), None under KVM, which does not tell them
+        from other resets. QEMU truncates its log when it starts, so a restarted or restored
+        VM counts from 0."""
         if "-D" not in self.argv:
             return None
         try:
-            with open(log, "rb") as lines:
-                return sum(1 for line in lines if line.startswith(TRIPLE_FAULT_LINE.encode()))
+            text = (self.spec.workdir / CPU_RESET_LOG).read_text(errors="replace")
         except FileNotFoundError:
             return 0
+        return guest_triple_faults(text)
 
     def poll(self) -> ExitInfo | None:
         code = self.proc.poll()
