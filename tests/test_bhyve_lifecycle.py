@@ -403,3 +403,16 @@ def test_a_scenario_that_lets_the_guest_reboot_gets_relaunches_counted_as_resets
     info = machine.wait_exit(10)
     assert info.kind == "poweroff" and machine.resets() == 2
     machine.destroy()
+
+
+def test_a_rebooting_vm_that_triple_faults_ends_there_named_as_such(host, tmp_path):
+    """bhyve(8): exit 3 is a triple fault. A VM the reboot scenario relaunches on exit 0 is not
+    relaunched on 3: it ends, and the reboot step reports the hypervisor's exit in these words."""
+    host.set(exits={"bhyve": [0, 3]})
+    machine, _ = boot(make_backend(host, tmp_path), make_spec(tmp_path, survive_reboot=True))
+    info = machine.wait_exit(10)
+    machine.destroy()
+    assert (info.kind, info.code) == ("triple-fault", 3) and machine.resets() == 1
+    assert str(info).startswith("triple-fault (bhyve: the guest triple-faulted after 1 "
+                                "guest reboot")
+    assert [c[0] for c in host.calls()].count("bhyve") == 2  # the first boot, one relaunch

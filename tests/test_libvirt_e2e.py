@@ -417,3 +417,57 @@ def test_another_machines_domain_on_this_host_is_left_to_it():
     with bare_domains((theirs, metadata)) as conn:
         assert reap_domains(conn, stage_root=None) == []  # a local URI, no live runs
         assert refvm_domains() == [theirs]
+
+
+MACHINE_CASES = ["vcpus-8[refguest-uefi-libvirt]", "reboot[refguest-csm-libvirt]",
+                 "nvram-persist[refguest-uefi-libvirt]", "save-restore[refguest-uefi-libvirt]"]
+
+
+def test_machine_scenarios_pass_through_qemu_system(tmp_path):
+    """`refvm run --backend libvirt -n 2` on four machine scenarios (about 3 minutes): the guest
+    sees 1 socket x 4 cores x 2 threads (<cpu><topology>, a named Intel model under TCG); it
+    reboots three times in a domain with <on_reboot>restart</on_reboot>, each reset counted
+    from QEMU's RESET event; its UEFI variable survives a restart of the same domain
+    definition in the vars file and is absent from a fresh one; saved with virDomainSave and
+    restored with virDomainRestoreFlags it goes on counting, its disk and network work. Every
+    domain, staged file and scratch directory is gone afterwards."""
+    from harness.backends.libvirt.staging import STAGE_ROOT
+    need(LOCAL)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)  # libvirt's QEMU reaches scratch disks in place
+    junit = tmp_path / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--guest", "refguest", "--backend",
+         "libvirt", "--accel", "tcg",
+         *(a for name in ("vcpus", "reboot", "nvram-persist", "save-restore")
+           for a in ("--scenario", name)),
+         "--artifacts", str(tmp_path / "a"), "--junitxml", str(junit),
+         "-p", "no:cacheprovider", "-n", "2",
+         "-k", " or ".join(f"({c.split('[')[0]} and {c.split('-')[-2]})"
+                           for c in MACHINE_CASES)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, REFVM_TMP=str(scratch)))
+    ran = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
+           for c in ET.parse(junit).getroot().iter("testcase") if c.find("skipped") is None}
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert set(ran) == set(MACHINE_CASES)
+    eight = ran["vcpus-8[refguest-uefi-libvirt]"]
+    assert eight["vcpus_seen"] == "8"
+    assert eight["topology_seen"] == "1 sockets x 4 cores x 2 threads"
+    reboot = ran["reboot[refguest-csm-libvirt]"]
+    assert reboot["reboots"] == "3" and len(set(reboot["boot_ids"].split())) == 4
+    assert all(int(n) >= 1 for n in reboot["machine_resets"].split())
+    assert reboot["scratch_verified_regions"] == "1"
+    nvram = ran["nvram-persist[refguest-uefi-libvirt]"]
+    assert nvram["efi_var_after_restart"] == "refvm-nvram-1"
+    assert nvram["boot_current_after_restart"] == nvram["boot_next"]
+    assert nvram["efi_var_fresh"] == "absent"
+    saved = ran["save-restore[refguest-uefi-libvirt]"]
+    assert int(saved["state_bytes"]) > 1 << 20 and float(saved["suspend_seconds"]) > 0
+    assert int(saved["counter_after_restore"]) >= int(saved["counter_before_save"])
+    assert saved["scratch_verified_regions"] == "1" and saved["net0_address"] == "10.0.2.15"
+    names = {ET.parse(x).findtext("name") for x in (tmp_path / "a").glob("*/domain*.xml")}
+    assert len(names) == 4 and not names & set(refvm_domains())
+    assert not [name for name in names if (STAGE_ROOT / name).exists()]
+    assert list(scratch.iterdir()) == []

@@ -81,8 +81,8 @@ class RefusingEvents(RecordingLibvirtConnection):
 
 
 def test_refused_event_registration_is_an_infra_error_leaving_nothing(tmp_path):
-    """LibvirtMachine.destroy() is the only clean-up that removes the UEFI vars copy, so the
-    machine must run it itself when it cannot watch the domain."""
+    """A start that fails after it made the UEFI vars copy removes it (a running VM's vars
+    file outlives destroy(): a restart or a restore runs on it again)."""
     ovmf, caps = ovmf_in(tmp_path)
     conn = RefusingEvents("qemu", caps)
     backend = qemu_backend(tmp_path, conn)

@@ -45,6 +45,8 @@ def test_uefi_command_line_is_exact(tmp_path, firmware_files):
         "-nodefaults", "-no-user-config", "-display", "none", "-rtc", "base=utc",
         "-no-reboot", "-S", "-qmp", f"unix:{w}/qmp.sock,server=on,wait=off",
         "-pidfile", f"{w}/qemu.pid",
+        # TCG's "Triple fault" line: what tells a triple fault from a reboot
+        "-d", "cpu_reset", "-D", f"{w}/qemu-cpu-reset.log",
         # UEFI: the CODE image read-only, and this VM's own VARS copy writable.
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/CODE.fd",
         "-drive", f"if=pflash,format=raw,unit=1,file={w}/uefi-vars.fd",

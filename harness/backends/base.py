@@ -70,6 +70,12 @@ class Machine(abc.ABC):
         """How often the guest reset the machine while it ran (reboots, triple faults)."""
         return 0
 
+    def triple_faults(self) -> int | None:
+        """How many of those resets were triple faults; None where the hypervisor does not
+        say (QEMU under KVM; libvirt). bhyve ends on a triple fault (exit 3): it never resets
+        after one, so 0."""
+        return None
+
     def save(self, state) -> None:
         """Suspend the running VM into the file ``state`` (the ``save-restore`` need)."""
         raise NotImplementedError(f"{type(self).__name__} cannot save a VM")

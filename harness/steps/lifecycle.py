@@ -26,12 +26,13 @@ def boot_id(ctx) -> str:
 def reboot(ctx, args):
     """Reboot from inside the guest ``times`` times. Each time the hypervisor must see the
     machine reset (QEMU's RESET event, bhyve's exit 0 relaunched: the firmware runs again),
-    keep running, and the guest must come back to a login with a boot id it never had."""
+    keep running, and the guest must come back to a login with a boot id it never had. A
+    reset that was a triple fault fails, named as such (bhyve: its exit 3 ends the VM)."""
     machine = ctx.vm.machine
     seen = [boot_id(ctx)]
     seconds, resets_seen = [], []
     for number in range(1, args["times"] + 1):
-        resets = machine.resets()
+        resets, faults = machine.resets(), machine.triple_faults()
         started = time.monotonic()
         command = ctx.guest.device_command("reboot")
         try:
@@ -44,7 +45,12 @@ def reboot(ctx, args):
         except GuestFailure:
             if machine.poll() is None:
                 raise
-        ctx.guest.reach_shell(timeout=ctx.remaining(args["timeout"]))
+        try:  # a triple fault is named as such, whether or not the login came back
+            ctx.guest.reach_shell(timeout=ctx.remaining(args["timeout"]))
+        except (ConsoleTimeout, GuestFailure):
+            no_triple_fault(ctx, number, faults)
+            raise
+        no_triple_fault(ctx, number, faults)
         info = machine.poll()
         if info is not None:
             raise GuestFailure(f"reboot {number}: the hypervisor exited ({info}) instead of "
@@ -65,6 +71,15 @@ def reboot(ctx, args):
     ctx.record("reboot_seconds", " ".join(map(str, seconds)))
     ctx.record("machine_resets", " ".join(map(str, resets_seen)))
     ctx.record("boot_ids", " ".join(seen))
+
+
+def no_triple_fault(ctx, number: int, faults_before: int | None) -> None:
+    """Raise if the machine triple-faulted since ``faults_before`` (None: cannot tell)."""
+    faults = ctx.vm.machine.triple_faults()
+    if faults_before is not None and faults is not None and faults > faults_before:
+        raise GuestFailure(f"reboot {number}: the machine reset after a triple fault, not a "
+                           f"reboot the guest asked for; last console lines:\n"
+                           f"{ctx.vm.log.tail()}")
 
 
 @register("restart", s.Map({

@@ -28,6 +28,7 @@ from ...hostdata import sparse_copy
 from ...vmspec import VmSpec, private_copies
 from . import domain_xml as lx
 from ..base import Backend
+from ..qemu.backend import tcg_vcpus_problem
 from .connection import connect, is_local, load_binding
 from .machine import LibvirtMachine
 from .origin import this_machine
@@ -41,9 +42,22 @@ __all__ = ["LibvirtBackend", "LibvirtMachine"]
 PLAN_LIBVIRT = (11, 9, 0)
 
 
+# Why libvirt's bhyve driver cannot do a machine need (libvirt's sources: bhyve_monitor.c stops
+# the domain on bhyve's exit 0, "TODO: Implementing reboot is a little more complicated";
+# the driver implements no virDomainSave).
+BHYVE_DRIVER_LACKS = {
+    "reboot": "libvirt's bhyve driver ends the domain when bhyve exits 0 on a guest reboot "
+              "(bhyve_monitor.c: \"Implementing reboot is a little more complicated\"): "
+              "<on_reboot>restart</on_reboot> is not honoured",
+    "save-restore": "libvirt's bhyve driver implements no virDomainSave/virDomainRestore",
+}
+# x86 APIC ids fit in 8 bits without an interrupt-remapping IOMMU (as qemu.APIC_LIMIT).
+APIC_LIMIT = 255
+
+
 class LibvirtBackend(Backend):
     name = "libvirt"
-    needs = ("vars-file",)  # restart, reboot, save-restore: not wired through libvirt yet
+    needs = ("restart", "reboot", "save-restore", "vars-file")
 
     def __init__(self, uri: str = "qemu:///system", domain_type: str | None = None,
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
@@ -166,6 +180,37 @@ class LibvirtBackend(Backend):
         return self.driver == "qemu" and not lx.offers_disk_bus(self.domain_capabilities(),
                                                                 "nvme")
 
+    def lacks(self, need: str, firmware: str) -> str | None:
+        """``needs`` are the QEMU driver's; the bhyve driver restarts (a new domain from the
+        same files) and keeps a vars file, but neither reboots nor saves (BHYVE_DRIVER_LACKS;
+        a pool, which asks the class, meets the same refusal when such a VM starts)."""
+        if self.driver == "bhyve" and need in BHYVE_DRIVER_LACKS:
+            return BHYVE_DRIVER_LACKS[need]
+        return super().lacks(need, firmware)
+
+    def max_vcpus(self) -> tuple[int, str]:
+        """``<vcpu max>`` of the domain capabilities (QEMU: q35's limit for the domain type;
+        bhyve: the driver's answer), capped at the APIC limit; the base guess offline."""
+        if self.offline():
+            return super().max_vcpus()
+        import xml.etree.ElementTree as ET
+        vcpu = ET.fromstring(self.domain_capabilities()).find("vcpu")
+        if vcpu is None or not (vcpu.get("max") or "").isdigit():
+            return super().max_vcpus()
+        most = int(vcpu.get("max"))
+        source = f"{self.where()}: domain capabilities <vcpu max='{most}'/>"
+        if self.driver == "qemu" and most > APIC_LIMIT:
+            return APIC_LIMIT, f"{source}, {APIC_LIMIT} without an interrupt-remapping IOMMU"
+        return most, source
+
+    def smt_model(self) -> str | None:
+        """An Intel CPU model TCG runs whose CPUID reports SMT threads (leaf 0xB: Westmere
+        and Nehalem have level 11), as listed usable in the domain capabilities."""
+        import xml.etree.ElementTree as ET
+        caps = ET.fromstring(self.domain_capabilities())
+        usable = {m.text for m in caps.findall("cpu/mode[@name='custom']/model[@usable='yes']")}
+        return next((m for m in ("Westmere", "Nehalem") if m in usable), None)
+
     # Firmware ---------------------------------------------------------------------------------
     def _offered_loaders(self) -> list[str]:
         import xml.etree.ElementTree as ET
@@ -224,8 +269,10 @@ class LibvirtBackend(Backend):
         cpu = None
         if self.driver == "qemu":
             cpu = "host-passthrough" if self.domain_type == "kvm" else "maximum"
+        smt = self.smt_model() if self.domain_type == "qemu" and self.driver == "qemu" \
+            else None
         return lx.Options(domain_type=self.domain_type, cpu_mode=cpu, bridge=self.bridge,
-                          nvme_as_qemu_args=self.nvme_as_qemu_args())
+                          nvme_as_qemu_args=self.nvme_as_qemu_args(), smt_model=smt)
 
     def start_flags(self) -> int:
         """virDomainCreateXML flags: AUTODESTROY always (both drivers take it), PAUSED only
@@ -249,17 +296,16 @@ class LibvirtBackend(Backend):
         return self.domain_xml(spec)
 
     def vcpu_problem(self, cpus: int, topology) -> str | None:
-        if topology:
-            return ("the libvirt backend gives domains no CPU topology yet (<cpu><topology>): "
-                    "the guest would see one socket per vCPU")
-        return super().vcpu_problem(cpus, topology)
+        why = super().vcpu_problem(cpus, topology)
+        if why is None and cpus > 8 and self.domain_type == "qemu" and self.local:
+            why = tcg_vcpus_problem(cpus)
+        return why
 
     def domain_xml(self, spec: VmSpec, disk_paths: dict | None = None,
                    firmware: lx.FirmwareFiles | None = None) -> str:
         """The checked domain XML for ``spec`` (raises InfraError for what the host lacks)."""
-        if any(disk.iops_limit for disk in spec.disks):
-            raise Unsupported("the libvirt backend passes no disk iops limit yet (<iotune>), "
-                              "which a TCG guest needs to fill its queue")
+        if self.driver == "bhyve" and spec.survive_reboot:
+            raise Unsupported(BHYVE_DRIVER_LACKS["reboot"])
         spec = self.view_of(spec)
         domain = lx.build_domain(spec, self.driver, firmware or self.firmware_for(spec),
                                  self.options(), disk_paths)
@@ -282,7 +328,43 @@ class LibvirtBackend(Backend):
     # Lifecycle -------------------------------------------------------------------------------
     def start(self, spec: VmSpec, again: bool = False) -> "LibvirtMachine":
         """Check, stage, create. What the host cannot run is refused before any file is
-        linked, copied or lent; a failure after createXML destroys the domain it made."""
+        linked, copied or lent; a failure after createXML destroys the domain it made.
+        ``again`` (restart): the private disk copies and the vars file are the first start's."""
+        libvirt = load_binding()
+
+        def create(xml: str):
+            try:
+                return self.conn.createXML(xml, self.start_flags())
+            except libvirt.libvirtError as err:
+                raise InfraError(f"{self.where()} refused to start {spec.name}: "
+                                 f"{err.get_error_message()}{self._qemu_log_tail(spec)}") \
+                    from None
+        return self._launch(spec, again, create)
+
+    def restore(self, spec: VmSpec, state: Path) -> "LibvirtMachine":
+        """``virDomainRestoreFlags`` of the file LibvirtMachine.save wrote, paused, after the
+        VM's files are staged again (the save's domain XML names the same staged paths: they
+        are made in the same order under the same VM name).
+
+        Unlike createXML, a restore takes no AUTODESTROY flag: if the harness is SIGKILLed
+        while a restored domain runs, the domain stays until `refvm clean` (or the next run's
+        reaping) finds its origin metadata naming a dead run."""
+        if self.driver == "bhyve":
+            raise Unsupported(BHYVE_DRIVER_LACKS["save-restore"])
+        libvirt = load_binding()
+
+        def create(_xml: str):
+            try:
+                self.conn.restoreFlags(str(state), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+                return self.conn.lookupByUUIDString(spec.uuid)
+            except libvirt.libvirtError as err:
+                raise InfraError(f"{self.where()} could not restore {spec.name} from "
+                                 f"{state.name}: {err.get_error_message()}"
+                                 f"{self._qemu_log_tail(spec)}") from None
+        return self._launch(spec, True, create, log_name="domain-restore.xml")
+
+    def _launch(self, spec: VmSpec, again: bool, create, log_name: str = "domain.xml"):
+        """Stage ``spec``'s files, then ``create(xml)`` its domain; on any failure undo both."""
         libvirt = load_binding()
         spec.workdir.mkdir(parents=True, exist_ok=True)
         spec.logdir.mkdir(parents=True, exist_ok=True)
@@ -293,10 +375,12 @@ class LibvirtBackend(Backend):
         stage = Stage(self.stage_root / spec.name, run_directory(spec.name, spec.workdir)) \
             if self.local else None
         dom = None
+        made_vars = False
         try:
             for image, copy in ([] if again else copies):  # a restart keeps their contents
                 sparse_copy(image, copy)
             if vars_copy is not None and not (again and vars_copy.exists()):
+                made_vars = True
                 fw.make_vars_copy(firmware.vars_template, vars_copy)
             disk_paths = {}
             if stage is not None:
@@ -308,15 +392,11 @@ class LibvirtBackend(Backend):
                     firmware = dataclasses.replace(
                         firmware, nvram=stage.reachable(vars_copy, readonly=False))
             xml = self.domain_xml(spec, disk_paths, firmware)
-            (spec.logdir / "domain.xml").write_text(xml)
+            (spec.logdir / log_name).write_text(xml)
             (spec.logdir / "command.txt").write_text(shlex.join(self.command_lines(spec)[0])
                                                      + "\n")
-            try:
-                dom = self.conn.createXML(xml, self.start_flags())
-            except libvirt.libvirtError as err:
-                raise InfraError(f"{self.where()} refused to start {spec.name}: "
-                                 f"{err.get_error_message()}{self._qemu_log_tail(spec)}") from None
-            return LibvirtMachine(self, spec, dom, stage, vars_copy)
+            dom = create(xml)
+            return LibvirtMachine(self, spec, dom, stage)
         except BaseException:
             if dom is not None:
                 try:
@@ -325,6 +405,8 @@ class LibvirtBackend(Backend):
                     pass  # already gone (LibvirtMachine's own clean-up got there first)
             if stage is not None:
                 stage.remove()
+            if made_vars:  # a vars file an earlier start made is the VM's: it stays
+                vars_copy.unlink(missing_ok=True)
             raise
 
     def reap_dead_runs(self, log=lambda _text: None, dry_run: bool = False) -> list[str]:

@@ -5,7 +5,8 @@ runs: q35, OVMF as a read-only pflash CODE image plus a per-VM VARS copy (``<nvr
 SeaBIOS (``<loader type='rom'>``, i.e. -bios) standing in for bhyve's CSM, COM1 console and
 further ISA UARTs as data channels (pty chardevs: libvirt's virDomainOpenConsole reaches them
 locally and over a remote URI alike), virtio-blk / NVMe / SATA disks with serial numbers and
-block sizes, user-mode virtio-net, and every lifecycle action set to destroy (like -no-reboot).
+block sizes, user-mode virtio-net, and every lifecycle action set to destroy (like -no-reboot;
+a VM that survives reboots restarts on one), a <cpu><topology> and <iotune> when asked.
 Where the connected libvirt has no NVMe disk bus (libvirt 9.0's domain capabilities list none),
 NVMe disks become QEMU's own ``-device nvme`` through libvirt's documented QEMU namespace
 (``<qemu:commandline>``, drvqemu "Pass-through of arbitrary qemu commands"), with the drive and
@@ -89,6 +90,7 @@ class Options:
     bridge: str = "bridge0"           # bhyve: the host bridge the tap joins
     nmdm_unit: int | None = None      # bhyve: first nmdm unit number; None = from the VM name
     nvme_as_qemu_args: bool = False   # qemu driver without the nvme bus: <qemu:commandline>
+    smt_model: str | None = None      # qemu driver, TCG: the Intel CPU model for threads > 1
     machine: str | None = None        # origin metadata's machine id; None: this machine's
 
 
@@ -177,8 +179,7 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     _sub(features, "apic")
     if bhyve:
         _sub(features, "msrs", unknown="ignore")  # bhyve -w (drvbhyve, since 5.1.0)
-    elif options.cpu_mode:
-        _sub(domain, "cpu", mode=options.cpu_mode)
+    _cpu(domain, spec, bhyve, options)
     _sub(domain, "clock", offset="utc" if spec.utc_clock else "localtime")
     # Every way the guest stops ends the domain: the harness reads the reason, never restarts
     # (the QEMU backend's -no-reboot; bhyve's own exit on reboot). An installer's VM
@@ -226,6 +227,39 @@ def build_domain(spec: VmSpec, driver: str, firmware: FirmwareFiles,
     return domain
 
 
+def _cpu(domain: ET.Element, spec: VmSpec, bhyve: bool, options: Options) -> None:
+    """<cpu>: the mode (qemu driver) and the topology when the VM has one.
+
+    bhyve: <cpu><topology> alone, which libvirt's bhyve driver turns into ``-c
+    cpus=,sockets=,cores=,threads=`` (bhyve_command.c; dies must be 1; it refuses a bhyve whose
+    usage lacks the topology form). QEMU under TCG: ``maximum`` is QEMU's ``max`` CPU, an AMD
+    K8 that cannot tell a guest about SMT threads, and libvirt passes no vendor override in
+    that mode (``<model vendor_id>`` is ignored there), so a topology with threads uses a
+    named Intel model TCG can run (``smt_model``, from the domain capabilities), whose CPUID
+    leaf 0xB reports the threads, like the QEMU backend's ``max,vendor=GenuineIntel``."""
+    topology = spec.topology
+    if bhyve:
+        if topology is None:
+            return
+        cpu = _sub(domain, "cpu")
+    elif topology is not None and topology[2] > 1 and options.domain_type == "qemu":
+        if options.smt_model is None:
+            raise Unsupported("a topology with threads under TCG needs an Intel CPU model "
+                              "(QEMU's max CPU is an AMD K8, which reports no SMT); this "
+                              "libvirt's domain capabilities list none TCG can run")
+        cpu = _sub(domain, "cpu", mode="custom", match="exact", check="none")
+        _sub(cpu, "model", options.smt_model, fallback="forbid")
+    elif options.cpu_mode:
+        cpu = _sub(domain, "cpu", mode=options.cpu_mode)
+    elif topology is None:
+        return
+    else:
+        cpu = _sub(domain, "cpu")
+    if topology is not None:
+        sockets, cores, threads = topology
+        _sub(cpu, "topology", sockets=sockets, dies=1, cores=cores, threads=threads)
+
+
 def uses_qemu_args(disk: Disk, options: Options) -> bool:
     """Whether ``disk`` reaches QEMU through <qemu:commandline> rather than a <disk> element
     (so libvirt neither chowns nor labels its file)."""
@@ -245,6 +279,8 @@ def nvme_qemu_args(position: int, disk: Disk, path: Path) -> list[str]:
     node = f"disk{position}"
     drive = (f"file={str(path).replace(',', ',,')},format={disk.format},if=none,id={node},"
              f"readonly={'on' if disk.readonly else 'off'}")
+    if disk.iops_limit:
+        drive += f",throttling.iops-total={disk.iops_limit}"
     device: dict = {"driver": "nvme", "drive": node,
                     "serial": disk.serial or f"REFVM{position:04d}"}
     if disk.boot:
@@ -302,6 +338,8 @@ def _disk(devices: ET.Element, disk: Disk, index: int, bhyve: bool, path: Path) 
     if disk.sector_size:
         _sub(el, "blockio", logical_block_size=disk.sector_size,
              physical_block_size=disk.sector_size)
+    if disk.iops_limit and not bhyve:  # requests wait in QEMU's block layer (qemu.py)
+        _sub(_sub(el, "iotune"), "total_iops_sec", disk.iops_limit)
     if disk.readonly or device == "cdrom":
         _sub(el, "readonly")
     if disk.boot and not bhyve:  # bhyve boots the first disk listed (drvbhyve)
@@ -398,6 +436,11 @@ def _offered_problems(domain: ET.Element, caps: ET.Element, libvirt_version) -> 
         mode = caps.find(f"cpu/mode[@name='{cpu.get('mode')}']")
         if mode is None or mode.get("supported") != "yes":
             problems.append(f"<cpu mode='{cpu.get('mode')}'>: not supported by this host")
+        model = cpu.findtext("model")
+        usable = [m.text for m in caps.findall("cpu/mode[@name='custom']/model[@usable='yes']")]
+        if cpu.get("mode") == "custom" and model not in usable:
+            problems.append(f"<cpu><model>{model}</model>: not a CPU model this host can run "
+                            f"(usable: {', '.join(usable) or 'none'})")
 
     return problems
 

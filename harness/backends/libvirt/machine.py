@@ -76,8 +76,9 @@ def _shutoff_words(libvirt) -> dict:
 
 
 class LibvirtMachine(Machine):
-    def __init__(self, backend: LibvirtBackend, spec: VmSpec, dom, stage: Stage | None,
-                 nvram: Path | None):
+    def __init__(self, backend: LibvirtBackend, spec: VmSpec, dom, stage: Stage | None):
+        """``stage``: the VM's staged files, removed by destroy(). The vars file stays: a
+        restart or a restore runs on it again, and it goes with the VM's workdir."""
         self.libvirt = load_binding()
         self.backend = backend
         self.conn = backend.conn
@@ -85,7 +86,6 @@ class LibvirtMachine(Machine):
         self.dom = dom
         self.nvme_model = "QEMU NVMe Ctrl" if backend.driver == "qemu" else "bhyve-NVMe"
         self._stage = stage
-        self._nvram = nvram
         self._bridges: list[StreamBridge] = []
         self._ttys: list = []  # nmdm B sides opened directly (bhyve data ports)
         self._changed = threading.Condition()
@@ -94,7 +94,8 @@ class LibvirtMachine(Machine):
         self._exit: ExitInfo | None = None
         self._destroyed = False
         self._callbacks: list[int] = []
-        self._qmp_callback: int | None = None
+        self._qmp_callbacks: list[int] = []
+        self._resets = 0  # QEMU's RESET events the guest caused (on_reboot=restart)
         # The QEMU driver starts domains paused; the bhyve driver cannot (see resume()).
         self._last_state = "paused" if backend.driver == "qemu" else "running"
         self._register()
@@ -111,8 +112,10 @@ class LibvirtMachine(Machine):
         if self.backend.driver == "qemu":
             try:
                 import libvirt_qemu
-                self._qmp_callback = libvirt_qemu.qemuMonitorEventRegister(
-                    self.conn, self.dom, "SHUTDOWN", self._on_qmp_shutdown, None, 0)
+                for event, callback in (("SHUTDOWN", self._on_qmp_shutdown),
+                                        ("RESET", self._on_qmp_reset)):
+                    self._qmp_callbacks.append(libvirt_qemu.qemuMonitorEventRegister(
+                        self.conn, self.dom, event, callback, None, 0))
             except (ImportError, libvirt.libvirtError):
                 pass  # a reboot then reads as a power-off: see the module docstring
 
@@ -133,7 +136,32 @@ class LibvirtMachine(Machine):
                 self._qmp_reason = reason
             self._changed.notify_all()
 
+    def _on_qmp_reset(self, _conn, _dom, _event, _sec, _usec, details, _opaque) -> None:
+        """QEMU's RESET event (``guest``: false when libvirt or the harness reset it)."""
+        import json
+        try:
+            guest = json.loads(details or "{}").get("guest", True)
+        except ValueError:
+            guest = True
+        with self._changed:
+            self._resets += 1 if guest else 0
+            self._changed.notify_all()
+
     # Machine protocol ----------------------------------------------------------------------
+    def resets(self) -> int:
+        """Guest resets QEMU reported (the domain keeps running: <on_reboot>restart)."""
+        with self._changed:
+            return self._resets
+
+    def save(self, state: Path) -> None:
+        """``virDomainSave``: libvirt stops the vCPUs, writes the domain's XML and QEMU's
+        migration stream to ``state`` and ends the domain; restore() brings it back."""
+        try:
+            self.dom.save(str(state))
+        except self.libvirt.libvirtError as err:
+            raise InfraError(f"libvirt could not save {self.spec.name} to {state.name}: "
+                             f"{err.get_error_message()}") from None
+
     def host_address_for_guest(self) -> str:
         if self.backend.driver == "qemu":
             return "10.0.2.2"  # <interface type='user'>: QEMU user networking
@@ -287,7 +315,6 @@ class LibvirtMachine(Machine):
         ttys, self._ttys = self._ttys, []
         run_all(self._destroy_domain, self._stop_listening,
                 lambda: self._stage is not None and self._stage.remove(),
-                lambda: self._nvram is not None and self._nvram.unlink(missing_ok=True),
                 *[bridge.close for bridge in bridges], *[tty.close for tty in ttys])
 
     def _destroy_domain(self) -> None:
@@ -314,10 +341,10 @@ class LibvirtMachine(Machine):
                 self.conn.domainEventDeregisterAny(callback)
             except libvirt.libvirtError:
                 pass
-        if self._qmp_callback is not None:
+        qmp_callbacks, self._qmp_callbacks = self._qmp_callbacks, []
+        for callback in qmp_callbacks:
             try:
                 import libvirt_qemu
-                libvirt_qemu.qemuMonitorEventDeregister(self.conn, self._qmp_callback)
+                libvirt_qemu.qemuMonitorEventDeregister(self.conn, callback)
             except (ImportError, libvirt.libvirtError):
                 pass
-            self._qmp_callback = None

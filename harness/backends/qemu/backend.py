@@ -22,6 +22,7 @@ from ...process import spawn, stop, tail_text
 from ...vmspec import Disk, VmSpec
 from ..base import Backend, ExitInfo, Machine
 from .accel import choose as choose_accel
+from .cpulog import TRIPLE_FAULT_LINE, guest_triple_faults
 from .fifo import FifoConsole, make_fifos
 from .qmp import QmpClient, connect_unix
 
@@ -38,11 +39,24 @@ SHUTDOWN_REASONS = {
 }
 
 
+# Where TCG logs triple faults, the only thing that tells one from a reboot (cpulog).
+CPU_RESET_LOG = "qemu-cpu-reset.log"
+
 # Without an interrupt-remapping IOMMU (which TCG cannot give), x86 APIC ids fit in 8 bits.
 APIC_LIMIT = 255
 # Under TCG every vCPU is a host thread interpreting code: past this many per host core a
 # guest kernel does not come up within a scenario's timeout.
 TCG_VCPUS_PER_CORE = 16
+
+
+def tcg_vcpus_problem(cpus: int) -> str | None:
+    """Why ``cpus`` vCPUs under TCG on this host would not boot in time, or None."""
+    cores = os.cpu_count() or 1
+    if cpus > TCG_VCPUS_PER_CORE * cores:
+        return (f"{cpus} vCPUs under TCG (no KVM here) on {cores} host cores: more than "
+                f"{TCG_VCPUS_PER_CORE} per core do not boot within a scenario's timeout; run "
+                f"it where KVM works (--accel kvm)")
+    return None
 
 
 class QemuBackend(Backend):
@@ -99,11 +113,7 @@ class QemuBackend(Backend):
     def vcpu_problem(self, cpus: int, topology) -> str | None:
         why = super().vcpu_problem(cpus, topology)
         if why is None and cpus > 8 and self.accel.name == "tcg":
-            cores = os.cpu_count() or 1
-            if cpus > TCG_VCPUS_PER_CORE * cores:
-                why = (f"{cpus} vCPUs under TCG (no KVM here) on {cores} host cores: more "
-                       f"than {TCG_VCPUS_PER_CORE} per core do not boot within a scenario's "
-                       f"timeout; run it where KVM works (--accel kvm)")
+            why = tcg_vcpus_problem(cpus)
         return why
 
     # Command line ----------------------------------------------------------------------------
@@ -130,6 +140,8 @@ class QemuBackend(Backend):
                 *([] if spec.survive_reboot else ["-no-reboot"]), "-S",
                 "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
                 "-pidfile", str(w / "qemu.pid")]
+        if self.accel.name == "tcg":  # a triple fault's only trace: see cpulog
+            argv += ["-d", "cpu_reset", "-D", str(w / CPU_RESET_LOG)]
         argv += self._firmware_args(spec)
         for port in spec.serials:
             if port.role == "console":  # FIFOs: see harness/console/fifo.py for why
@@ -204,6 +216,7 @@ class QemuMachine(Machine):
     def __init__(self, spec: VmSpec, argv: list[str], log_name: str = "qemu.log",
                  pass_fds: tuple = ()):
         self.spec = spec
+        self.argv = argv
         self.log_path = spec.logdir / log_name
         self._consoles: list = []  # FifoConsole (COM1) and sockets (data ports)
         self.qmp = None
@@ -279,6 +292,19 @@ class QemuMachine(Machine):
         return sum(1 for e in self.qmp.events if e.get("event") == "RESET"
                    and e.get("data", {}).get("guest", True)) if self.qmp else 0
 
+    def triple_faults(self) -> int | None:
+        """The guest's triple faults this QEMU process saw (TCG's log: cpulog; SeaBIOS's
+        own reset by triple fault does not count), None under KVM, which does not tell them
+        from other resets. QEMU truncates its log when it starts, so a restarted or restored
+        VM counts from 0."""
+        if "-D" not in self.argv:
+            return None
+        try:
+            text = (self.spec.workdir / CPU_RESET_LOG).read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return guest_triple_faults(text)
+
     def poll(self) -> ExitInfo | None:
         code = self.proc.poll()
         return None if code is None else self._exit_info(code)
@@ -296,6 +322,10 @@ class QemuMachine(Machine):
             return ExitInfo("killed", code, f"QEMU killed by signal {-code}")
         if event:
             reason = event.get("data", {}).get("reason", "unknown")
+            if reason == "guest-reset" and self.triple_faults():
+                return ExitInfo("triple-fault", code, f"QEMU: {reason} after a triple fault "
+                                                      f"(TCG's '{TRIPLE_FAULT_LINE}' in "
+                                                      f"{CPU_RESET_LOG})")
             return ExitInfo(SHUTDOWN_REASONS.get(reason, "error"), code, f"QEMU: {reason}")
         return ExitInfo("error", code, "QEMU exited on its own: "
                         + (tail_text(self.log_path, 3).replace("\n", " | ") or "no message"))
