@@ -374,7 +374,8 @@ def efibootmgr(args: list[str]) -> int:
             return fail("efibootmgr", "       efibootmgr [-n | -N] -b bootnum")
         number = args[args.index("-b") + 1]
         number = int(number[4:] if number.lower().startswith("boot") else number, 16)
-        variables[f"{GLOBAL_GUID}-BootNext"] = {"attr": 7, "data": number.to_bytes(2, "little").hex()}
+        variables[f"{GLOBAL_GUID}-BootNext"] = {"attr": 7,
+                                                "data": number.to_bytes(2, "little").hex()}
         efivars_save(state, variables)
 
     def word(name):

@@ -192,7 +192,7 @@ def pflash_problem(argv: list[str]) -> str | None:
             "qemu-system-x86_64: info: its size must be a non-zero multiple of 0x1000\n")
 
 
-# The firmware's side of UEFI variables -------------------------------------------------------------
+# The firmware's side of UEFI variables ---------------------------------------------------------
 def read_store(path: str) -> dict:
     """{"GUID-Name": {"attr": A, "data": hex}} of an edk2 vars file (virt-firmware)."""
     from virt.firmware.varstore.edk2 import Edk2VarStore

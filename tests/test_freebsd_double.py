@@ -389,3 +389,38 @@ def test_bhyve_plans_the_machine_scenarios_for_a_freebsd_guest():
     assert bootrom.split(",")[2].endswith("/uefi-vars.fd")
     loader = cases["reboot[freebsd-14.3-bhyveload-bhyve]"]["commands"][-2]
     assert loader[0].endswith("/bhyveload")
+
+
+def test_the_topology_step_reads_freebsds_summary_line_and_linuxs_per_cpu_lines():
+    from harness.errors import GuestFailure
+    from harness.steps.cpus import topology_seen
+
+    assert topology_seen("sockets 2 cores 2 threads 1\n") == (2, 2, 1)
+    assert topology_seen("0 0 0\n1 0 0\n2 0 1\n3 0 1\n") == (1, 2, 2)
+    with pytest.raises(GuestFailure):
+        topology_seen("sockets: no FreeBSD/SMP line in /var/run/dmesg.boot\n")
+
+
+def test_the_doubles_cp_times_count_only_work_pinned_to_each_vcpu(tmp_path):
+    """kern.cp_times in the double is not free: a vCPU no cpuset(1) work ran on stays idle."""
+    import os
+
+    userland = REPO / "tests" / "fake_freebsd_userland.py"
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"cpu": {"cpus": 2, "sockets": 1, "cores": 2, "threads": 1},
+                                 "boottime": __import__("time").time() - 10,
+                                 "cp_ticks": str(tmp_path / "ticks.json"), "disks": [],
+                                 "bootmethod": "BIOS", "release": "14.3",
+                                 "nvme_driver": "nvd"}))
+    env = dict(os.environ, FAKE_FREEBSD_STATE=str(state))
+
+    def tool(*args):
+        return subprocess.run(["/usr/bin/python3", str(userland), *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert tool("cpuset", "-l", "1", "sh", "-c", "e=$(($(date +%s) + 2)); "
+                "while [ $(date +%s) -lt $e ]; do :; done").returncode == 0
+    times = [int(n) for n in tool("sysctl", "-n", "kern.cp_times").stdout.split()]
+    assert times[0] == 0 and times[5] > 10  # vCPU 0 never ran it; vCPU 1 busy up to 2 s (127 Hz)
+    refused = tool("cpuset", "-l", "2", "true")
+    assert refused.returncode == 1 and "Resource deadlock avoided" in refused.stderr
