@@ -424,3 +424,26 @@ def test_the_doubles_cp_times_count_only_work_pinned_to_each_vcpu(tmp_path):
     assert times[0] == 0 and times[5] > 10  # vCPU 0 never ran it; vCPU 1 busy up to 2 s (127 Hz)
     refused = tool("cpuset", "-l", "2", "true")
     assert refused.returncode == 1 and "Resource deadlock avoided" in refused.stderr
+
+
+def test_under_no_reboot_a_freebsd_reboot_ends_the_double_as_it_ends_qemu(tmp_path):
+    """A VM that may not reboot (QEMU's -no-reboot: every scenario without needs: [reboot]):
+    `shutdown -r now` returns 0 at once (shutdown(8) forks), then the machine is gone with
+    QMP's SHUTDOWN reason guest-reset, which the backend reports as a reboot."""
+    from harness.families import family
+    from harness.guestos import UnixShell
+    from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, ConsoleSpec
+
+    machine, console, log = start_double(tmp_path, FAKE, "freebsd")
+    try:
+        machine.resume()
+        shell = UnixShell(console, family("freebsd"), ConsoleSpec(
+            DEFAULT_LOGIN_PROMPT, "root", "", DEFAULT_SHELL_PROMPT, 20.0, "Login incorrect"))
+        shell.reach_shell(30)
+        result = shell.run(family("freebsd").device_command("reboot"), timeout=10)
+        assert result.status == 0 and "Shutdown NOW!" in result.output
+        info = machine.wait_exit(15)
+        assert info is not None and info.kind == "reboot" and "guest-reset" in info.detail
+    finally:
+        log.close()
+        machine.destroy()
