@@ -308,10 +308,10 @@ def openers(device: os.stat_result) -> int:
     return count
 
 
-def efivars_load(state: dict) -> dict:
+def efivars_load(state: dict) -> dict | None:
+    """The variables, or None where the guest did not boot by UEFI (no efi(4) device)."""
     if state["bootmethod"] != "UEFI" or not state.get("efivars"):
-        raise SystemExit(fail("efivar", "efi variables not supported on this system. "
-                                        "kldload efirt?"))
+        return None
     with open(state["efivars"]) as f:
         return json.load(f)
 
@@ -337,6 +337,9 @@ def efivar(args: list[str]) -> int:
         (a for a in args if not a.startswith("-")), None)
     if name is None or len(name) < 38 or name[36] != "-":
         return fail("efivar", f"Invalid guid in: {name}")
+    if variables is None:  # libefivar finds no /dev/efi: verr's words, unless -q
+        what = "efi_set_variable" if "-w" in flags else f"fetching {name}"
+        return 1 if "-q" in flags else fail("efivar", f"{what}: No such file or directory")
     if "-w" in flags:
         data = os.read(0, 16 * 1024)
         attr = int(args[args.index("-t") + 1], 16) if "-t" in args else 7
@@ -369,6 +372,8 @@ def efibootmgr(args: list[str]) -> int:
     entry ("+Boot0001* description", + for the current one, * for active)."""
     state = load()
     variables = efivars_load(state)
+    if variables is None:  # efibootmgr.c main(): efi_variables_supported() is false
+        return fail("efibootmgr", "efi variables not supported on this system. kldload efirt?")
     if "-n" in args:
         if "-b" not in args:
             return fail("efibootmgr", "       efibootmgr [-n | -N] -b bootnum")
