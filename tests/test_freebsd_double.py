@@ -447,3 +447,12 @@ def test_under_no_reboot_a_freebsd_reboot_ends_the_double_as_it_ends_qemu(tmp_pa
     finally:
         log.close()
         machine.destroy()
+
+
+def test_save_restore_is_not_played_by_the_double_and_says_so_at_once(freebsd):
+    """The double has no machine state to write: QMP's migrate fails with its reason, and the
+    case is an infrastructure error in seconds, never a pass (and never a 300 s wait)."""
+    proc, root, _ = freebsd(firmware="csm", scenarios=("save-restore",))
+    assert proc.returncode == 1
+    props = properties(root)
+    assert props["category"] == "infra" and "no guest state to save" in props["reason"]

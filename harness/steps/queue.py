@@ -66,5 +66,5 @@ def queue_depth(ctx, args):
     facts["guest_sha"].update(zip(slices, written))  # disk_verify checks them after power-off
     if max(most, most_w) < args["depth"]:
         raise GuestFailure(f"disk {attach.id}: at most {max(most, most_w)} requests were in "
-                           f"flight at once ({jobs} jobs; the driver's queue has {tags} tags), "
+                           f"flight at once ({jobs} jobs; the driver's queue size: {tags}), "
                            f"not the {args['depth']} the scenario asks for")
