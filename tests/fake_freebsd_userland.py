@@ -18,12 +18,23 @@ sources, not captured from a running system; the network stand-in maps QEMU's us
 gateway (10.0.2.2) to the host's loopback as QEMU does, with no DHCP of its own (the image's
 rc.conf DHCPs every interface at boot, so vtnet0 has 10.0.2.15 from the start).
 
+The machine's side (vCPUs, RTC, UEFI variables, boots) comes from the double too: hw.ncpu and
+kern.smp.* from QEMU's -smp; kern.cp_times counts the CPU time that work pinned with cpuset(1)
+really used (cpuset runs it on host CPU N modulo the host's count and adds the child's rusage to
+vCPU N: work never pinned to a vCPU leaves it idle); the RTC is the host's clock in UTC or in
+QEMU's local time (-rtc base=), read when debug.clock_do_io asks; efivar(8) and efibootmgr(8)
+read and write the variables the double keeps in QEMU's pflash vars file (it flushes them there
+with virt-firmware when a stand-in says so); iostat(8)'s qlen is the number of processes that
+have the disk open at that moment (each dd on FreeBSD's unbuffered disk devices keeps one
+request outstanding): a stand-in for devstat's count, not a queue measured in a kernel.
+
 Usage: fake_freebsd_userland.py enter STATE SHELL   (inside `unshare --mount --pid --fork`)
        fake_freebsd_userland.py TOOL ARGS...         (via the wrappers `enter` writes)
 Only the standard library: the namespace hides the harness's virtualenv.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -33,10 +44,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 ROOT = "/mnt"  # the namespace's private tmpfs: tools, state, home, /tmp and /dev are built here
 TOOLS = ("sysctl", "diskinfo", "nvmecontrol", "ifconfig", "sha256", "stty", "nc", "uname",
-         "kenv", "shutdown", "dhclient", "pgrep")
+         "kenv", "shutdown", "dhclient", "pgrep", "cpuset", "dmesg", "efivar", "efibootmgr",
+         "iostat")
+STATHZ = 127  # kern.cp_times counts statclock ticks (stathz, 127 on amd64 with the i8254/LAPIC)
+GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # EFI_GLOBAL_VARIABLE
 DEVICES = ("null", "zero", "random", "urandom", "tty")
 
 
@@ -61,6 +76,18 @@ def enter(state_path: str, shell: str) -> None:
     open(f"{ROOT}/control", "w").close()
     mount("--bind", state["control"], f"{ROOT}/control")
     state["control"] = f"{ROOT}/control"
+    if state.get("efivars"):  # the double's UEFI variables, outside the namespace
+        open(f"{ROOT}/efivars.json", "w").close()
+        mount("--bind", state["efivars"], f"{ROOT}/efivars.json")
+        state["efivars"] = f"{ROOT}/efivars.json"
+    with open(f"{ROOT}/msgbuf", "w") as f:  # the kernel's message buffer (dmesg)
+        f.write(state.get("msgbuf", ""))
+    state["msgbuf"] = f"{ROOT}/msgbuf"
+    state["cp_ticks"] = f"{ROOT}/cp_ticks.json"
+    run = os.path.realpath("/var/run")  # /var/run/dmesg.boot, as rc.d/dmesg saves it
+    mount("-t", "tmpfs", "refvm-double-run", run)
+    with open(f"{run}/dmesg.boot", "w") as f:
+        f.write(open(state["msgbuf"]).read())
     with open(f"{ROOT}/state.json", "w") as f:
         json.dump(state, f)
     mount("-t", "tmpfs", "refvm-double-dev", f"{ROOT}/dev")
@@ -120,18 +147,262 @@ def disk_named(state: dict, arg: str) -> dict | None:
     return next((d for d in state["disks"] if d["name"] == name), None)
 
 
+def sysctl_values(state: dict) -> dict:
+    """The OIDs the family's commands read, from the double's VM (sysctl(8) prints each as
+    ``name: value``, or the value alone with -n)."""
+    cpu = state["cpu"]
+    boot = state["boottime"]
+    sec, usec = int(boot), int(round(boot % 1 * 1e6)) % 1000000
+    values = {"kern.disks": " ".join(d["name"] for d in reversed(state["disks"])),
+              "machdep.bootmethod": state["bootmethod"], "kern.ostype": "FreeBSD",
+              "kern.osrelease": f"{state['release']}-RELEASE",
+              "hw.nvme.use_nvd": "1" if state["nvme_driver"] == "nvd" else "0",
+              "hw.ncpu": str(cpu["cpus"]), "kern.smp.cpus": str(cpu["cpus"]),
+              "kern.smp.cores": str(cpu["cpus"] // cpu["threads"]),
+              "kern.smp.threads_per_core": str(cpu["threads"]),
+              "kern.cp_times": cp_times(state),
+              # sysctl.c S_timeval: "{ sec = %jd, usec = %ld } " and ctime() without its newline
+              "kern.boottime": f"{{ sec = {sec}, usec = {usec} }} "
+                               + time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(sec)),
+              "machdep.wall_cmos_clock": "0",
+              "debug.clock_show_io": str(state.get("clock_show_io", 0)),
+              "debug.clock_do_io": "0"}
+    for disk in state["disks"]:
+        if disk.get("controller"):
+            # FreeBSD's default I/O queue (NVME_IO_ENTRIES, 256) fits QEMU's CAP.MQES (2047)
+            values[f"dev.{disk['controller'].replace('nvme', 'nvme.')}.ioq0.num_entries"] = "256"
+    return values
+
+
+def cp_times(state: dict) -> str:
+    """Five counters per CPU (user nice sys intr idle) in statclock ticks: user is the CPU time
+    cpuset(1) measured for work pinned to that vCPU, idle the rest of the uptime."""
+    try:
+        with open(state["cp_ticks"]) as f:
+            busy = json.load(f)
+    except FileNotFoundError:
+        busy = {}
+    up = int((time.time() - state["boottime"]) * STATHZ)
+    rows = []
+    for cpu in range(state["cpu"]["cpus"]):
+        user = busy.get(str(cpu), 0)
+        rows += [user, 0, 0, 0, max(up - user, 0)]
+    return " ".join(map(str, rows))
+
+
 def sysctl(args: list[str]) -> int:
     state = load()
     names = [a for a in args if not a.startswith("-")]
     quiet = "-n" in args
-    values = {"kern.disks": " ".join(d["name"] for d in reversed(state["disks"])),
-              "machdep.bootmethod": state["bootmethod"], "kern.ostype": "FreeBSD",
-              "kern.osrelease": f"{state['release']}-RELEASE",
-              "hw.nvme.use_nvd": "1" if state["nvme_driver"] == "nvd" else "0"}
+    values = sysctl_values(state)
     for name in names:
+        name, _, new = name.partition("=")
         if name not in values:
             return fail("sysctl", f"unknown oid '{name}'")
+        if new:
+            if name not in ("debug.clock_show_io", "debug.clock_do_io"):
+                return fail("sysctl", f"oid '{name}' is read only")
+            if name == "debug.clock_show_io":
+                state["clock_show_io"] = int(new)
+                save(state)
+            elif new == "1":
+                read_rtc(state)
+            print(f"{name}: {values[name]} -> {new}")  # sysctl.c: old -> new
+            continue
         print(values[name] if quiet else f"{name}: {values[name]}")
+    return 0
+
+
+def read_rtc(state: dict) -> None:
+    """debug.clock_do_io=1: the kernel reads every RTC; with debug.clock_show_io & 1,
+    clock_dbgprint_bcd() logs ``atrtc0: read  at <system time>: <RTC>`` (subr_rtc.c
+    clock_dbgprint_hdr: device_printf "%s at " with "read "; subr_clock.c clock_print_bcd:
+    %4.4x-%2.2x-%2.2x %2.2x:%2.2x:%2.2x.%09ld of BCD fields, the year two BCD digits as
+    atrtc reads it without USE_RTC_CENTURY). The chip holds QEMU's -rtc base: the host's
+    clock plus the offset the double fixed at start (0 for UTC)."""
+    if not state.get("clock_show_io", 0) & 1:
+        return
+    now = time.time()
+    rtc = time.gmtime(int(now) + state["rtc_offset"])
+    system = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}"
+    line = (f"atrtc0: read  at {system}: {rtc.tm_year % 100:04d}-{rtc.tm_mon:02d}-"
+            f"{rtc.tm_mday:02d} {rtc.tm_hour:02d}:{rtc.tm_min:02d}:{rtc.tm_sec:02d}.000000000\n")
+    with open(state["msgbuf"], "a") as f:
+        f.write(line)
+
+
+def dmesg(args: list[str]) -> int:
+    """dmesg(8): the kernel's message buffer (the boot messages, then what was logged)."""
+    with open(load()["msgbuf"]) as f:
+        sys.stdout.write(f.read().replace("\r", ""))
+    return 0
+
+
+def cpuset(args: list[str]) -> int:
+    """cpuset(1) ``-l N cmd [args]``: run the command on vCPU N. Here: pinned to host CPU N
+    modulo the host's count, and the CPU time it used (its rusage, as the kernel's statclock
+    would have charged vCPU N) added to vCPU N's busy ticks for kern.cp_times. A CPU the VM
+    does not have: kern_cpuset.c refuses a mask outside the root set with EDEADLK."""
+    state = load()
+    if len(args) < 3 or args[0] != "-l" or not args[1].isdigit():
+        return fail("cpuset", "usage: cpuset [-l cpu-list] [-s setid] cmd ...")
+    vcpu = int(args[1])
+    if vcpu >= state["cpu"]["cpus"]:
+        return fail("cpuset", "setaffinity: Resource deadlock avoided")
+    host = os.cpu_count() or 1
+    pid = os.fork()
+    if pid == 0:
+        os.sched_setaffinity(0, {vcpu % host})
+        try:
+            os.execvp(args[2], args[2:])
+        except OSError as e:
+            print(f"cpuset: {args[2]}: {e.strerror}", file=sys.stderr)
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    ticks = int((usage.ru_utime + usage.ru_stime) * STATHZ)
+    with open(state["cp_ticks"], "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        busy = json.loads(f.read() or "{}")
+        busy[str(vcpu)] = busy.get(str(vcpu), 0) + ticks
+        f.seek(0)
+        f.truncate()
+        json.dump(busy, f)
+    return os.waitstatus_to_exitcode(status)
+
+
+def iostat(args: list[str]) -> int:
+    """iostat(8) ``-x -d DISK``: the extended statistics table (its header and column order as
+    FreeBSD prints it). qlen: the processes that have the disk open now, a stand-in for
+    devstat's started-minus-ended count (each dd on an unbuffered FreeBSD disk keeps one
+    request outstanding); the rates are not measured and print as 0."""
+    state = load()
+    names = [a for a in args if not a.startswith("-")]
+    print("                        extended device statistics  ")
+    print("device       r/s     w/s     kr/s     kw/s  ms/r  ms/w  ms/o  ms/t qlen  %b  ")
+    for disk in state["disks"]:
+        if names and disk["name"] not in names:
+            continue
+        qlen = openers(os.stat(f"/dev/{disk['name']}"))
+        print(f"{disk['name']:<8}{0:>8}{0:>8}{0.0:>9.1f}{0.0:>9.1f}{0:>6}{0:>6}{0:>6}{0:>6}"
+              f"{qlen:>5}{0:>4} ")
+    return 0
+
+
+def openers(device: os.stat_result) -> int:
+    """How many processes have the file ``device`` open (read from /proc/PID/fd)."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (device.st_dev, device.st_ino):
+                count += 1
+                break
+    return count
+
+
+def efivars_load(state: dict) -> dict | None:
+    """The variables, or None where the guest did not boot by UEFI (no efi(4) device)."""
+    if state["bootmethod"] != "UEFI" or not state.get("efivars"):
+        return None
+    with open(state["efivars"]) as f:
+        return json.load(f)
+
+
+def efivars_save(state: dict, variables: dict) -> None:
+    """Keep the variables, then ask the double (the firmware) to write the NV ones to flash."""
+    with open(state["efivars"], "w") as f:
+        json.dump(variables, f)
+    with open(state["control"], "w") as f:
+        f.write("nvram\n")
+
+
+def efivar(args: list[str]) -> int:
+    """efivar(8) (usr.sbin/efivar/efivar.c): ``[-N] [-q] -n GUID-NAME`` prints the data as
+    efiutil.c's hexdump ("%04x: " then "%02x " per byte, 16 a line), with the name line
+    "GUID-NAME" first unless -N; a missing variable: ``efivar: fetching GUID-NAME: No such
+    file or directory`` (verr), silent with -q, exit 1. ``-w -n GUID-NAME`` writes what one
+    read() of standard input gives, attributes NV|BS|RT (or -t HEX)."""
+    state = load()
+    variables = efivars_load(state)
+    flags = {a for a in args if a.startswith("-") and a != "-n"}
+    name = args[args.index("-n") + 1] if "-n" in args else next(
+        (a for a in args if not a.startswith("-")), None)
+    if name is None or len(name) < 38 or name[36] != "-":
+        return fail("efivar", f"Invalid guid in: {name}")
+    if variables is None:  # libefivar finds no /dev/efi: verr's words, unless -q
+        what = "efi_set_variable" if "-w" in flags else f"fetching {name}"
+        return 1 if "-q" in flags else fail("efivar", f"{what}: No such file or directory")
+    if "-w" in flags:
+        data = os.read(0, 16 * 1024)
+        attr = int(args[args.index("-t") + 1], 16) if "-t" in args else 7
+        variables[name] = {"attr": attr, "data": data.hex()}
+        efivars_save(state, variables)
+        return 0
+    found = variables.get(name)
+    if found is None:
+        if "-q" in flags:
+            return 1
+        return fail("efivar", f"fetching {name}: No such file or directory")
+    data = bytes.fromhex(found["data"])
+    out = [] if "-N" in flags else [name]
+    line = ""
+    for i, byte in enumerate(data):
+        if i % 16 == 0:
+            if i:
+                out.append(line)
+            line = f"{i:04x}: "
+        line += f"{byte:02x} "
+    out.append(line)
+    sys.stdout.write("\n".join(out) + "\n" + ("" if "-N" in flags else "\n"))
+    return 0
+
+
+def efibootmgr(args: list[str]) -> int:
+    """efibootmgr(8) (usr.sbin/efibootmgr/efibootmgr.c): ``-n -b NNNN`` sets BootNext
+    (EFI_GLOBAL_GUID, NV|BS|RT, the number little-endian); then, as after every command, the
+    epilogue: "BootNext : %04x", "BootCurrent: %04x", "BootOrder  : %04X, ...", one line per
+    entry ("+Boot0001* description", + for the current one, * for active)."""
+    state = load()
+    variables = efivars_load(state)
+    if variables is None:  # efibootmgr.c main(): efi_variables_supported() is false
+        return fail("efibootmgr", "efi variables not supported on this system. kldload efirt?")
+    if "-n" in args:
+        if "-b" not in args:
+            return fail("efibootmgr", "       efibootmgr [-n | -N] -b bootnum")
+        number = args[args.index("-b") + 1]
+        number = int(number[4:] if number.lower().startswith("boot") else number, 16)
+        variables[f"{GLOBAL_GUID}-BootNext"] = {"attr": 7,
+                                                "data": number.to_bytes(2, "little").hex()}
+        efivars_save(state, variables)
+
+    def word(name):
+        found = variables.get(f"{GLOBAL_GUID}-{name}")
+        return bytes.fromhex(found["data"]) if found else None
+
+    if word("BootNext") is not None:
+        print(f"BootNext : {int.from_bytes(word('BootNext'), 'little'):04x}")
+    current = int.from_bytes(word("BootCurrent") or b"\0\0", "little")
+    print(f"BootCurrent: {current:04x}")
+    order = word("BootOrder") or b""
+    numbers = [int.from_bytes(order[i:i + 2], "little") for i in range(0, len(order), 2)]
+    if numbers:
+        print("BootOrder  : " + ", ".join(f"{n:04X}" for n in numbers))
+    for n in numbers:
+        option = word(f"Boot{n:04X}")
+        if option is None:
+            print(f"Boot{n:04X}: MISSING!")
+            continue
+        text = option[6:].decode("utf-16-le").split("\0", 1)[0]
+        active = "*" if int.from_bytes(option[:4], "little") & 1 else " "
+        print(f"{'+' if n == current else ' '}Boot{n:04X}{active} {text}")
     return 0
 
 
@@ -321,16 +592,25 @@ def kenv(args: list[str]) -> int:
 
 
 def shutdown(args: list[str]) -> int:
-    """``shutdown -p now``: the messages, then the double powers the VM off (its QMP event)."""
-    if args[:2] != ["-p", "now"]:
-        return fail("shutdown", "usage: shutdown [-] [-c | -f | -h | -p | -r | -k] [-o [-n]] "
-                                "[-q] time [warning-message ...]")
-    print("Shutdown NOW!\nshutdown: [pid 812]")
+    """``shutdown -p|-r now`` (sbin/shutdown/shutdown.c): prints "Shutdown NOW!", forks the
+    shutdown and returns 0 at once ("shutdown: [pid N]" on stderr, errx(0)); the child waits
+    2 s (die_you_gravy_sucking_pig_dog's sleep(2)) and signals init, here: tells the double,
+    which plays the rest (power-off, or the reset and the next boot)."""
+    if len(args) != 2 or args[0] not in ("-p", "-r") or args[1] != "now":
+        print("usage: shutdown [-] [-h | -p | -r | -k] [-o [-n]] time [warning-message ...]\n"
+              "       poweroff", file=sys.stderr)
+        return 1
+    print("Shutdown NOW!")
     sys.stdout.flush()
+    pid = os.fork()
+    if pid:
+        print(f"shutdown: [pid {pid}]", file=sys.stderr)
+        return 0
+    os.setsid()
+    time.sleep(2)
     with open(load()["control"], "w") as f:
-        f.write("poweroff\n")
-    threading.Event().wait()
-    return 0
+        f.write("poweroff\n" if args[0] == "-p" else "reboot\n")
+    os._exit(0)
 
 
 def main() -> int:

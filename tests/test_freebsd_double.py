@@ -234,3 +234,225 @@ def test_a_freebsd_image_without_dhcp_at_boot_gets_its_lease_from_dhclient(freeb
     net = properties(root, "virtio-net")
     assert net["net0_dhcp"] == "dhclient" and net["net0_address"] == "10.0.2.15"
     assert any("dhclient" in line for line in typed(said))
+
+
+MACHINE_CASES = ["vcpus-8[freebsd-double-uefi-qemu]", "vcpus-4[freebsd-double-csm-qemu]",
+                 "clock-utc[freebsd-double-uefi-qemu]", "clock-localtime[freebsd-double-csm-qemu]",
+                 "reboot[freebsd-double-csm-qemu]", "nvram-persist[freebsd-double-uefi-qemu]"]
+
+
+def test_the_machine_scenarios_run_the_freebsd_commands_through_the_qemu_backend(tmp_path):
+    """vcpus, clock, reboot and nvram-persist through `refvm run` and the real QEMU backend,
+    the FreeBSD family's commands run by a real sh against the double's machine (simulated:
+    no FreeBSD kernel). The topology comes from the kernel's FreeBSD/SMP line and kern.smp.*;
+    every vCPU's kern.cp_times grew because cpuset(1) pinned real work to it; the RTC read
+    through debug.clock_do_io holds UTC or the local time of the run's zone (five and a half
+    hours off UTC); `shutdown -r now` three times, each a QMP RESET and a new kern.boottime;
+    efivar(8) and efibootmgr(8) write the vars file (read back on the host with
+    virt-firmware), the variable survives a restart and is absent from a fresh vars file, and
+    a vars file of the wrong size is refused with QEMU's words. Not played by the double:
+    save-restore and queue-depth (see its docstring; their commands are run below)."""
+    image = tmp_path / "freebsd.raw"
+    image.write_bytes(b"\0" * 65536)
+    guest = tmp_path / "freebsd-double.yaml"
+    guest.write_text(
+        f"name: freebsd-double\nfamily: freebsd\nimage: {{path: {image}, sha256: "
+        f"{hashlib.sha256(image.read_bytes()).hexdigest()}}}\nfirmware: [uefi, csm]\n"
+        f"devices: [virtio-blk, nvme, virtio-net, uart]\nconsole:\n  user: root\n"
+        f"  boot_timeout: 20\n")
+    junit, log = tmp_path / "junit.xml", tmp_path / "double.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--guest", str(guest),
+         *(a for s in ("vcpus", "clock", "reboot", "nvram-persist") for a in ("--scenario", s)),
+         "--accel", "tcg", "--qemu-binary", str(fake_qemu(tmp_path, FAKE)),
+         "--artifacts", str(tmp_path / "a"), "--junitxml", str(junit), "-p", "no:cacheprovider",
+         "-k", " or ".join(f"({c.split('[')[0]} and {c.split('-')[-2]})"
+                           for c in MACHINE_CASES)],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+        env=dict(__import__("os").environ, TZ="Asia/Kolkata", FAKE_FREEBSD_LOG=str(log)))
+    root = ET.parse(junit).getroot()
+    ran = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")}
+           for c in root.iter("testcase") if c.find("skipped") is None}
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert set(ran) == set(MACHINE_CASES)
+    eight = ran["vcpus-8[freebsd-double-uefi-qemu]"]
+    assert eight["vcpus_seen"] == "8"
+    assert eight["topology_seen"] == "1 sockets x 4 cores x 2 threads"
+    assert int(eight["busy_ticks_min"]) > 0
+    four = ran["vcpus-4[freebsd-double-csm-qemu]"]
+    assert four["topology_seen"] == "2 sockets x 2 cores x 1 threads"
+    assert abs(int(ran["clock-utc[freebsd-double-uefi-qemu]"]["rtc_minus_utc_seconds"])) <= 2
+    assert abs(int(ran["clock-localtime[freebsd-double-csm-qemu]"]["rtc_minus_utc_seconds"])
+               - 19800) <= 2
+    reboot = ran["reboot[freebsd-double-csm-qemu]"]
+    assert reboot["reboots"] == "3" and len(set(reboot["boot_ids"].split())) == 4
+    assert all(n == "1" for n in reboot["machine_resets"].split())
+    assert reboot["scratch_verified_regions"] == "1"
+    nvram = ran["nvram-persist[freebsd-double-uefi-qemu]"]
+    assert nvram["efi_var_after_restart"] == "refvm-nvram-1" and nvram["efi_var_fresh"] == "absent"
+    assert nvram["boot_current_after_restart"] == nvram["boot_next"] == "Boot0001"
+    assert "multiple of 0x1000" in nvram["hypervisor_refused"]
+    typed = [json.loads(line).get("line", "") for line in log.read_text().splitlines()]
+    assert any("efibootmgr -n -b 0001" in line for line in typed)
+    assert any("cpuset -l $i" in line for line in typed)
+
+
+def test_the_save_restore_and_queue_commands_move_real_data_in_the_doubles_shell(tmp_path):
+    """What the double cannot play as a scenario (a save carried into a new process; a device
+    queue) still runs as the FreeBSD family's command lines in its real sh: the counter counts,
+    the kept file's hash is stable; concurrent readers of /dev/vtbd1 read the host's bytes
+    slice by slice, concurrent writers' hashes are what lands in the image file; the NVMe
+    queue size is dev.nvme.0.ioq0.num_entries, vtblk's is said to be not exported."""
+    import os
+    import time
+
+    from harness.backends.qemu.backend import QemuBackend
+    from harness.console.log import ConsoleLog
+    from harness.console.serial import SerialConsole
+    from harness.families import family
+    from harness.guestos import UnixShell
+    from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, ConsoleSpec
+    from harness.vmspec import Disk, SerialPort, VmSpec
+
+    boot, scratch, nvme = (tmp_path / name for name in ("boot.raw", "scratch.raw", "nvme.raw"))
+    boot.write_bytes(b"\0" * 4096)
+    scratch.write_bytes(os.urandom(256 << 10))
+    nvme.write_bytes(b"\0" * (256 << 10))
+    spec = VmSpec(name="refvm-0123abcd-2", memory_mib=256, cpus=2, firmware="csm",
+                  uuid="00000000-0000-4000-8000-000000000002", utc_clock=True,
+                  workdir=tmp_path / "w", logdir=tmp_path / "logs",
+                  disks=(Disk(boot, ephemeral=True, boot=True), Disk(scratch, serial="Q1"),
+                         Disk(nvme, bus="nvme", serial="Q2")),
+                  serials=(SerialPort("com1"),))
+    machine = QemuBackend(accel="tcg", binary=str(fake_qemu(tmp_path, FAKE))).start(spec)
+    log = ConsoleLog(tmp_path / "console.log")
+    fam = family("freebsd")
+    try:
+        console = SerialConsole(machine.open_console("com1"), log, fam.failure_patterns)
+        machine.resume()
+        shell = UnixShell(console, fam, ConsoleSpec(
+            DEFAULT_LOGIN_PROMPT, "root", "", DEFAULT_SHELL_PROMPT, 20.0, "Login incorrect"))
+        shell.reach_shell(30)
+
+        def op(operation, **values):
+            result = shell.run(fam.device_command(operation, **values), timeout=120)
+            assert result.status == 0, result.output
+            return result.output
+
+        jobs, count, block = 16, 2, 4096
+        out = op("queue_read", dev="/dev/vtbd1", name="vtbd1", jobs=jobs, count=count,
+                 block=block)
+        data = scratch.read_bytes()
+        want = [hashlib.sha256(data[i * count * block:(i + 1) * count * block]).hexdigest()
+                for i in range(jobs)]
+        lines = out.split()
+        assert lines[:1] == ["inflight_max"] and 0 <= int(lines[1]) <= jobs
+        assert lines[2:] == want
+        out = op("queue_write", dev="/dev/nvd0", name="nvd0", jobs=jobs, count=count,
+                 block=block).split()
+        written = nvme.read_bytes()
+        assert out[2:] == [hashlib.sha256(written[i * count * block:(i + 1) * count * block])
+                           .hexdigest() for i in range(jobs)]
+        assert len(set(out[2:])) == jobs  # random data, one slice per job
+        assert op("queue_size", name="nvd0").split() == ["256"]
+        assert op("queue_size", name="vtbd1").strip() == "not exported by vtblk(4)"
+        # last: the counter's loop stays in the background (the queue ops wait for theirs)
+        op("counter_start")
+        time.sleep(2.5)
+        first = int(op("counter_read").split()[-1])
+        time.sleep(1.5)
+        assert int(op("counter_read").split()[-1]) > first >= 1
+        kept = op("keep_write").split()[-1]
+        assert len(kept) == 64 and op("keep_sha").split()[-1] == kept
+    finally:
+        log.close()
+        machine.destroy()
+
+
+def test_bhyve_plans_the_machine_scenarios_for_a_freebsd_guest():
+    """bhyve(8) for FreeBSD guests: -u only where the RTC holds UTC; -c with the vCPU count;
+    the bootrom's own vars file for nvram-persist; bhyveload before bhyve for a reboot case
+    (run again at each relaunch: tests/test_bhyve_lifecycle.py)."""
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "plan", "--backend", "bhyve",
+                           "--guest", "freebsd-14.3", "--scenario", "clock", "--scenario",
+                           "reboot", "--scenario", "nvram-persist", "--scenario", "vcpus-2",
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cases = {c["id"]: c for c in json.loads(proc.stdout)["cases"]}
+    bhyve = {name: case["commands"][-1] for name, case in cases.items() if case.get("commands")}
+    assert "-u" in bhyve["clock-utc[freebsd-14.3-uefi-bhyve]"]
+    assert "-u" not in bhyve["clock-localtime[freebsd-14.3-uefi-bhyve]"]
+    two = bhyve["vcpus-2[freebsd-14.3-bhyveload-bhyve]"]
+    assert two[two.index("-c") + 1] == "2"  # no topology asked: the count alone
+    bootrom = next(a for a in bhyve["nvram-persist[freebsd-14.3-uefi-bhyve]"]
+                   if a.startswith("bootrom,"))
+    assert bootrom.split(",")[2].endswith("/uefi-vars.fd")
+    loader = cases["reboot[freebsd-14.3-bhyveload-bhyve]"]["commands"][-2]
+    assert loader[0].endswith("/bhyveload")
+
+
+def test_the_topology_step_reads_freebsds_summary_line_and_linuxs_per_cpu_lines():
+    from harness.errors import GuestFailure
+    from harness.steps.cpus import topology_seen
+
+    assert topology_seen("sockets 2 cores 2 threads 1\n") == (2, 2, 1)
+    assert topology_seen("0 0 0\n1 0 0\n2 0 1\n3 0 1\n") == (1, 2, 2)
+    with pytest.raises(GuestFailure):
+        topology_seen("sockets: no FreeBSD/SMP line in /var/run/dmesg.boot\n")
+
+
+def test_the_doubles_cp_times_count_only_work_pinned_to_each_vcpu(tmp_path):
+    """kern.cp_times in the double is not free: a vCPU no cpuset(1) work ran on stays idle."""
+    import os
+
+    userland = REPO / "tests" / "fake_freebsd_userland.py"
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"cpu": {"cpus": 2, "sockets": 1, "cores": 2, "threads": 1},
+                                 "boottime": __import__("time").time() - 10,
+                                 "cp_ticks": str(tmp_path / "ticks.json"), "disks": [],
+                                 "bootmethod": "BIOS", "release": "14.3",
+                                 "nvme_driver": "nvd"}))
+    env = dict(os.environ, FAKE_FREEBSD_STATE=str(state))
+
+    def tool(*args):
+        return subprocess.run(["/usr/bin/python3", str(userland), *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert tool("cpuset", "-l", "1", "sh", "-c", "e=$(($(date +%s) + 2)); "
+                "while [ $(date +%s) -lt $e ]; do :; done").returncode == 0
+    times = [int(n) for n in tool("sysctl", "-n", "kern.cp_times").stdout.split()]
+    assert times[0] == 0 and times[5] > 10  # vCPU 0 never ran it; vCPU 1 busy up to 2 s (127 Hz)
+    refused = tool("cpuset", "-l", "2", "true")
+    assert refused.returncode == 1 and "Resource deadlock avoided" in refused.stderr
+
+
+def test_under_no_reboot_a_freebsd_reboot_ends_the_double_as_it_ends_qemu(tmp_path):
+    """A VM that may not reboot (QEMU's -no-reboot: every scenario without needs: [reboot]):
+    `shutdown -r now` returns 0 at once (shutdown(8) forks), then the machine is gone with
+    QMP's SHUTDOWN reason guest-reset, which the backend reports as a reboot."""
+    from harness.families import family
+    from harness.guestos import UnixShell
+    from harness.model import DEFAULT_LOGIN_PROMPT, DEFAULT_SHELL_PROMPT, ConsoleSpec
+
+    machine, console, log = start_double(tmp_path, FAKE, "freebsd")
+    try:
+        machine.resume()
+        shell = UnixShell(console, family("freebsd"), ConsoleSpec(
+            DEFAULT_LOGIN_PROMPT, "root", "", DEFAULT_SHELL_PROMPT, 20.0, "Login incorrect"))
+        shell.reach_shell(30)
+        result = shell.run(family("freebsd").device_command("reboot"), timeout=10)
+        assert result.status == 0 and "Shutdown NOW!" in result.output
+        info = machine.wait_exit(15)
+        assert info is not None and info.kind == "reboot" and "guest-reset" in info.detail
+    finally:
+        log.close()
+        machine.destroy()
+
+
+def test_save_restore_is_not_played_by_the_double_and_says_so_at_once(freebsd):
+    """The double has no machine state to write: QMP's migrate fails with its reason, and the
+    case is an infrastructure error in seconds, never a pass (and never a 300 s wait)."""
+    proc, root, _ = freebsd(firmware="csm", scenarios=("save-restore",))
+    assert proc.returncode == 1
+    props = properties(root)
+    assert props["category"] == "infra" and "no guest state to save" in props["reason"]

@@ -27,9 +27,12 @@ DEVICE_OPS = (
     "uart_receive_finish", "uart_send", "uart_close",
     # The machine as the guest sees it (vCPUs, RTC, boots).
     "cpu_count", "cpu_topology", "cpu_ticks", "cpu_load", "rtc_read", "boot_id", "reboot",
-    # UEFI variables: read as hex (4 bytes of attributes, then the data), written from
-    # printf's octal escapes.
-    "efivar_read", "efivar_write",
+    # UEFI variables: read as hex (efivar_read: 4 bytes of attributes, then the data, as
+    # efivarfs gives them; efivar_read_data: the data alone, for tools that show no attributes),
+    # written from printf's octal escapes (@octal@ with the attributes first, @data_octal@
+    # without); BootNext set with the OS's boot manager (@bootnum@, 4 hex digits) where it has
+    # one.
+    "efivar_read", "efivar_read_data", "efivar_write", "efi_boot_next",
     # save-restore: a counter the guest keeps in a file; a file whose hash must survive.
     "counter_start", "counter_read", "keep_write", "keep_sha",
     # queue-depth: @jobs@ concurrent direct-I/O readers (writers) of @count@ blocks each, the

@@ -60,9 +60,14 @@ def _fingerprint(path: Path) -> dict:
 
 def write_stamp(path: Path, sha256: str, extra: dict | None = None) -> None:
     data = dict(_fingerprint(path), sha256=sha256, **(extra or {}))
-    tmp = _stamp_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(_stamp_path(path))
+    # A name of this process's own: parallel workers of one run stamp the same image, and a
+    # shared temporary name lets one rename the file away from under the other.
+    tmp = _stamp_path(path).with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(_stamp_path(path))
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_stamp(path: Path) -> dict | None:

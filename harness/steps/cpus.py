@@ -2,6 +2,8 @@
 every one of them (each CPU's busy ticks grow while as many busy loops as CPUs run)."""
 from __future__ import annotations
 
+import re
+
 from .. import schema as s
 from ..errors import GuestFailure
 from ..families import families_having
@@ -10,7 +12,12 @@ from .registry import register
 
 
 def topology_seen(output: str) -> tuple[int, int, int]:
-    """(sockets, cores per socket, threads per core) from lines ``cpu package core``."""
+    """(sockets, cores per socket, threads per core) from lines ``cpu package core`` (Linux's
+    sysfs, per CPU), or from one line ``sockets S cores C threads T`` (FreeBSD's kernel gives
+    the summary, not per-CPU ids)."""
+    summary = re.search(r"^sockets (\d+) cores (\d+) threads (\d+)\s*$", output, re.MULTILINE)
+    if summary:
+        return tuple(int(n) for n in summary.groups())
     cpus = [tuple(line.split()) for line in output.splitlines() if len(line.split()) == 3]
     if not cpus:
         raise GuestFailure(f"cpu topology: no 'cpu package core' lines in {output!r}")

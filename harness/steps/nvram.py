@@ -30,25 +30,29 @@ def octal(data: bytes) -> str:
 
 
 def read_var(ctx, name: str, guid: str) -> bytes | None:
-    """A variable's data (without its attributes), or None when the guest has none."""
-    text = last_line(guest_op(ctx, "efivar_read", name=name, guid=guid).output)
+    """A variable's data (without its attributes), or None when the guest has none. Linux's
+    efivarfs gives the attributes first; FreeBSD's efivar(8) the data alone."""
+    data_only = "efivar_read_data" in ctx.guest.family.devices
+    op = "efivar_read_data" if data_only else "efivar_read"
+    text = last_line(guest_op(ctx, op, name=name, guid=guid).output)
     if not text:
         return None
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise GuestFailure(f"efivarfs {name}: not hex: {text[:80]!r}") from None
-    return raw[4:]
+        raise GuestFailure(f"{op} {name}: not hex: {text[:80]!r}") from None
+    return raw if data_only else raw[4:]
 
 
 def write_var(ctx, name: str, guid: str, data: bytes) -> None:
-    guest_op(ctx, "efivar_write", name=name, guid=guid,
+    guest_op(ctx, "efivar_write", name=name, guid=guid, data_octal=octal(data),
              octal=octal(NV_BS_RT.to_bytes(4, "little") + data))
 
 
 def EFI_STEPS(_args) -> set:
-    """The families these steps run on: those with efivarfs commands."""
-    return families_having("efivar_read", "efivar_write")
+    """The families these steps run on: those with commands to read and write variables."""
+    return (families_having("efivar_read", "efivar_write")
+            | families_having("efivar_read_data", "efivar_write"))
 
 
 @register("efi_var_set", s.Map({
@@ -60,9 +64,13 @@ def efi_var_set(ctx, args):
     current = read_var(ctx, "BootCurrent", GLOBAL_GUID)
     if current is None or len(current) != 2:
         raise GuestFailure("the guest has no BootCurrent variable: not booted by UEFI, or "
-                           "efivarfs is not mounted at /sys/firmware/efi/efivars")
+                           "its UEFI variables cannot be read (Linux: efivarfs not mounted; "
+                           "FreeBSD: no efirt(4))")
     write_var(ctx, args["name"], REFVM_GUID, args["value"].encode())
-    write_var(ctx, "BootNext", GLOBAL_GUID, current)
+    if "efi_boot_next" in ctx.guest.family.devices:  # the OS's boot manager (efibootmgr -n)
+        guest_op(ctx, "efi_boot_next", bootnum=f"{int.from_bytes(current, 'little'):04X}")
+    else:
+        write_var(ctx, "BootNext", GLOBAL_GUID, current)
     if read_var(ctx, args["name"], REFVM_GUID) != args["value"].encode():
         raise GuestFailure(f"wrote {args['name']}, but reading it back gave something else")
     boot = int.from_bytes(current, "little")

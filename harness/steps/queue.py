@@ -15,7 +15,7 @@ from ..errors import GuestFailure
 from ..families import families_having
 from ..hostdata import Region, read_region, sha256
 from .disks import _disk, find_disk
-from .guestops import guest_op, integers
+from .guestops import guest_op, last_line
 from .registry import register
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -48,8 +48,10 @@ def queue_depth(ctx, args):
         raise GuestFailure(f"queue_depth needs the disk's first region to start at 0 and hold "
                            f"{jobs} x {block} bytes at least")
     slices = [Region(i * count * block, count * block, block) for i in range(jobs)]
-    tags, = integers(guest_op(ctx, "queue_size", name=dev.rsplit("/", 1)[-1]).output,
-                     "queue size")
+    # A number, or the guest's words where its driver exports none (FreeBSD's vtblk).
+    said = guest_op(ctx, "queue_size", name=dev.rsplit("/", 1)[-1]).output
+    numbers = re.findall(r"^\s*(\d+)\s*$", said, re.MULTILINE)
+    tags = int(numbers[0]) if numbers else (last_line(said)[:100] or "not reported")
     ctx.record(f"{attach.id}_queue_tags", tags)
     # Reads: the host's pattern, still untouched in the image file, slice by slice.
     wanted = [sha256(read_region(facts["path"], piece)) for piece in slices]
@@ -64,5 +66,5 @@ def queue_depth(ctx, args):
     facts["guest_sha"].update(zip(slices, written))  # disk_verify checks them after power-off
     if max(most, most_w) < args["depth"]:
         raise GuestFailure(f"disk {attach.id}: at most {max(most, most_w)} requests were in "
-                           f"flight at once ({jobs} jobs; the driver's queue has {tags} tags), "
+                           f"flight at once ({jobs} jobs; the driver's queue size: {tags}), "
                            f"not the {args['depth']} the scenario asks for")

@@ -39,10 +39,13 @@ class QmpClient:
             message["arguments"] = arguments
         with self._cond:
             data = json.dumps(message).encode() + b"\n"
-            if fds:
-                socket.send_fds(self._sock, [data], list(fds))
-            else:
-                self._sock.sendall(data)
+            try:
+                if fds:
+                    socket.send_fds(self._sock, [data], list(fds))
+                else:
+                    self._sock.sendall(data)
+            except OSError as err:  # QEMU exited between its greeting and this command
+                raise InfraError(f"QEMU closed QMP before {command!r}: {err}") from None
             deadline = time.monotonic() + timeout
             while not self._replies:
                 if self._closed:
