@@ -19,6 +19,10 @@ Input lines end with CR. cmd.exe here: the first line after the login is swallow
 parsed, before any command of it has run; ``^`` escapes the next character; ``&`` separates
 commands; ``prompt`` sets the prompt ($P$G); unknown commands get cmd.exe's "is not recognized"
 and 9009; ``shutdown /s /t 0`` returns, and a second later QEMU reports a guest shutdown.
+``powershell -NoProfile -Command "..."`` runs the family's device scripts through the stand-ins
+of tests/fake_windows_powershell.py on the disks, NIC and COM2 of this double's QEMU argv (a
+script it does not know fails loudly with exit status 1); ``mode COM2 ...`` prints the port's
+status (COM2 exists when QEMU was given one); ``rem`` does nothing.
 
 Switches (environment): ``FAKE_WINDOWS_PASSWORD`` the administrator password it accepts;
 ``FAKE_WINDOWS_FRESH=1`` SAC starts twice (the reboot after specialize) before the CMD event;
@@ -41,7 +45,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_qemu_freebsd import Qmp, option, start  # noqa: E402  (the same QMP server, argv, pidfile)
+import fake_windows_powershell as powershell  # noqa: E402  (the device scripts' stand-ins)
+from fake_qemu_freebsd import Qmp, option, options, start  # noqa: E402  (QMP, argv, pidfile)
 
 FIRMWARE = ('BdsDxe: loading Boot0004 "Windows Boot Manager" from HD(1,GPT,5A1C6C2E-1D9B-4E3F-'
             '9A7B-0C3D2E1F4A5B,0x800,0x32000)/\\EFI\\Microsoft\\Boot\\bootmgfw.efi\r\n'
@@ -76,10 +81,19 @@ CMD_DELAY = 0.8  # seconds from SAC's start to the CMD event
 HOSTNAME = "WIN-REFVM2022"
 NOT_FOUND = ("'{name}' is not recognized as an internal or external command,\r\n"
              "operable program or batch file.\r\n")
+POWERSHELL = re.compile(r'powershell -NoProfile -Command "([^"]*)"')
+# mode.com's status of a COM port after setting it (layout from memory: UNVERIFIED).
+MODE_STATUS = ("\r\nStatus for device {port}:\r\n-----------------------\r\n"
+               "    Baud:            {baud}\r\n    Parity:          None\r\n"
+               "    Data Bits:       8\r\n    Stop Bits:       1\r\n    Timeout:         OFF\r\n"
+               "    XON/XOFF:        OFF\r\n    CTS handshaking: OFF\r\n"
+               "    DSR handshaking: OFF\r\n    DSR sensitivity: OFF\r\n"
+               "    DTR circuit:     ON\r\n    RTS circuit:     OFF\r\n\r\n")
 
 
 class Windows:
-    def __init__(self, base: str, uefi: bool, qmp: Qmp):
+    def __init__(self, base: str, uefi: bool, qmp: Qmp, argv=()):
+        self.machine = powershell.Machine.from_argv(list(argv), options)
         self.out = os.open(base + ".out", os.O_RDWR)  # as QEMU's pipe chardev opens them
         self.inp = os.open(base + ".in", os.O_RDWR)
         self.uefi, self.qmp = uefi, qmp
@@ -215,12 +229,40 @@ class Windows:
         elif word == "powershell" and "PEFirmwareType" in command:
             self.say(("UEFI" if self.uefi else "BIOS") + "\r\n")
             self.errorlevel = 0
+        elif word == "powershell":
+            self.powershell(command)
+        elif word == "mode":
+            self.mode(command.split()[1:])
+        elif word == "rem":
+            pass
         elif command == "shutdown /s /t 0":
             self.errorlevel = 0
             threading.Thread(target=self.power_off, daemon=True).start()
         else:
             self.say(NOT_FOUND.format(name=word))
             self.errorlevel = 9009
+
+    def powershell(self, command: str) -> None:
+        """The device scripts, played by tests/fake_windows_powershell.py on real data."""
+        match = POWERSHELL.fullmatch(command)
+        if match is None:
+            name, lines, status = "unknown", [f"fake_qemu_windows: NO STAND-IN for {command[:120]!r}"], 1
+        else:
+            name, lines, status = powershell.run(match.group(1), self.machine)
+        self.note(powershell=name, status=status)
+        self.say("".join(line + "\r\n" for line in lines))
+        self.errorlevel = status
+
+    def mode(self, args: list[str]) -> None:
+        """``mode COMn BAUD=b ...``: COM2 exists only when QEMU was given one."""
+        port = args[0].upper() if args else ""
+        settings = dict(a.upper().split("=", 1) for a in args[1:] if "=" in a)
+        if port != "COM2" or self.machine.com2 is None:
+            self.say(f"\r\nIllegal device name - {port}\r\n")
+            self.errorlevel = 1
+            return
+        self.say(MODE_STATUS.format(port=port, baud=settings.get("BAUD", "1200")))
+        self.errorlevel = 0
 
     def power_off(self) -> None:
         time.sleep(1.0)
@@ -239,7 +281,7 @@ class Installing(Windows):
     waits 1 s only, too short for anyone (the failure path). What it saw is logged."""
 
     def __init__(self, base, uefi, qmp, argv):
-        super().__init__(base, uefi, qmp)
+        super().__init__(base, uefi, qmp, ())
         self.argv = argv
         self.com2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.com2.bind(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
@@ -328,8 +370,9 @@ def unescape(command: str) -> str:
 
 def main() -> None:
     argv = sys.argv[1:]
-    guest = start(argv, (lambda base, uefi, qmp: Installing(base, uefi, qmp, argv))
-                  if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows, "fake_qemu_windows.py")
+    kind = Installing if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows
+    guest = start(argv, lambda base, uefi, qmp: kind(base, uefi, qmp, argv),
+                  "fake_qemu_windows.py")
     if guest is not None:
         guest.run()
 

@@ -32,18 +32,41 @@ def windows(tmp_path):
     image.write_bytes(b"\0" * 65536)
     qemu = fake_qemu(tmp_path, FAKE)
 
-    def run(env=None, firmware="uefi", password=PASSWORD, timeout=120):
+    def run(env=None, firmware="uefi", password=PASSWORD, timeout=120, scenarios=("boot",)):
         guest = tmp_path / "windows-double.yaml"
         guest.write_text(
             f"name: windows-double\nfamily: windows\nimage: {{path: {image}, sha256: "
             f"{hashlib.sha256(image.read_bytes()).hexdigest()}}}\nfirmware: [uefi, csm]\n"
+            f"devices: [virtio-blk, nvme, virtio-net, uart]\n"
             f"utc_clock: false\nconsole:\n  user: Administrator\n  password: '{password}'\n"
             f"  boot_timeout: 30\n")
         return run_through_double(tmp_path, guest, qemu, "FAKE_WINDOWS_LOG", firmware,
                                   dict(env or {}, FAKE_WINDOWS_PASSWORD=PASSWORD),
-                                  timeout=timeout)
+                                  scenarios=scenarios, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def sac(tmp_path, monkeypatch):
+    """The SAC driver logged in to the double's cmd.exe (a small CSM VM of the real QEMU
+    backend); destroyed after the test, whose console log must not hold the password."""
+    from harness.families import family
+    from harness.guestos import SacConsole
+    from harness.model import ConsoleSpec
+
+    monkeypatch.setenv("FAKE_WINDOWS_PASSWORD", PASSWORD)
+    machine, console, log = start_double(tmp_path, FAKE, "windows", secrets=[PASSWORD])
+    try:
+        machine.resume()
+        driver = SacConsole(console, family("windows"), ConsoleSpec(
+            "", "Administrator", PASSWORD, "", 20.0, "", type_delay=0.001))
+        driver.reach_shell(20)
+        yield driver
+    finally:
+        log.close()
+        machine.destroy()
+    assert PASSWORD not in (tmp_path / "console.log").read_text()  # masked in the log
 
 
 def failure_text(root) -> str:
@@ -117,28 +140,71 @@ def test_a_wrong_password_is_a_login_failure_in_the_guests_words(windows, tmp_pa
     assert PASSWORD[::-1] not in text  # the wrong password is masked too
 
 
-def test_errorlevel_on_the_command_line_is_stale_and_the_driver_reads_it_after(tmp_path,
-                                                                                 monkeypatch):
+def test_errorlevel_on_the_command_line_is_stale_and_the_driver_reads_it_after(sac):
     """cmd.exe expands ``%ERRORLEVEL%`` when it parses a line: on the command's own line it is
     the status of the command before. The driver's status is the command's own."""
-    from harness.families import family
-    from harness.guestos import SacConsole
-    from harness.model import ConsoleSpec
+    result = sac.run("cmd /c exit 3& echo seen %ERRORLEVEL%", timeout=10)
+    assert result.output == "seen 0"  # expanded before `cmd /c exit 3` ran
+    assert result.status == 0  # the last command's (echo)
+    assert sac.run("cmd /c exit 3", timeout=10).status == 3
+    missing = sac.run("no-such-tool", timeout=10)
+    assert missing.status == 9009 and "is not recognized" in missing.output
 
-    monkeypatch.setenv("FAKE_WINDOWS_PASSWORD", PASSWORD)
-    machine, console, log = start_double(tmp_path, FAKE, "windows", secrets=[PASSWORD])
-    try:
-        machine.resume()
-        driver = SacConsole(console, family("windows"), ConsoleSpec(
-            "", "Administrator", PASSWORD, "", 20.0, "", type_delay=0.001))
-        driver.reach_shell(20)
-        result = driver.run("cmd /c exit 3& echo seen %ERRORLEVEL%", timeout=10)
-        assert result.output == "seen 0"  # expanded before `cmd /c exit 3` ran
-        assert result.status == 0  # the last command's (echo)
-        assert driver.run("cmd /c exit 3", timeout=10).status == 3
-        missing = driver.run("no-such-tool", timeout=10)
-        assert missing.status == 9009 and "is not recognized" in missing.output
-    finally:
-        log.close()
-        machine.destroy()
-    assert PASSWORD not in (tmp_path / "console.log").read_text()
+
+def test_windows_device_scripts_move_and_check_real_data_through_sac(windows, tmp_path):
+    """The device scenarios with the Windows family's PowerShell scripts, typed through the SAC
+    driver into the double's cmd.exe, whose stand-ins (tests/fake_windows_powershell.py, only
+    simulated PowerShell) act on real data: the scratch images as \\\\.\\PhysicalDriveN (the
+    guest's writes found in the image files after power-off, the read-only disk refusing),
+    NVMe identity from the argv, 8 MiB each way over TCP to the host, 64 KiB each way on
+    COM2's socket."""
+    proc, root, said = windows(scenarios=("virtio-blk", "nvme", "virtio-net", "uart"),
+                               timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    blk = properties(root, "virtio-blk")
+    assert blk["scratch_device"] == "\\\\.\\PhysicalDrive1"
+    assert blk["locked_device"] == "\\\\.\\PhysicalDrive2"
+    assert int(blk["scratch_verified_regions"]) == 3  # found in the image file by the host
+    assert "IOException" in blk["locked_write_refused"]
+    nvme = properties(root, "nvme")
+    assert nvme["ns512_model"] == "QEMU NVMe Ctrl" and nvme["ns4k_serial"] == "RVNVME-4K"
+    assert int(nvme["ns4k_verified_regions"]) == 2
+    net = properties(root, "virtio-net")
+    assert net["net0_interface"] == "Ethernet" and net["net0_address"] == "10.0.2.15"
+    assert int(net["net0_guest_to_host_bytes"]) == int(net["net0_host_to_guest_bytes"]) == 8 << 20
+    uart = properties(root, "uart")
+    assert int(uart["data_guest_to_host_bytes"]) == int(uart["data_host_to_guest_bytes"]) == 65536
+    ran = [s for s in said if "powershell" in s]
+    assert ran and all(s["status"] in (0, 1) for s in ran)
+    # Only the read-only disk's probe failed: no script went unrecognised.
+    assert [s["powershell"] for s in ran if s["status"]] == ["disk_write_probe"]
+    assert {s["powershell"] for s in ran} == {
+        "disk_by_serial", "disk_size", "disk_sector_size", "disk_read_sha256",
+        "disk_write_random", "disk_write_probe", "nvme_identity", "nic_by_mac", "nic_state",
+        "nic_ipv4", "tcp_send", "tcp_receive", "uart_receive_start", "uart_receive_finish",
+        "uart_send"}
+    assert_password_nowhere(tmp_path, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("corrupt, scenario, words", [
+    ("disk-write", "virtio-blk", "the image file holds"),
+    ("tcp-send", "virtio-net", "the host received 8388608 bytes with sha256"),
+])
+def test_a_transfer_corrupted_inside_the_guest_fails_the_case(windows, corrupt, scenario, words):
+    proc, root, _ = windows(env={"FAKE_WINDOWS_CORRUPT": corrupt}, scenarios=(scenario,))
+    assert proc.returncode == 1
+    assert words in failure_text(root)
+
+
+def test_a_script_the_double_does_not_know_fails_loudly(sac):
+    """The stand-ins never succeed silently: an unknown script exits 1 with a message; and
+    without $ErrorActionPreference='Stop' a refused write would exit 0 (why every device
+    script sets it)."""
+    from harness.families import family
+
+    unknown = sac.run('powershell -NoProfile -Command "Get-Disk | Format-List"', 10)
+    assert unknown.status == 1 and "NO STAND-IN" in unknown.output
+    probe = family("windows").device_command("disk_write_probe", dev="\\\\.\\PhysicalDrive7")
+    assert sac.run(probe, 10).status == 1  # no such disk: the script stopped
+    lenient = probe.replace("$ErrorActionPreference='Stop'; ", "")
+    assert sac.run(lenient, 10).status == 0  # the error printed, the script went on

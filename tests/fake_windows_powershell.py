@@ -1,0 +1,320 @@
+"""TEST DOUBLE: stand-ins for the PowerShell scripts of harness/families/windows.yaml, run by
+the cmd.exe that tests/fake_qemu_windows.py plays after the SAC login (never for real use).
+
+No PowerShell runs on this machine (none is packaged for Debian, PyPI or npm), so what a script
+*does* is played here in Python, one function per script, on real data: the scratch disk
+images QEMU was given (``\\\\.\\PhysicalDriveN`` is the Nth disk device of the QEMU argv, boot
+disk first, serials and sector sizes from the argv, ``readonly=on`` refusing writes), real TCP
+to the host (QEMU's user network carries the gateway 10.0.2.2 to the host's loopback: so does
+this), and COM2 (the ``-chardev socket`` QEMU listens on). Only the *syntax* of the scripts is
+proven, by the tree-sitter PowerShell grammar (tests/test_windows_family.py); their semantics
+here are as read from the cmdlets' and .NET's documentation, not seen on Windows.
+
+A script is recognised by matching it whole against the script this double was written for
+(whitespace runs count as one space); the values the harness put in are taken from it. Anything
+else fails loudly: a PowerShell-like error and exit status 1, never a silent success. Errors
+follow powershell -Command's rule: an exception in a .NET method ends the script with status 1
+only under ``$ErrorActionPreference='Stop'``; without it the script goes on and (its last
+statement succeeding) exits 0.
+
+``FAKE_WINDOWS_CORRUPT``: ``disk-write`` flips one byte of what disk_write_random puts on the
+disk (it still reports the hash of what it meant to write); ``tcp-send`` flips one byte of
+what tcp_send sends. The harness must notice both.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+
+STOP = "$ErrorActionPreference='Stop'; "
+VALUE = r"[A-Za-z0-9_./:\\-]+"  # what the harness may put into a command (families.SAFE_VALUE)
+SHA = ("[BitConverter]::ToString([Security.Cryptography.SHA256]::Create().ComputeHash($b))"
+       ".Replace('-','').ToLower()")
+RANDOM = "$b=New-Object byte[] {length}; [Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($b); "
+RECEIVED = "C:\\rv.urx"
+QEMU_GATEWAY = "10.0.2.2"  # slirp: the host, reached at its loopback
+DHCP_ADDRESS = "10.0.2.15"  # slirp's first lease, which Windows asks for at boot
+
+
+class PsError(Exception):
+    """An exception a cmdlet or .NET method would raise: (message, category, error id)."""
+
+
+@dataclass
+class Machine:
+    """The guest's devices as Windows would number them, from the QEMU argv."""
+    disks: list = field(default_factory=list)
+    nics: list = field(default_factory=list)
+    com2: "Com2 | None" = None
+    files: dict = field(default_factory=dict)
+    readers: dict = field(default_factory=dict)
+    corrupt: str = ""
+
+    @classmethod
+    def from_argv(cls, argv: list[str], options) -> "Machine":
+        drives = {d["id"]: d for d in options(argv, "-drive") if d.get("if") == "none"}
+        machine = cls(corrupt=os.environ.get("FAKE_WINDOWS_CORRUPT", ""))
+        for dev in options(argv, "-device"):
+            if "drive" in dev and dev["drive"] in drives and not dev[""].startswith("ide-cd"):
+                drive = drives[dev["drive"]]
+                nvme = dev[""] == "nvme"
+                machine.disks.append({
+                    "file": drive["file"], "serial": dev.get("serial", ""),
+                    "readonly": drive.get("readonly") == "on",
+                    "sector": int(dev.get("logical_block_size", 512)),
+                    "model": "QEMU NVMe Ctrl" if nvme else "Red Hat VirtIO SCSI Disk Device"})
+            elif dev[""] in ("virtio-net-pci", "e1000", "e1000e"):
+                number = len(machine.nics) + 1  # Windows: Ethernet, Ethernet 2, ...
+                machine.nics.append({"name": "Ethernet" if number == 1 else f"Ethernet {number}",
+                                     "mac": dev["mac"].upper().replace(":", "-")})
+        for chardev in options(argv, "-chardev"):
+            if chardev.get("id") == "com2" and chardev[""] == "socket":
+                machine.com2 = Com2(chardev["path"])
+        return machine
+
+    def disk(self, path: str) -> dict:
+        match = re.fullmatch(r"\\\\\.\\PhysicalDrive(\d+)", path)
+        if not match or int(match.group(1)) >= len(self.disks):
+            raise PsError(f'Exception calling "Open" with "4" argument(s): "The system cannot '
+                          f'find the file specified."', "FileNotFoundException")
+        return self.disks[int(match.group(1))]
+
+    def disk_number(self, name: str) -> dict:
+        digits = re.sub(r"\D", "", name)  # ('@name@' -replace '\D','')
+        if not digits or int(digits) >= len(self.disks):
+            raise PsError(f"No MSFT_Disk objects found with property 'Number' equal to "
+                          f"'{digits}'.", "CmdletizationQuery_NotFound_Number,Get-Disk")
+        return self.disks[int(digits)]
+
+
+class Com2:
+    """COM2: QEMU's ``-chardev socket,server=on`` that the harness connects to; the guest's
+    SerialPort reads and writes that connection."""
+
+    def __init__(self, path: str):
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.conn = None
+        self.connected = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.conn, _ = self.server.accept()
+        self.connected.set()
+
+    def port(self, timeout: float = 30.0) -> socket.socket:
+        if not self.connected.wait(timeout):
+            raise PsError("Exception calling \"Open\" with \"0\" argument(s): \"The port "
+                          "'COM2' does not exist.\"", "IOException")
+        return self.conn
+
+
+# The scripts ------------------------------------------------------------------------------------
+def pattern(text: str) -> re.Pattern:
+    """The script ``text`` as a regex: literal, with ``{name}`` for a value the harness fills."""
+    parts = re.split(r"\{([a-z_]+[0-9]?)\}", text)
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{VALUE})"
+                    for i, p in enumerate(parts))
+    return re.compile(regex)
+
+
+SCRIPTS: dict = {}
+
+
+def script(text: str):
+    def register(function):
+        SCRIPTS[function.__name__] = (pattern(text), function)
+        return function
+    return register
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@script("Get-PhysicalDisk | Where-Object SerialNumber -eq '{serial}' | "
+        "ForEach-Object { '\\\\.\\PhysicalDrive' + $_.DeviceId }")
+def disk_by_serial(m: Machine, serial):
+    return [f"\\\\.\\PhysicalDrive{i}" for i, d in enumerate(m.disks) if d["serial"] == serial]
+
+
+@script("(Get-Disk -Number ('{name}' -replace '\\D','')).Size")
+def disk_size(m: Machine, name):
+    return [str(os.path.getsize(m.disk_number(name)["file"]))]
+
+
+@script("(Get-Disk -Number ('{name}' -replace '\\D','')).LogicalSectorSize")
+def disk_sector_size(m: Machine, name):
+    return [str(m.disk_number(name)["sector"])]
+
+
+@script("$f=[IO.File]::Open('{dev}','Open','Read','ReadWrite'); $f.Position={skip}*{block}; "
+        "$b=New-Object byte[] ({count}*{block2}); $n=0; "
+        "while($n -lt $b.Length){$n+=$f.Read($b,$n,$b.Length-$n)}; $f.Close(); " + SHA)
+def disk_read_sha256(m: Machine, dev, skip, block, count, block2):
+    disk = m.disk(dev)
+    with open(disk["file"], "rb") as f:
+        f.seek(int(skip) * int(block))
+        data = f.read(int(count) * int(block2))
+    if len(data) < int(count) * int(block2):  # FileStream.Read returns 0 at the end: no progress
+        raise PsError("the read loop never ends at the end of the disk", "Hang")
+    return [sha(data)]
+
+
+@script(RANDOM + "$f=[IO.File]::Open('{dev}','Open','ReadWrite','ReadWrite'); "
+        "$f.Position={skip}*{block}; $f.Write($b,0,$b.Length); $f.Flush($true); $f.Close(); "
+        + SHA)
+def disk_write_random(m: Machine, length, dev, skip, block):
+    data = os.urandom(int(length))
+    write(m.disk(dev), int(skip) * int(block),
+          flip(data) if m.corrupt == "disk-write" else data)
+    return [sha(data)]
+
+
+@script("$f=[IO.File]::Open('{dev}','Open','ReadWrite','ReadWrite'); "
+        "$f.Write((New-Object byte[] 4096),0,4096); $f.Flush($true); $f.Close()")
+def disk_write_probe(m: Machine, dev):
+    write(m.disk(dev), 0, bytes(4096))
+    return []
+
+
+def write(disk: dict, offset: int, data: bytes) -> None:
+    if disk["readonly"]:  # ERROR_WRITE_PROTECT from the virtio disk QEMU serves read-only
+        raise PsError('Exception calling "Write" with "3" argument(s): "The media is write '
+                      'protected."', "IOException")
+    with open(disk["file"], "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def flip(data: bytes) -> bytes:
+    return data[:1] + bytes([data[1] ^ 0x01]) + data[2:] if len(data) > 1 else data
+
+
+@script("$d=Get-PhysicalDisk | Where-Object DeviceId -eq ('{name}' -replace '\\D',''); "
+        "$d.SerialNumber.Trim(); $d.Model.Trim()")
+def nvme_identity(m: Machine, name):
+    disk = m.disk_number(name)
+    return [disk["serial"].strip(), disk["model"].strip()]
+
+
+@script("(Get-NetAdapter | Where-Object MacAddress -eq ('{mac}'.ToUpper() -replace ':','-')).Name")
+def nic_by_mac(m: Machine, mac):
+    return [n["name"] for n in m.nics if n["mac"] == mac.upper().replace(":", "-")]
+
+
+@script("if ((Get-NetAdapter -Name '{ifname}').Status -eq 'Up') {'up'} else {'down'}")
+def nic_state(m: Machine, ifname):
+    if not any(n["name"] == ifname for n in m.nics):
+        raise PsError(f"Get-NetAdapter : No MSFT_NetAdapter objects found with property 'Name' "
+                      f"equal to '{ifname}'.", "CmdletizationQuery_NotFound_Name,Get-NetAdapter")
+    return ["up"]
+
+
+@script("Get-NetIPAddress -AddressFamily IPv4 | Where-Object { $_.InterfaceAlias -eq "
+        "'{ifname}' -and $_.IPAddress -notlike '169.254.*' } | ForEach-Object IPAddress")
+def nic_ipv4(m: Machine, ifname):
+    return [DHCP_ADDRESS] if m.nics and m.nics[0]["name"] == ifname else []
+
+
+def connect(host: str, port: str) -> socket.socket:
+    host = "127.0.0.1" if host == QEMU_GATEWAY else host
+    try:
+        return socket.create_connection((host, int(port)), timeout=60)
+    except OSError as e:
+        raise PsError(f'New-Object : Exception calling ".ctor" with "2" argument(s): '
+                      f'"{e.strerror}"', "MethodInvocationException") from None
+
+
+@script(RANDOM + SHA + "; $c=New-Object Net.Sockets.TcpClient('{host}',{port}); "
+        "$s=$c.GetStream(); $s.Write($b,0,$b.Length); $c.Close()")
+def tcp_send(m: Machine, length, host, port):
+    data = os.urandom(int(length))
+    with connect(host, port) as conn:
+        conn.sendall(flip(data) if m.corrupt == "tcp-send" else data)
+    return [sha(data)]
+
+
+@script("$c=New-Object Net.Sockets.TcpClient('{host}',{port}); $m=New-Object IO.MemoryStream; "
+        "$c.GetStream().CopyTo($m); $c.Close(); $b=$m.ToArray(); $b.Length; " + SHA)
+def tcp_receive(m: Machine, host, port):
+    data = bytearray()
+    with connect(host, port) as conn:
+        while chunk := conn.recv(1 << 16):
+            data += chunk
+    return [str(len(data)), sha(bytes(data))]
+
+
+@script("(Start-Process powershell -PassThru -WindowStyle Hidden -ArgumentList "
+        "'-NoProfile','-Command','$p=New-Object IO.Ports.SerialPort ''{dev}'',{baud}; "
+        "$p.Open(); $b=New-Object byte[] {length}; $n=0; while($n -lt {length2})"
+        "{$n+=$p.Read($b,$n,{length3}-$n)}; [IO.File]::WriteAllBytes(''C:\\rv.urx'',$b)').Id")
+def uart_receive_start(m: Machine, dev, baud, length, length2, length3):
+    if dev != "COM2" or m.com2 is None:
+        raise PsError(f"the port '{dev}' does not exist", "IOException")
+    want = int(length)
+
+    def reader():
+        conn, data = m.com2.port(), bytearray()
+        while len(data) < want and (chunk := conn.recv(want - len(data))):
+            data += chunk
+        m.files[RECEIVED] = bytes(data)
+
+    pid = 4100 + 4 * len(m.readers)
+    m.readers[pid] = threading.Thread(target=reader, daemon=True)
+    m.readers[pid].start()
+    return [str(pid)]
+
+
+@script("Wait-Process -Id {pid}; $b=[IO.File]::ReadAllBytes('C:\\rv.urx'); $b.Length; " + SHA)
+def uart_receive_finish(m: Machine, pid):
+    reader = m.readers.pop(int(pid), None)
+    if reader is not None:
+        reader.join()
+    if RECEIVED not in m.files:
+        raise PsError("Exception calling \"ReadAllBytes\" with \"1\" argument(s): \"Could not "
+                      "find file 'C:\\rv.urx'.\"", "FileNotFoundException")
+    data = m.files[RECEIVED]
+    return [str(len(data)), sha(data)]
+
+
+@script(RANDOM + SHA + "; $p=New-Object IO.Ports.SerialPort '{dev}',{baud}; $p.Open(); "
+        "$p.Write($b,0,$b.Length); $p.Close()")
+def uart_send(m: Machine, length, dev, baud):
+    data = os.urandom(int(length))
+    m.com2.port().sendall(data)
+    return [sha(data)]
+
+
+def run(script_text: str, machine: Machine) -> tuple[str, list[str], int]:
+    """(the stand-in's name or "unknown", output lines, exit status) of ``powershell
+    -NoProfile -Command "script_text"``."""
+    text = re.sub(r"\s+", " ", script_text).strip()
+    stop = text.startswith(STOP)
+    body = text[len(STOP):] if stop else text
+    for name, (regex, function) in SCRIPTS.items():
+        match = regex.fullmatch(body)
+        if match:
+            break
+    else:
+        return "unknown", [f"fake_windows_powershell: NO STAND-IN for this script (test "
+                           f"double): {body[:200]}",
+                           "    + FullyQualifiedErrorId : RefvmDoubleUnknownScript"], 1
+    values = match.groupdict()
+    # A script repeating a value ({length} ... {length2}) must repeat the same value.
+    for key in [k for k in values if k[-1].isdigit()]:
+        if values[key] != values[key.rstrip("0123456789")]:
+            return name, [f"fake_windows_powershell: {name}: {key} differs"], 1
+    try:
+        return name, function(machine, **values), 0
+    except PsError as e:
+        message, error_id = e.args
+        lines = [message, f"    + FullyQualifiedErrorId : {error_id}"]
+        return name, lines, 1 if stop else 0
