@@ -22,11 +22,14 @@ and 9009; ``shutdown /s /t 0`` returns, and a second later QEMU reports a guest 
 ``powershell -NoProfile -Command "..."`` runs the family's device scripts through the stand-ins
 of tests/fake_windows_powershell.py on the disks, NIC and COM2 of this double's QEMU argv (a
 script it does not know fails loudly with exit status 1); ``mode COM2 ...`` prints the port's
-status (COM2 exists when QEMU was given one); ``rem`` does nothing.
+status (COM2 exists when QEMU was given one); ``rem`` does nothing; ``shutdown /r /t 0``
+resets the machine a second later (QMP's RESET, then the firmware and SAC again, a new boot
+time), or ends QEMU under ``-no-reboot`` as QEMU does.
 
 Switches (environment): ``FAKE_WINDOWS_PASSWORD`` the administrator password it accepts;
 ``FAKE_WINDOWS_FRESH=1`` SAC starts twice (the reboot after specialize) before the CMD event;
 ``FAKE_WINDOWS_SLOW_CMD=1`` the first ``cmd`` after the event still fails "not yet registered";
+``FAKE_WINDOWS_REBOOT_AFTER`` seconds cmd.exe still answers after ``shutdown /r /t 0`` (1);
 ``FAKE_WINDOWS_BUGCHECK=1`` the first ``ver`` bugchecks: EMS's in-band ``<INSTANCE
 CLASSNAME="BLUESCREEN">`` record (the element is documented; its STOPCODE property layout here
 is from memory, UNVERIFIED), then nothing. ``FAKE_WINDOWS_LOG``: what it was asked, as JSON
@@ -78,6 +81,8 @@ BLUESCREEN = ("\r\n<?xml version=\"1.0\"?>\r\n<BP>\r\n<INSTANCE CLASSNAME=\"BLUE
               "<PROPERTY NAME=\"BUGCHECKPARAM1\" TYPE=\"string\"><VALUE>\"0x0\"</VALUE>"
               "</PROPERTY>\r\n</INSTANCE>\r\n</BP>\r\n!SAC>")
 CMD_DELAY = 0.8  # seconds from SAC's start to the CMD event
+# seconds from `shutdown /r /t 0` to the reset (cmd.exe answers meanwhile; 0: it does not)
+REBOOT_AFTER = float(os.environ.get("FAKE_WINDOWS_REBOOT_AFTER", "1.0"))
 HOSTNAME = "WIN-REFVM2022"
 NOT_FOUND = ("'{name}' is not recognized as an internal or external command,\r\n"
              "operable program or batch file.\r\n")
@@ -104,6 +109,7 @@ class Windows:
         self.lock = threading.Lock()
         self.errorlevel = 0
         self.prompt_template = "$P$G"
+        self.reboot_at = None  # when a `shutdown /r /t 0` takes effect
 
     def note(self, **what) -> None:
         if self.log:
@@ -138,10 +144,27 @@ class Windows:
                 self.say(ch.decode(errors="replace"))
 
     # SAC ------------------------------------------------------------------------------------
+    def boot(self, argv: list[str]) -> None:
+        """Windows until it powers off; ``shutdown /r`` resets the machine (QMP's RESET) and
+        boots again, or ends QEMU under -no-reboot, as QEMU does."""
+        while True:
+            try:
+                self.run()
+                return
+            except Reboot:
+                if "-no-reboot" in argv:
+                    self.qmp.event("SHUTDOWN", {"guest": True, "reason": "guest-reset"})
+                    time.sleep(0.2)
+                    os._exit(0)
+                self.qmp.event("RESET", {"guest": True, "reason": "guest-reset"})
+                self.note(reboot=True)
+                self.machine.booted = time.time()
+                self.errorlevel, self.prompt_template, self.reboot_at = 0, "$P$G", None
+
     def run(self) -> None:
         if self.uefi:
             self.say(FIRMWARE)
-        if os.environ.get("FAKE_WINDOWS_FRESH"):
+        if os.environ.pop("FAKE_WINDOWS_FRESH", None):
             self.say(SAC_INIT)  # the first boot after setup: specialize reboots it
             time.sleep(0.3)
             self.note(sac="reboot after specialize")
@@ -198,7 +221,9 @@ class Windows:
         self.note(swallowed=swallowed)
         while True:
             self.say(self.prompt())
-            line = self.readline()
+            line = self.readline(until=self.reboot_at)
+            if line is None:  # shutdown /r took effect: cmd.exe is gone mid-line
+                raise Reboot()
             self.note(cmd=line)
             # %VAR% is expanded once, for the whole line, before any command of it runs.
             line = line.replace("%ERRORLEVEL%", str(self.errorlevel)).replace(
@@ -238,6 +263,9 @@ class Windows:
         elif command == "shutdown /s /t 0":
             self.errorlevel = 0
             threading.Thread(target=self.power_off, daemon=True).start()
+        elif command == "shutdown /r /t 0":
+            self.errorlevel = 0
+            self.reboot_at = time.monotonic() + REBOOT_AFTER
         else:
             self.say(NOT_FOUND.format(name=word))
             self.errorlevel = 9009
@@ -330,6 +358,10 @@ class Installing(Windows):
         self.power_off()
 
 
+class Reboot(Exception):
+    """``shutdown /r /t 0`` took effect: the machine resets."""
+
+
 def split_ampersands(line: str) -> list[str]:
     """cmd.exe's ``a& b`` -> [a, b]: ``&`` outside double quotes and not escaped by ``^``."""
     parts, current, quoted, escaped = [], "", False, False
@@ -374,7 +406,7 @@ def main() -> None:
     guest = start(argv, lambda base, uefi, qmp: kind(base, uefi, qmp, argv),
                   "fake_qemu_windows.py")
     if guest is not None:
-        guest.run()
+        guest.boot(argv) if kind is Windows else guest.run()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 STOP = "$ErrorActionPreference='Stop'; "
@@ -53,11 +54,26 @@ class Machine:
     files: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
     corrupt: str = ""
+    cpus: int = 1
+    topology: tuple = (1, 1, 1)  # sockets, cores per socket, threads per core
+    rtc_utc: bool = True
+    busy: dict = field(default_factory=dict)  # CPU number -> busy time, 100 ns units
+    booted: float = 0.0  # the time of this boot (each reboot sets it again)
 
     @classmethod
     def from_argv(cls, argv: list[str], options) -> "Machine":
         drives = {d["id"]: d for d in options(argv, "-drive") if d.get("if") == "none"}
-        machine = cls(corrupt=os.environ.get("FAKE_WINDOWS_CORRUPT", ""))
+        machine = cls(corrupt=os.environ.get("FAKE_WINDOWS_CORRUPT", ""), booted=time.time())
+        smp = argv[argv.index("-smp") + 1] if "-smp" in argv else "1"
+        shape = dict(p.split("=", 1) for p in smp.split(",") if "=" in p)
+        machine.cpus = int(shape.get("cpus", smp.split(",")[0]))
+        if "sockets" in shape:
+            machine.topology = (int(shape["sockets"]), int(shape["cores"]),
+                                int(shape["threads"]))
+        else:  # QEMU 7.2's q35 without a topology: one socket, one core per vCPU
+            machine.topology = (1, machine.cpus, 1)
+        machine.busy = {cpu: 0 for cpu in range(machine.cpus)}
+        machine.rtc_utc = "base=utc" in argv
         for dev in options(argv, "-device"):
             if "drive" in dev and dev["drive"] in drives and not dev[""].startswith("ide-cd"):
                 drive = drives[dev["drive"]]
@@ -291,6 +307,52 @@ def uart_send(m: Machine, length, dev, baud):
     data = os.urandom(int(length))
     m.com2.port().sendall(data)
     return [sha(data)]
+
+
+# The machine (vcpus, clock, reboot) ----------------------------------------------------------
+@script("(Get-CimInstance Win32_ComputerSystem).NumberOfLogicalProcessors")
+def cpu_count(m: Machine):
+    return [str(m.cpus)]
+
+
+@script("$i=0; $s=0; Get-CimInstance Win32_Processor | Sort-Object DeviceID | ForEach-Object { "
+        "$t=$_.NumberOfLogicalProcessors / $_.NumberOfCores; for($c=0; $c -lt $_.NumberOfCores; "
+        "$c++){ for($h=0; $h -lt $t; $h++){ '{0} {1} {2}' -f $i,$s,$c; $i++ } }; $s++ }")
+def cpu_topology(m: Machine):
+    sockets, cores, threads = m.topology
+    return [f"{(s * cores + c) * threads + h} {s} {c}"
+            for s in range(sockets) for c in range(cores) for h in range(threads)]
+
+
+@script("Get-CimInstance Win32_PerfRawData_PerfOS_Processor | Where-Object Name -ne '_Total' | "
+        "ForEach-Object { 'cpu' + $_.Name + ' ' + ([uint64]$_.PercentUserTime + "
+        "[uint64]$_.PercentPrivilegedTime) }")
+def cpu_ticks(m: Machine):
+    return [f"cpu{cpu} {busy}" for cpu, busy in sorted(m.busy.items())]
+
+
+@script("$j=1..{count} | ForEach-Object { Start-Job { $e=(Get-Date).AddSeconds({seconds}); "
+        "while((Get-Date) -lt $e){} } }; $null = $j | Wait-Job; $j | Remove-Job")
+def cpu_load(m: Machine, count, seconds):
+    """The jobs' busy loops: they take the time they say; Windows spreads ``count`` of them
+    over as many CPUs (at most all)."""
+    time.sleep(int(seconds))
+    for cpu in range(min(int(count), m.cpus)):
+        m.busy[cpu] += int(seconds) * 10_000_000
+    return []
+
+
+@script("Get-Date -Format 'yyyy-MM-dd HH:mm:ss'")
+def rtc_read(m: Machine):
+    """Windows' clock as it set it from the RTC QEMU presents (-rtc base=utc|localtime),
+    read as local time: the host's UTC or local time."""
+    now = time.gmtime() if m.rtc_utc else time.localtime()
+    return [time.strftime("%Y-%m-%d %H:%M:%S", now)]
+
+
+@script("(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().Ticks")
+def boot_id(m: Machine):
+    return [str(int(m.booted * 10_000_000) + 621355968000000000)]  # .NET ticks since year 1
 
 
 def run(script_text: str, machine: Machine) -> tuple[str, list[str], int]:

@@ -48,15 +48,17 @@ def windows(tmp_path):
 
 
 @pytest.fixture
-def sac(tmp_path, monkeypatch):
+def sac(tmp_path, monkeypatch, request):
     """The SAC driver logged in to the double's cmd.exe (a small CSM VM of the real QEMU
-    backend); destroyed after the test, whose console log must not hold the password."""
+    backend; indirect parameters go to start_double); destroyed after the test, whose console
+    log must not hold the password."""
     from harness.families import family
     from harness.guestos import SacConsole
     from harness.model import ConsoleSpec
 
     monkeypatch.setenv("FAKE_WINDOWS_PASSWORD", PASSWORD)
-    machine, console, log = start_double(tmp_path, FAKE, "windows", secrets=[PASSWORD])
+    machine, console, log = start_double(tmp_path, FAKE, "windows", secrets=[PASSWORD],
+                                         **getattr(request, "param", {}))
     try:
         machine.resume()
         driver = SacConsole(console, family("windows"), ConsoleSpec(
@@ -184,6 +186,46 @@ def test_windows_device_scripts_move_and_check_real_data_through_sac(windows, tm
         "nic_ipv4", "tcp_send", "tcp_receive", "uart_receive_start", "uart_receive_finish",
         "uart_send"}
     assert_password_nowhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_windows_machine_scenarios_run_through_sac(windows, tmp_path):
+    """vCPU count, topology and busy time per CPU, the local-time RTC, three guest reboots
+    (shutdown /r: QMP's RESET each time, SAC and the login again, a new boot id) with the
+    scratch disk's writes kept, through the double (simulated Windows: the stand-ins of
+    tests/fake_windows_powershell.py answer from QEMU's argv and the host's clock)."""
+    proc, root, said = windows(scenarios=("vcpus-4", "clock-localtime", "reboot"),
+                               timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    vcpus = properties(root, "vcpus-4")
+    assert vcpus["vcpus_seen"] == "4"
+    assert vcpus["topology_seen"] == "2 sockets x 2 cores x 1 threads"
+    assert int(vcpus["busy_ticks_min"]) >= 5 * 10_000_000
+    clock = properties(root, "clock-localtime")
+    assert clock["rtc_mode"] == "local time" and float(clock["rtc_off_seconds"]) <= 2
+    reboot = properties(root, "reboot")
+    assert reboot["machine_resets"] == "1 1 1" and len(set(reboot["boot_ids"].split())) == 4
+    assert reboot["scratch_verified_regions"] == "1"
+    assert sum(1 for s in said if s.get("reboot")) == 3
+    # one login per boot: vcpus-4, clock-localtime, and reboot's first and three more
+    assert [s["sac"] for s in said if "sac" in s].count("ch -sn Cmd0001") == 1 + 1 + 4
+
+
+@pytest.fixture
+def reboot_at_once(monkeypatch):
+    monkeypatch.setenv("FAKE_WINDOWS_REBOOT_AFTER", "0")  # cmd.exe answers nothing more
+
+
+@pytest.mark.parametrize("sac", [{"survive_reboot": True}], indirect=True, ids=["resets"])
+def test_a_reboot_before_the_status_line_is_answered_is_told_apart(reboot_at_once, sac):
+    """When Windows goes down before cmd.exe answers the exit-status line, the driver says
+    the guest rebooted (GuestRebooted: the reboot step takes it as done; any other step
+    fails) and logs in again after it."""
+    from harness.errors import GuestRebooted
+
+    with pytest.raises(GuestRebooted, match="SAC started again"):
+        sac.run("shutdown /r /t 0", timeout=10)
+    sac.reach_shell(20)
+    assert sac.run("hostname", timeout=10).output == "WIN-REFVM2022"
 
 
 @pytest.mark.parametrize("corrupt, scenario, words", [
