@@ -17,7 +17,7 @@ follow powershell -Command's rule: an exception in a .NET method ends the script
 only under ``$ErrorActionPreference='Stop'``; without it the script goes on and (its last
 statement succeeding) exits 0.
 
-``FAKE_WINDOWS_CORRUPT``: ``disk-write`` flips one byte of what disk_write_random puts on the
+``FAKE_WINDOWS_CORRUPT`` (comma-separated): ``disk-write`` flips one byte of what disk_write_random puts on the
 disk (it still reports the hash of what it meant to write); ``tcp-send`` flips one byte of
 what tcp_send sends. The harness must notice both.
 """
@@ -39,6 +39,7 @@ RANDOM = "$b=New-Object byte[] {length}; [Security.Cryptography.RandomNumberGene
 RECEIVED = "C:\\rv.urx"
 QEMU_GATEWAY = "10.0.2.2"  # slirp: the host, reached at its loopback
 DHCP_ADDRESS = "10.0.2.15"  # slirp's first lease, which Windows asks for at boot
+GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # EFI_GLOBAL_VARIABLE
 
 
 class PsError(Exception):
@@ -53,17 +54,20 @@ class Machine:
     com2: "Com2 | None" = None
     files: dict = field(default_factory=dict)
     readers: dict = field(default_factory=dict)
-    corrupt: str = ""
+    corrupt: tuple = ()
     cpus: int = 1
     topology: tuple = (1, 1, 1)  # sockets, cores per socket, threads per core
     rtc_utc: bool = True
     busy: dict = field(default_factory=dict)  # CPU number -> busy time, 100 ns units
     booted: float = 0.0  # the time of this boot (each reboot sets it again)
+    uefi: bool = False
+    efivars: dict = field(default_factory=dict)  # (name, GUID) -> (attributes, data)
 
     @classmethod
     def from_argv(cls, argv: list[str], options) -> "Machine":
         drives = {d["id"]: d for d in options(argv, "-drive") if d.get("if") == "none"}
-        machine = cls(corrupt=os.environ.get("FAKE_WINDOWS_CORRUPT", ""), booted=time.time())
+        machine = cls(corrupt=tuple(os.environ.get("FAKE_WINDOWS_CORRUPT", "").split(",")),
+                      booted=time.time())
         smp = argv[argv.index("-smp") + 1] if "-smp" in argv else "1"
         shape = dict(p.split("=", 1) for p in smp.split(",") if "=" in p)
         machine.cpus = int(shape.get("cpus", smp.split(",")[0]))
@@ -74,6 +78,9 @@ class Machine:
             machine.topology = (1, machine.cpus, 1)
         machine.busy = {cpu: 0 for cpu in range(machine.cpus)}
         machine.rtc_utc = "base=utc" in argv
+        machine.uefi = any(d.get("if") == "pflash" for d in options(argv, "-drive"))
+        if machine.uefi:  # OVMF booted Boot0004 "Windows Boot Manager" (the console says so)
+            machine.efivars[("BootCurrent", GLOBAL_GUID)] = (6, (4).to_bytes(2, "little"))
         for dev in options(argv, "-device"):
             if "drive" in dev and dev["drive"] in drives and not dev[""].startswith("ide-cd"):
                 drive = drives[dev["drive"]]
@@ -188,7 +195,7 @@ def disk_read_sha256(m: Machine, dev, skip, block, count, block2):
 def disk_write_random(m: Machine, length, dev, skip, block):
     data = os.urandom(int(length))
     write(m.disk(dev), int(skip) * int(block),
-          flip(data) if m.corrupt == "disk-write" else data)
+          flip(data) if "disk-write" in m.corrupt else data)
     return [sha(data)]
 
 
@@ -254,7 +261,7 @@ def connect(host: str, port: str) -> socket.socket:
 def tcp_send(m: Machine, length, host, port):
     data = os.urandom(int(length))
     with connect(host, port) as conn:
-        conn.sendall(flip(data) if m.corrupt == "tcp-send" else data)
+        conn.sendall(flip(data) if "tcp-send" in m.corrupt else data)
     return [sha(data)]
 
 
@@ -353,6 +360,86 @@ def rtc_read(m: Machine):
 @script("(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().Ticks")
 def boot_id(m: Machine):
     return [str(int(m.booted * 10_000_000) + 621355968000000000)]  # .NET ticks since year 1
+
+
+# UEFI variables and save-restore's files -------------------------------------------------------
+FIRMWARE_API = ("$q=[char]34; Add-Type -Namespace Rv -Name Fw -MemberDefinition ('[DllImport(' "
+                "+ $q + 'ntdll.dll' + $q + ')] public static extern int RtlAdjustPrivilege(int p, "
+                "bool e, bool t, out bool w); [DllImport(' + $q + 'kernel32.dll' + $q + ', "
+                "SetLastError=true, CharSet=CharSet.Unicode)] public static extern {signature};'); "
+                "$w=$false; $null=[Rv.Fw]::RtlAdjustPrivilege(22,$true,$false,[ref]$w); ")
+
+
+def firmware_api(signature: str) -> str:
+    return FIRMWARE_API.replace("{signature}", signature)
+
+
+def firmware_guard(m: Machine, call: str) -> None:
+    """What kernel32 says on a BIOS boot (ERROR_INVALID_FUNCTION)."""
+    if not m.uefi:
+        raise PsError(f"{call}: Win32 error 1", "RuntimeException")
+
+
+@script(firmware_api("uint GetFirmwareEnvironmentVariableExW(string n, string g, byte[] b, "
+                     "uint s, out uint a)")
+        + "$b=New-Object byte[] 4096; $a=[uint32]0; $n=[Rv.Fw]::GetFirmwareEnvironmentVariableExW("
+        "'{name}','{{guid}}',$b,4096,[ref]$a); $e=[Runtime.InteropServices.Marshal]::"
+        "GetLastWin32Error(); if($n -gt 0){ (([BitConverter]::GetBytes($a) + $b[0..($n-1)]) | "
+        "ForEach-Object { $_.ToString('x2') }) -join '' } elseif($e -eq 203){ '' } else { "
+        "throw ('GetFirmwareEnvironmentVariableExW: Win32 error ' + $e) }")
+def efivar_read(m: Machine, name, guid):
+    firmware_guard(m, "GetFirmwareEnvironmentVariableExW")
+    found = m.efivars.get((name, guid.lower()))
+    if found is None:
+        return [""]  # ERROR_ENVVAR_NOT_FOUND
+    attributes, data = found
+    return [(attributes.to_bytes(4, "little") + data).hex()]
+
+
+@script(firmware_api("bool SetFirmwareEnvironmentVariableExW(string n, string g, byte[] b, "
+                     "uint s, uint a)")
+        + "[byte[]]$v='{octal}'.Split([char]92, [StringSplitOptions]::RemoveEmptyEntries) | "
+        "ForEach-Object { [Convert]::ToByte($_, 8) }; $d=[byte[]]$v[4..($v.Length-1)]; "
+        "if(-not [Rv.Fw]::SetFirmwareEnvironmentVariableExW('{name}','{{guid}}',$d,$d.Length,"
+        "[BitConverter]::ToUInt32($v,0))){ throw ('SetFirmwareEnvironmentVariableExW: Win32 "
+        "error ' + [Runtime.InteropServices.Marshal]::GetLastWin32Error()) }")
+def efivar_write(m: Machine, octal, name, guid):
+    firmware_guard(m, "SetFirmwareEnvironmentVariableExW")
+    value = bytes(int(part, 8) for part in octal.split("\\") if part)
+    m.efivars[(name, guid.lower())] = (int.from_bytes(value[:4], "little"), value[4:])
+    return []
+
+
+@script("Start-Process powershell -WindowStyle Hidden -ArgumentList '-NoProfile','-Command',"
+        "'$i=0; while($true){ $i++; [IO.File]::WriteAllText(''C:\\rv.counter'', [string]$i); "
+        "Start-Sleep 1 }'")
+def counter_start(m: Machine):
+    def count():
+        i = 0
+        while True:
+            i += 1
+            m.files["C:\\rv.counter"] = str(i).encode()
+            time.sleep(1)
+
+    threading.Thread(target=count, daemon=True).start()
+    return []
+
+
+@script("for($k=0; $k -lt 10; $k++){ try { [IO.File]::ReadAllText('C:\\rv.counter').Trim(); "
+        "break } catch { Start-Sleep -Milliseconds 200 } }")
+def counter_read(m: Machine):
+    return [m.files.get("C:\\rv.counter", b"").decode()]
+
+
+@script(RANDOM.format(length=1048576) + "[IO.File]::WriteAllBytes('C:\\rv.keep',$b); " + SHA)
+def keep_write(m: Machine):
+    m.files["C:\\rv.keep"] = os.urandom(1 << 20)
+    return [sha(m.files["C:\\rv.keep"])]
+
+
+@script("(Get-FileHash -Algorithm SHA256 C:\\rv.keep).Hash.ToLower()")
+def keep_sha(m: Machine):
+    return [sha(m.files["C:\\rv.keep"])]
 
 
 def run(script_text: str, machine: Machine) -> tuple[str, list[str], int]:

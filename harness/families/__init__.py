@@ -7,7 +7,7 @@ a known family therefore needs only its YAML.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,7 +63,7 @@ class Family:
     after_login: tuple
     commands: dict
     devices: dict
-    missing: dict
+    missing: dict = field(default_factory=dict)  # operation -> why the family has none
 
     def device_command(self, op: str, **values) -> str:
         """The family's command for a device operation, with its @placeholders@ filled in."""
