@@ -42,14 +42,14 @@ import json
 import os
 import re
 import select
-import socket
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_windows_powershell as powershell  # noqa: E402  (the device scripts' stand-ins)
-from fake_qemu_freebsd import Qmp, option, options, start  # noqa: E402  (QMP, argv, pidfile)
+from fake_qemu_freebsd import (  # noqa: E402  (QMP, argv, pidfile)
+    Qmp, listen_unix, option, options, start)
 
 FIRMWARE = ('BdsDxe: loading Boot0004 "Windows Boot Manager" from HD(1,GPT,5A1C6C2E-1D9B-4E3F-'
             '9A7B-0C3D2E1F4A5B,0x800,0x32000)/\\EFI\\Microsoft\\Boot\\bootmgfw.efi\r\n'
@@ -98,7 +98,7 @@ MODE_STATUS = ("\r\nStatus for device {port}:\r\n-----------------------\r\n"
 
 class Windows:
     def __init__(self, base: str, uefi: bool, qmp: Qmp, argv=()):
-        self.machine = powershell.Machine.from_argv(list(argv), options)
+        self.machine = powershell.Machine.from_argv(list(argv), options, listen_unix)
         self.out = os.open(base + ".out", os.O_RDWR)  # as QEMU's pipe chardev opens them
         self.inp = os.open(base + ".in", os.O_RDWR)
         self.uefi, self.qmp = uefi, qmp
@@ -311,10 +311,8 @@ class Installing(Windows):
     def __init__(self, base, uefi, qmp, argv):
         super().__init__(base, uefi, qmp, ())
         self.argv = argv
-        self.com2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.com2.bind(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
-                       .split(",")[0])
-        self.com2.listen(1)
+        self.com2 = listen_unix(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
+                                .split(",")[0])
 
     def cds(self) -> list[str]:
         drives = {a.split("id=")[1].split(",")[0]: a.split("file=")[1].split(",")[0]
@@ -400,8 +398,24 @@ def unescape(command: str) -> str:
     return out
 
 
+VARS_SIZE = 540672  # OVMF_VARS_4M.fd: the template the harness copies for each VM
+
+
+def refuse_wrong_vars(argv: list[str]) -> None:
+    """QEMU will not start with a vars flash of another size than the firmware's (the words
+    here are the double's own, marked as such)."""
+    path = powershell.vars_file(argv, options)
+    if path and os.path.getsize(path) != VARS_SIZE:
+        sys.stderr.write(f"qemu-system-x86_64: -drive if=pflash,unit=1,file={path}: (refvm test "
+                         f"double) the vars flash holds {os.path.getsize(path)} bytes, the "
+                         f"firmware needs {VARS_SIZE} bytes\n")
+        sys.exit(1)
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if argv != ["--version"]:
+        refuse_wrong_vars(argv)
     kind = Installing if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows
     guest = start(argv, lambda base, uefi, qmp: kind(base, uefi, qmp, argv),
                   "fake_qemu_windows.py")

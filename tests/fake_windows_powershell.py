@@ -6,7 +6,8 @@ No PowerShell runs on this machine (none is packaged for Debian, PyPI or npm), s
 images QEMU was given (``\\\\.\\PhysicalDriveN`` is the Nth disk device of the QEMU argv, boot
 disk first, serials and sector sizes from the argv, ``readonly=on`` refusing writes), real TCP
 to the host (QEMU's user network carries the gateway 10.0.2.2 to the host's loopback: so does
-this), and COM2 (the ``-chardev socket`` QEMU listens on). Only the *syntax* of the scripts is
+this), COM2 (the ``-chardev socket`` QEMU listens on), and the VM's UEFI vars file (read
+and written with virt-firmware, as OVMF keeps it; at each boot a BootNext is consumed). Only the *syntax* of the scripts is
 proven, by the tree-sitter PowerShell grammar (tests/test_windows_family.py); their semantics
 here are as read from the cmdlets' and .NET's documentation, not seen on Windows.
 
@@ -30,6 +31,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+from virt.firmware.efi import ucs16  # the harness's own dependency (virt-firmware)
+from virt.firmware.efi.efivar import EfiVar
+from virt.firmware.varstore.edk2 import Edk2VarStore
 
 STOP = "$ErrorActionPreference='Stop'; "
 VALUE = r"[A-Za-z0-9_./:\\-]+"  # what the harness may put into a command (families.SAFE_VALUE)
@@ -61,10 +66,11 @@ class Machine:
     busy: dict = field(default_factory=dict)  # CPU number -> busy time, 100 ns units
     booted: float = 0.0  # the time of this boot (each reboot sets it again)
     uefi: bool = False
-    efivars: dict = field(default_factory=dict)  # (name, GUID) -> (attributes, data)
+    vars_path: str | None = None  # the VM's own UEFI vars file (pflash unit 1)
+    efivars: dict = field(default_factory=dict)  # volatile: (name, GUID) -> (attributes, data)
 
     @classmethod
-    def from_argv(cls, argv: list[str], options) -> "Machine":
+    def from_argv(cls, argv: list[str], options, listen_unix) -> "Machine":
         drives = {d["id"]: d for d in options(argv, "-drive") if d.get("if") == "none"}
         machine = cls(corrupt=tuple(os.environ.get("FAKE_WINDOWS_CORRUPT", "").split(",")),
                       booted=time.time())
@@ -79,8 +85,8 @@ class Machine:
         machine.busy = {cpu: 0 for cpu in range(machine.cpus)}
         machine.rtc_utc = "base=utc" in argv
         machine.uefi = any(d.get("if") == "pflash" for d in options(argv, "-drive"))
-        if machine.uefi:  # OVMF booted Boot0004 "Windows Boot Manager" (the console says so)
-            machine.efivars[("BootCurrent", GLOBAL_GUID)] = (6, (4).to_bytes(2, "little"))
+        machine.vars_path = vars_file(argv, options)
+        machine.firmware_boot()
         for dev in options(argv, "-device"):
             if "drive" in dev and dev["drive"] in drives and not dev[""].startswith("ide-cd"):
                 drive = drives[dev["drive"]]
@@ -96,8 +102,44 @@ class Machine:
                                      "mac": dev["mac"].upper().replace(":", "-")})
         for chardev in options(argv, "-chardev"):
             if chardev.get("id") == "com2" and chardev[""] == "socket":
-                machine.com2 = Com2(chardev["path"])
+                machine.com2 = Com2(chardev["path"], listen_unix)
         return machine
+
+    def firmware_boot(self) -> None:
+        """What OVMF does with the vars file at each boot: a BootNext is consumed (deleted)
+        and names the entry booted; else Boot0004 "Windows Boot Manager" (the console says
+        so). BootCurrent is volatile: kept here, not in the file."""
+        self.efivars = {}
+        if not self.uefi:
+            return
+        current = 4
+        if self.vars_path:
+            store = Edk2VarStore(self.vars_path)
+            found = store.get_varlist()
+            boot_next = found.get("BootNext")
+            if boot_next is not None:
+                current = int.from_bytes(bytes(boot_next.data), "little")
+                del found["BootNext"]
+                store.write_varstore(self.vars_path, found)
+        self.efivars[("BootCurrent", GLOBAL_GUID)] = (6, current.to_bytes(2, "little"))
+
+    def efivar(self, name: str, guid: str):
+        """(attributes, data) of a variable, volatile or in the vars file; None if absent."""
+        if (name, guid) in self.efivars:
+            return self.efivars[(name, guid)]
+        var = Edk2VarStore(self.vars_path).get_varlist().get(name) if self.vars_path else None
+        if var is None or str(var.guid).lower() != guid:
+            return None
+        return var.attr, bytes(var.data)
+
+    def set_efivar(self, name: str, guid: str, attributes: int, data: bytes) -> None:
+        if not attributes & 1 or not self.vars_path:  # not EFI_VARIABLE_NON_VOLATILE
+            self.efivars[(name, guid)] = (attributes, data)
+            return
+        store = Edk2VarStore(self.vars_path)
+        found = store.get_varlist()
+        found[name] = EfiVar(ucs16.from_string(name), guid=guid, attr=attributes, data=data)
+        store.write_varstore(self.vars_path, found)
 
     def disk(self, path: str) -> dict:
         match = re.fullmatch(r"\\\\\.\\PhysicalDrive(\d+)", path)
@@ -114,14 +156,17 @@ class Machine:
         return self.disks[int(digits)]
 
 
+def vars_file(argv: list[str], options) -> str | None:
+    return next((d["file"] for d in options(argv, "-drive")
+                 if d.get("if") == "pflash" and d.get("unit") == "1"), None)
+
+
 class Com2:
     """COM2: QEMU's ``-chardev socket,server=on`` that the harness connects to; the guest's
     SerialPort reads and writes that connection."""
 
-    def __init__(self, path: str):
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(path)
-        self.server.listen(1)
+    def __init__(self, path: str, listen_unix):
+        self.server = listen_unix(path)
         self.conn = None
         self.connected = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -389,7 +434,7 @@ def firmware_guard(m: Machine, call: str) -> None:
         "throw ('GetFirmwareEnvironmentVariableExW: Win32 error ' + $e) }")
 def efivar_read(m: Machine, name, guid):
     firmware_guard(m, "GetFirmwareEnvironmentVariableExW")
-    found = m.efivars.get((name, guid.lower()))
+    found = m.efivar(name, guid.lower())
     if found is None:
         return [""]  # ERROR_ENVVAR_NOT_FOUND
     attributes, data = found
@@ -406,7 +451,7 @@ def efivar_read(m: Machine, name, guid):
 def efivar_write(m: Machine, octal, name, guid):
     firmware_guard(m, "SetFirmwareEnvironmentVariableExW")
     value = bytes(int(part, 8) for part in octal.split("\\") if part)
-    m.efivars[(name, guid.lower())] = (int.from_bytes(value[:4], "little"), value[4:])
+    m.set_efivar(name, guid.lower(), int.from_bytes(value[:4], "little"), value[4:])
     return []
 
 

@@ -192,10 +192,11 @@ def test_windows_device_scripts_move_and_check_real_data_through_sac(windows, tm
 def test_windows_machine_scenarios_run_through_sac(windows, tmp_path):
     """vCPU count, topology and busy time per CPU, the local-time RTC, three guest reboots
     (shutdown /r: QMP's RESET each time, SAC and the login again, a new boot id) with the
-    scratch disk's writes kept, through the double (simulated Windows: the stand-ins of
+    scratch disk's writes kept, a UEFI variable kept in the vars file over restarts (and not
+    in a fresh one), through the double (simulated Windows: the stand-ins of
     tests/fake_windows_powershell.py answer from QEMU's argv and the host's clock)."""
-    proc, root, said = windows(scenarios=("vcpus-4", "clock-localtime", "reboot"),
-                               timeout=300)
+    proc, root, said = windows(scenarios=("vcpus-4", "clock-localtime", "reboot",
+                                          "nvram-persist"), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     vcpus = properties(root, "vcpus-4")
     assert vcpus["vcpus_seen"] == "4"
@@ -207,8 +208,13 @@ def test_windows_machine_scenarios_run_through_sac(windows, tmp_path):
     assert reboot["machine_resets"] == "1 1 1" and len(set(reboot["boot_ids"].split())) == 4
     assert reboot["scratch_verified_regions"] == "1"
     assert sum(1 for s in said if s.get("reboot")) == 3
-    # one login per boot: vcpus-4, clock-localtime, and reboot's first and three more
-    assert [s["sac"] for s in said if "sac" in s].count("ch -sn Cmd0001") == 1 + 1 + 4
+    # UEFI variables through the firmware API scripts, in the VM's vars file (virt-firmware)
+    nvram = properties(root, "nvram-persist")
+    assert nvram["efi_var_after_restart"] == "refvm-nvram-1"
+    assert nvram["boot_next"] == nvram["boot_current_after_restart"] == "Boot0004"
+    assert nvram["efi_var_fresh"] == "absent" and "540672 bytes" in nvram["hypervisor_refused"]
+    # one login per boot: vcpus-4, clock-localtime, reboot's first and three more, nvram's 3
+    assert [s["sac"] for s in said if "sac" in s].count("ch -sn Cmd0001") == 1 + 1 + 4 + 3
 
 
 @pytest.fixture
