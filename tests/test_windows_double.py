@@ -21,6 +21,7 @@ from tests.qemu_doubles import REPO, fake_qemu, properties, run_through_double, 
 
 FAKE = REPO / "tests" / "fake_qemu_windows.py"
 PASSWORD = "Rv-Adm1n-7f3c9e21"
+QUICK_LOGIN = {"FAKE_WINDOWS_SWALLOW": "0"}  # no swallowed line (tested by the boot test)
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_windows_device_scripts_move_and_check_real_data_through_sac(windows, tm
     NVMe identity from the argv, 8 MiB each way over TCP to the host, 64 KiB each way on
     COM2's socket."""
     proc, root, said = windows(scenarios=("virtio-blk", "nvme", "virtio-net", "uart"),
-                               timeout=300)
+                               env=QUICK_LOGIN, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     blk = properties(root, "virtio-blk")
     assert blk["scratch_device"] == "\\\\.\\PhysicalDrive1"
@@ -196,7 +197,7 @@ def test_windows_machine_scenarios_run_through_sac(windows, tmp_path):
     in a fresh one), through the double (simulated Windows: the stand-ins of
     tests/fake_windows_powershell.py answer from QEMU's argv and the host's clock)."""
     proc, root, said = windows(scenarios=("vcpus-4", "clock-localtime", "reboot",
-                                          "nvram-persist"), timeout=300)
+                                          "nvram-persist"), env=QUICK_LOGIN, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     vcpus = properties(root, "vcpus-4")
     assert vcpus["vcpus_seen"] == "4"
@@ -238,7 +239,7 @@ def test_a_reboot_before_the_status_line_is_answered_is_told_apart(reboot_at_onc
 def test_a_transfer_corrupted_inside_the_guest_fails_the_case(windows):
     """One byte flipped by the guest's stand-in on its way to the disk, and on its way to
     the host over TCP: the host's checks catch both (one run, two cases)."""
-    proc, root, _ = windows(env={"FAKE_WINDOWS_CORRUPT": "disk-write,tcp-send"},
+    proc, root, _ = windows(env=dict(QUICK_LOGIN, FAKE_WINDOWS_CORRUPT="disk-write,tcp-send"),
                             scenarios=("virtio-blk", "virtio-net"))
     assert proc.returncode == 1
     failures = {case.get("name").split("[")[0]: failure_text(case)
