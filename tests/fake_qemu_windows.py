@@ -277,7 +277,8 @@ class Windows:
         """The device scripts, played by tests/fake_windows_powershell.py on real data."""
         match = POWERSHELL.fullmatch(command)
         if match is None:
-            name, lines, status = "unknown", [f"fake_qemu_windows: NO STAND-IN for {command[:120]!r}"], 1
+            name, status = "unknown", 1
+            lines = [f"fake_qemu_windows: NO STAND-IN for {command[:120]!r}"]
         else:
             name, lines, status = powershell.run(match.group(1), self.machine)
         self.note(powershell=name, status=status)

@@ -7,9 +7,10 @@ images QEMU was given (``\\\\.\\PhysicalDriveN`` is the Nth disk device of the Q
 disk first, serials and sector sizes from the argv, ``readonly=on`` refusing writes), real TCP
 to the host (QEMU's user network carries the gateway 10.0.2.2 to the host's loopback: so does
 this), COM2 (the ``-chardev socket`` QEMU listens on), and the VM's UEFI vars file (read
-and written with virt-firmware, as OVMF keeps it; at each boot a BootNext is consumed). Only the *syntax* of the scripts is
-proven, by the tree-sitter PowerShell grammar (tests/test_windows_family.py); their semantics
-here are as read from the cmdlets' and .NET's documentation, not seen on Windows.
+and written with virt-firmware, as OVMF keeps it; at each boot a BootNext is consumed). Only
+the *syntax* of the scripts is proven, by the tree-sitter PowerShell grammar
+(tests/test_windows_family.py); their semantics here are as read from the cmdlets' and .NET's
+documentation, not seen on Windows.
 
 A script is recognised by matching it whole against the script this double was written for
 (whitespace runs count as one space); the values the harness put in are taken from it. Anything
@@ -18,9 +19,9 @@ follow powershell -Command's rule: an exception in a .NET method ends the script
 only under ``$ErrorActionPreference='Stop'``; without it the script goes on and (its last
 statement succeeding) exits 0.
 
-``FAKE_WINDOWS_CORRUPT`` (comma-separated): ``disk-write`` flips one byte of what disk_write_random puts on the
-disk (it still reports the hash of what it meant to write); ``tcp-send`` flips one byte of
-what tcp_send sends. The harness must notice both.
+``FAKE_WINDOWS_CORRUPT`` (comma-separated): ``disk-write`` flips one byte of what
+disk_write_random puts on the disk (it still reports the hash of what it meant to write);
+``tcp-send`` flips one byte of what tcp_send sends. The harness must notice both.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ STOP = "$ErrorActionPreference='Stop'; "
 VALUE = r"[A-Za-z0-9_./:\\-]+"  # what the harness may put into a command (families.SAFE_VALUE)
 SHA = ("[BitConverter]::ToString([Security.Cryptography.SHA256]::Create().ComputeHash($b))"
        ".Replace('-','').ToLower()")
-RANDOM = "$b=New-Object byte[] {length}; [Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($b); "
+RANDOM = ("$b=New-Object byte[] {length}; "
+          "[Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($b); ")
 RECEIVED = "C:\\rv.urx"
 QEMU_GATEWAY = "10.0.2.2"  # slirp: the host, reached at its loopback
 DHCP_ADDRESS = "10.0.2.15"  # slirp's first lease, which Windows asks for at boot
@@ -48,7 +50,7 @@ GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"  # EFI_GLOBAL_VARIABLE
 
 
 class PsError(Exception):
-    """An exception a cmdlet or .NET method would raise: (message, category, error id)."""
+    """An exception a cmdlet or .NET method would raise: (message, error id)."""
 
 
 @dataclass
