@@ -118,6 +118,11 @@ class ConsoleTimeout(GuestFailure):
     """What was waited for on the console did not come in time (the guest is still there)."""
 
 
+class GuestRebooted(GuestFailure):
+    """The guest started again while a command was waited for (a failure, unless the command
+    was the reboot itself)."""
+
+
 class LoginError(GuestFailure):
     """The guest refused the credentials or never offered a shell."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backends.base import NEED_WORDS
+from .families import family
 from .model import Guest, Scenario
 from .steps import REGISTRY
 
@@ -65,9 +66,13 @@ def _guest_not_applicable(case: Case) -> str | None:
         return f"guest {case.guest.name} does not declare device(s): {', '.join(lacking)}"
     for step in case.scenario.steps:
         families = REGISTRY[step.kind].families
-        if families and case.guest.family not in families(step.args):
+        allowed = families(step.args) if families else None
+        if allowed is not None and case.guest.family not in allowed:
+            missing = family(case.guest.family).missing
+            why = "; ".join(dict.fromkeys(missing[op] for op in getattr(allowed, "ops", ())
+                                          if op in missing))
             return (f"scenario {case.scenario.name} step {step.kind!r} (line {step.line}) "
-                    f"has nothing for {case.guest.family} guests")
+                    f"has nothing for {case.guest.family} guests" + (f": {why}" if why else ""))
     return None
 
 

@@ -465,11 +465,7 @@ class Guest:
         tty.setraw(slave)
         self.com2_slave = slave  # kept open: a pty with no slave open reads EIO
         self.state["uarts"]["cuau1"] = os.ttyname(slave)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if os.path.exists(path):
-            os.unlink(path)
-        server.bind(path)
-        server.listen(1)
+        server = listen_unix(path)
 
         def relay():
             conn, _ = server.accept()
@@ -491,13 +487,20 @@ def pump(fd: int, send) -> None:
         send(data)
 
 
+def listen_unix(path: str) -> socket.socket:
+    """A listening Unix socket at ``path``, which is removed first as QEMU does (a VM started
+    again finds its last run's socket there)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    return server
+
+
 class Qmp:
     def __init__(self, path: str):
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if os.path.exists(path):  # QEMU replaces a socket a previous run of the VM left
-            os.unlink(path)
-        self.server.bind(path)
-        self.server.listen(1)
+        self.server = listen_unix(path)
         self.conn = None
         self.lock = threading.Lock()
         self.cont = threading.Event()

@@ -19,10 +19,19 @@ Input lines end with CR. cmd.exe here: the first line after the login is swallow
 parsed, before any command of it has run; ``^`` escapes the next character; ``&`` separates
 commands; ``prompt`` sets the prompt ($P$G); unknown commands get cmd.exe's "is not recognized"
 and 9009; ``shutdown /s /t 0`` returns, and a second later QEMU reports a guest shutdown.
+``powershell -NoProfile -Command "..."`` runs the family's device scripts through the stand-ins
+of tests/fake_windows_powershell.py on the disks, NIC and COM2 of this double's QEMU argv (a
+script it does not know fails loudly with exit status 1); ``mode COM2 ...`` prints the port's
+status (COM2 exists when QEMU was given one); ``rem`` does nothing; ``shutdown /r /t 0``
+resets the machine a second later (QMP's RESET, then the firmware and SAC again, a new boot
+time), or ends QEMU under ``-no-reboot`` as QEMU does.
 
 Switches (environment): ``FAKE_WINDOWS_PASSWORD`` the administrator password it accepts;
 ``FAKE_WINDOWS_FRESH=1`` SAC starts twice (the reboot after specialize) before the CMD event;
 ``FAKE_WINDOWS_SLOW_CMD=1`` the first ``cmd`` after the event still fails "not yet registered";
+``FAKE_WINDOWS_SWALLOW=0`` the first line after the login is not swallowed (the driver's
+probe waits 5 s for a swallowed line: tests of other things save that per login);
+``FAKE_WINDOWS_REBOOT_AFTER`` seconds cmd.exe still answers after ``shutdown /r /t 0`` (1);
 ``FAKE_WINDOWS_BUGCHECK=1`` the first ``ver`` bugchecks: EMS's in-band ``<INSTANCE
 CLASSNAME="BLUESCREEN">`` record (the element is documented; its STOPCODE property layout here
 is from memory, UNVERIFIED), then nothing. ``FAKE_WINDOWS_LOG``: what it was asked, as JSON
@@ -35,13 +44,14 @@ import json
 import os
 import re
 import select
-import socket
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_qemu_freebsd import Qmp, option, start  # noqa: E402  (the same QMP server, argv, pidfile)
+import fake_windows_powershell as powershell  # noqa: E402  (the device scripts' stand-ins)
+from fake_qemu_freebsd import (  # noqa: E402  (QMP, argv, pidfile)
+    Qmp, listen_unix, option, options, start)
 
 FIRMWARE = ('BdsDxe: loading Boot0004 "Windows Boot Manager" from HD(1,GPT,5A1C6C2E-1D9B-4E3F-'
             '9A7B-0C3D2E1F4A5B,0x800,0x32000)/\\EFI\\Microsoft\\Boot\\bootmgfw.efi\r\n'
@@ -73,13 +83,24 @@ BLUESCREEN = ("\r\n<?xml version=\"1.0\"?>\r\n<BP>\r\n<INSTANCE CLASSNAME=\"BLUE
               "<PROPERTY NAME=\"BUGCHECKPARAM1\" TYPE=\"string\"><VALUE>\"0x0\"</VALUE>"
               "</PROPERTY>\r\n</INSTANCE>\r\n</BP>\r\n!SAC>")
 CMD_DELAY = 0.8  # seconds from SAC's start to the CMD event
+# seconds from `shutdown /r /t 0` to the reset (cmd.exe answers meanwhile; 0: it does not)
+REBOOT_AFTER = float(os.environ.get("FAKE_WINDOWS_REBOOT_AFTER", "1.0"))
 HOSTNAME = "WIN-REFVM2022"
 NOT_FOUND = ("'{name}' is not recognized as an internal or external command,\r\n"
              "operable program or batch file.\r\n")
+POWERSHELL = re.compile(r'powershell -NoProfile -Command "([^"]*)"')
+# mode.com's status of a COM port after setting it (layout from memory: UNVERIFIED).
+MODE_STATUS = ("\r\nStatus for device {port}:\r\n-----------------------\r\n"
+               "    Baud:            {baud}\r\n    Parity:          None\r\n"
+               "    Data Bits:       8\r\n    Stop Bits:       1\r\n    Timeout:         OFF\r\n"
+               "    XON/XOFF:        OFF\r\n    CTS handshaking: OFF\r\n"
+               "    DSR handshaking: OFF\r\n    DSR sensitivity: OFF\r\n"
+               "    DTR circuit:     ON\r\n    RTS circuit:     OFF\r\n\r\n")
 
 
 class Windows:
-    def __init__(self, base: str, uefi: bool, qmp: Qmp):
+    def __init__(self, base: str, uefi: bool, qmp: Qmp, argv=()):
+        self.machine = powershell.Machine.from_argv(list(argv), options, listen_unix)
         self.out = os.open(base + ".out", os.O_RDWR)  # as QEMU's pipe chardev opens them
         self.inp = os.open(base + ".in", os.O_RDWR)
         self.uefi, self.qmp = uefi, qmp
@@ -90,6 +111,7 @@ class Windows:
         self.lock = threading.Lock()
         self.errorlevel = 0
         self.prompt_template = "$P$G"
+        self.reboot_at = None  # when a `shutdown /r /t 0` takes effect
 
     def note(self, **what) -> None:
         if self.log:
@@ -124,10 +146,27 @@ class Windows:
                 self.say(ch.decode(errors="replace"))
 
     # SAC ------------------------------------------------------------------------------------
+    def boot(self, argv: list[str]) -> None:
+        """Windows until it powers off; ``shutdown /r`` resets the machine (QMP's RESET) and
+        boots again, or ends QEMU under -no-reboot, as QEMU does."""
+        while True:
+            try:
+                self.run()
+                return
+            except Reboot:
+                if "-no-reboot" in argv:
+                    self.qmp.event("SHUTDOWN", {"guest": True, "reason": "guest-reset"})
+                    time.sleep(0.2)
+                    os._exit(0)
+                self.qmp.event("RESET", {"guest": True, "reason": "guest-reset"})
+                self.note(reboot=True)
+                self.machine.booted = time.time()
+                self.errorlevel, self.prompt_template, self.reboot_at = 0, "$P$G", None
+
     def run(self) -> None:
         if self.uefi:
             self.say(FIRMWARE)
-        if os.environ.get("FAKE_WINDOWS_FRESH"):
+        if os.environ.pop("FAKE_WINDOWS_FRESH", None):
             self.say(SAC_INIT)  # the first boot after setup: specialize reboots it
             time.sleep(0.3)
             self.note(sac="reboot after specialize")
@@ -179,12 +218,15 @@ class Windows:
         return self.prompt_template.replace("$P", "C:\\Windows\\system32").replace("$G", ">")
 
     def cmd(self) -> None:
-        self.say(self.prompt())
-        swallowed = self.readline()  # the first line after the login never reaches cmd.exe
-        self.note(swallowed=swallowed)
+        if os.environ.get("FAKE_WINDOWS_SWALLOW", "1") == "1":
+            self.say(self.prompt())
+            swallowed = self.readline()  # the first line after the login never reaches cmd.exe
+            self.note(swallowed=swallowed)
         while True:
             self.say(self.prompt())
-            line = self.readline()
+            line = self.readline(until=self.reboot_at)
+            if line is None:  # shutdown /r took effect: cmd.exe is gone mid-line
+                raise Reboot()
             self.note(cmd=line)
             # %VAR% is expanded once, for the whole line, before any command of it runs.
             line = line.replace("%ERRORLEVEL%", str(self.errorlevel)).replace(
@@ -215,12 +257,44 @@ class Windows:
         elif word == "powershell" and "PEFirmwareType" in command:
             self.say(("UEFI" if self.uefi else "BIOS") + "\r\n")
             self.errorlevel = 0
+        elif word == "powershell":
+            self.powershell(command)
+        elif word == "mode":
+            self.mode(command.split()[1:])
+        elif word == "rem":
+            pass
         elif command == "shutdown /s /t 0":
             self.errorlevel = 0
             threading.Thread(target=self.power_off, daemon=True).start()
+        elif command == "shutdown /r /t 0":
+            self.errorlevel = 0
+            self.reboot_at = time.monotonic() + REBOOT_AFTER
         else:
             self.say(NOT_FOUND.format(name=word))
             self.errorlevel = 9009
+
+    def powershell(self, command: str) -> None:
+        """The device scripts, played by tests/fake_windows_powershell.py on real data."""
+        match = POWERSHELL.fullmatch(command)
+        if match is None:
+            name, status = "unknown", 1
+            lines = [f"fake_qemu_windows: NO STAND-IN for {command[:120]!r}"]
+        else:
+            name, lines, status = powershell.run(match.group(1), self.machine)
+        self.note(powershell=name, status=status)
+        self.say("".join(line + "\r\n" for line in lines))
+        self.errorlevel = status
+
+    def mode(self, args: list[str]) -> None:
+        """``mode COMn BAUD=b ...``: COM2 exists only when QEMU was given one."""
+        port = args[0].upper() if args else ""
+        settings = dict(a.upper().split("=", 1) for a in args[1:] if "=" in a)
+        if port != "COM2" or self.machine.com2 is None:
+            self.say(f"\r\nIllegal device name - {port}\r\n")
+            self.errorlevel = 1
+            return
+        self.say(MODE_STATUS.format(port=port, baud=settings.get("BAUD", "1200")))
+        self.errorlevel = 0
 
     def power_off(self) -> None:
         time.sleep(1.0)
@@ -239,12 +313,10 @@ class Installing(Windows):
     waits 1 s only, too short for anyone (the failure path). What it saw is logged."""
 
     def __init__(self, base, uefi, qmp, argv):
-        super().__init__(base, uefi, qmp)
+        super().__init__(base, uefi, qmp, ())
         self.argv = argv
-        self.com2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.com2.bind(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
-                       .split(",")[0])
-        self.com2.listen(1)
+        self.com2 = listen_unix(option(argv, "-chardev", "socket,id=com2,").split("path=", 1)[1]
+                                .split(",")[0])
 
     def cds(self) -> list[str]:
         drives = {a.split("id=")[1].split(",")[0]: a.split("file=")[1].split(",")[0]
@@ -288,6 +360,10 @@ class Installing(Windows):
         self.power_off()
 
 
+class Reboot(Exception):
+    """``shutdown /r /t 0`` took effect: the machine resets."""
+
+
 def split_ampersands(line: str) -> list[str]:
     """cmd.exe's ``a& b`` -> [a, b]: ``&`` outside double quotes and not escaped by ``^``."""
     parts, current, quoted, escaped = [], "", False, False
@@ -326,12 +402,29 @@ def unescape(command: str) -> str:
     return out
 
 
+VARS_SIZE = 540672  # OVMF_VARS_4M.fd: the template the harness copies for each VM
+
+
+def refuse_wrong_vars(argv: list[str]) -> None:
+    """QEMU will not start with a vars flash of another size than the firmware's (the words
+    here are the double's own, marked as such)."""
+    path = powershell.vars_file(argv, options)
+    if path and os.path.getsize(path) != VARS_SIZE:
+        sys.stderr.write(f"qemu-system-x86_64: -drive if=pflash,unit=1,file={path}: (refvm test "
+                         f"double) the vars flash holds {os.path.getsize(path)} bytes, the "
+                         f"firmware needs {VARS_SIZE} bytes\n")
+        sys.exit(1)
+
+
 def main() -> None:
     argv = sys.argv[1:]
-    guest = start(argv, (lambda base, uefi, qmp: Installing(base, uefi, qmp, argv))
-                  if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows, "fake_qemu_windows.py")
+    if argv != ["--version"]:
+        refuse_wrong_vars(argv)
+    kind = Installing if os.environ.get("FAKE_WINDOWS_INSTALL") else Windows
+    guest = start(argv, lambda base, uefi, qmp: kind(base, uefi, qmp, argv),
+                  "fake_qemu_windows.py")
     if guest is not None:
-        guest.run()
+        guest.boot(argv) if kind is Windows else guest.run()
 
 
 if __name__ == "__main__":

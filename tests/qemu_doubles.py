@@ -43,10 +43,11 @@ def properties(root, name=None) -> dict:
     return {p.get("name"): p.get("value") for p in case.iter("property")}
 
 
-def start_double(tmp_path: Path, script: Path, family_name: str, secrets=()):
-    """The real QEMU backend's machine for a small CSM VM whose QEMU is the double
-    ``script``, and a SerialConsole on its COM1 with the family's failure patterns; returns
-    (machine, console, log). The caller resumes the machine and destroys it."""
+def start_double(tmp_path: Path, script: Path, family_name: str, secrets=(), **spec):
+    """The real QEMU backend's machine for a small VM (CSM, unless ``spec`` changes that or
+    other VmSpec fields) whose QEMU is the double ``script``, and a SerialConsole on its COM1
+    with the family's failure patterns; returns (machine, console, log). The caller resumes
+    the machine and destroys it."""
     from harness.backends.qemu.backend import QemuBackend
     from harness.console.log import ConsoleLog
     from harness.console.serial import SerialConsole
@@ -55,10 +56,11 @@ def start_double(tmp_path: Path, script: Path, family_name: str, secrets=()):
 
     image = tmp_path / "disk.raw"
     image.write_bytes(b"\0" * 4096)
-    spec = VmSpec(name="refvm-0123abcd-1", memory_mib=256, cpus=1, firmware="csm",
-                  uuid="00000000-0000-4000-8000-000000000001", utc_clock=True,
-                  workdir=tmp_path / "w", logdir=tmp_path / "logs",
-                  disks=(Disk(image, ephemeral=True, boot=True),), serials=(SerialPort("com1"),))
+    spec = VmSpec(**dict(dict(
+        name="refvm-0123abcd-1", memory_mib=256, cpus=1, firmware="csm",
+        uuid="00000000-0000-4000-8000-000000000001", utc_clock=True, workdir=tmp_path / "w",
+        logdir=tmp_path / "logs", disks=(Disk(image, ephemeral=True, boot=True),),
+        serials=(SerialPort("com1"),)), **spec))
     machine = QemuBackend(accel="tcg", binary=str(fake_qemu(tmp_path, script))).start(spec)
     log = ConsoleLog(tmp_path / "console.log", secrets=secrets)
     console = SerialConsole(machine.open_console("com1"), log,

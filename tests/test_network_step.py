@@ -163,7 +163,8 @@ def test_address_plan():
 @pytest.mark.parametrize("name, command", [
     ("linux", "ip addr add 10.210.7.2/24 dev eth0 && ip link set eth0 up"),
     ("freebsd", "ifconfig vtnet0 inet 10.210.7.2/24 up"),
-    ("windows", "powershell -NoProfile -Command \"$null = New-NetIPAddress -InterfaceAlias "
+    ("windows", "powershell -NoProfile -Command \"$ErrorActionPreference='Stop'; "
+                "$null = New-NetIPAddress -InterfaceAlias "
                 "'Ethernet' -AddressFamily IPv4 -IPAddress 10.210.7.2 -PrefixLength 24\""),
 ])
 def test_every_family_can_set_a_static_address(name, command):

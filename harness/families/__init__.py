@@ -7,7 +7,7 @@ a known family therefore needs only its YAML.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,6 +53,9 @@ FAMILY = s.Map({
         "poweroff": s.F(s.Str()),
     }), required=True),
     "devices": s.F(s.Map({op: s.F(s.Str()) for op in DEVICE_OPS}), default={}),
+    # Why the family has no command for an operation, where that is known: the matrix puts it
+    # into the skip of every case whose step needs the operation.
+    "missing": s.F(s.Map({op: s.F(s.Str()) for op in DEVICE_OPS}), default={}),
 })
 
 
@@ -63,6 +66,7 @@ class Family:
     after_login: tuple
     commands: dict
     devices: dict
+    missing: dict = field(default_factory=dict)  # operation -> why the family has none
 
     def device_command(self, op: str, **values) -> str:
         """The family's command for a device operation, with its @placeholders@ filled in."""
@@ -83,10 +87,18 @@ class Family:
         return PLACEHOLDER.sub(fill, template)
 
 
-def families_having(*ops: str) -> set:
+class Families(frozenset):
+    """Names of OS families, and the operations they were picked for (``ops``), so that a
+    skip can say why a family lacks one (``Family.missing``)."""
+    ops: tuple = ()
+
+
+def families_having(*ops: str) -> Families:
     """The OS families whose command sets have every one of ``ops`` (for a step's
     ``families``: the matrix skips the others, saying so)."""
-    return {name for name in NAMES if all(op in family(name).devices for op in ops)}
+    found = Families(name for name in NAMES if all(op in family(name).devices for op in ops))
+    found.ops = ops
+    return found
 
 
 @lru_cache(maxsize=None)
@@ -99,4 +111,5 @@ def family(name: str) -> Family:
         raise ConfigError(problems)
     return Family(name=data["family"], failure_patterns=tuple(data["failure_patterns"]),
                   after_login=tuple(data["after_login"]), commands=dict(data["commands"]),
-                  devices={k: v for k, v in (data["devices"] or {}).items() if v})
+                  devices={k: v for k, v in (data["devices"] or {}).items() if v},
+                  missing={k: v for k, v in (data["missing"] or {}).items() if v})

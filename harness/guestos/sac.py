@@ -28,7 +28,7 @@ import re
 import secrets
 import time
 
-from ..errors import GuestFailure, LoginError
+from ..errors import GuestFailure, GuestRebooted, LoginError
 from .base import CommandResult, GuestDriver
 
 SAC_STARTED = r"Computer is booting, SAC started and initialized\."
@@ -212,7 +212,7 @@ class SacConsole(GuestDriver):
         left = max(timeout - (time.monotonic() - started), 0.01)
         index, match = self.console.expect([pattern, SAC_STARTED], left, what)
         if index == 1:
-            raise GuestFailure(f"the guest rebooted (SAC started again) while waiting for "
+            raise GuestRebooted(f"the guest rebooted (SAC started again) while waiting for "
                                f"{what}; last console lines:\n{self.console.log.tail()}")
         return match
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from .. import schema as s
-from ..errors import ConsoleTimeout, GuestFailure
+from ..errors import ConsoleTimeout, GuestFailure, GuestRebooted
 from ..families import families_having
 from .guestops import guest_op, last_line
 from .registry import register
@@ -40,8 +40,8 @@ def reboot(ctx, args):
             if result.status != 0:
                 raise GuestFailure(f"reboot {number}: {command!r} failed (exit {result.status}):"
                                    f" {result.output.strip()[-300:]!r}")
-        except ConsoleTimeout:
-            pass  # the shell went before the command could report
+        except (ConsoleTimeout, GuestRebooted):
+            pass  # the shell went (or the guest started again) before the command reported
         except GuestFailure:
             if machine.poll() is None:
                 raise

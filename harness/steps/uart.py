@@ -33,7 +33,9 @@ def uart_check(ctx, args):
     stream = ctx.vm.machine.open_console(attach.port)
 
     # Host -> guest: the guest's reader must be running before the bytes arrive.
-    pid, = integers(guest_op(ctx, "uart_receive_start", dev=dev, length=nbytes).output,
+    # The line speed again: Windows' SerialPort opens at its own 9600 unless told.
+    pid, = integers(guest_op(ctx, "uart_receive_start", dev=dev, length=nbytes,
+                             baud=args["baud"]).output,
                     "uart reader pid")
     payload = os.urandom(nbytes)
     serial_send(stream, payload, corrupt="uart-to-guest" in ctx.faults)
@@ -51,8 +53,8 @@ def uart_check(ctx, args):
     reader = threading.Thread(target=lambda: result.update(
         zip(("data", "seconds"), serial_receive(stream, nbytes, timeout))), daemon=True)
     reader.start()
-    sent = first_sha256(guest_op(ctx, "uart_send", timeout=timeout, dev=dev,
-                                 length=nbytes).output, "uart_send")
+    sent = first_sha256(guest_op(ctx, "uart_send", timeout=timeout, dev=dev, length=nbytes,
+                                 baud=args["baud"]).output, "uart_send")
     reader.join(timeout)
     guest_op(ctx, "uart_close")
     data = result.get("data", b"")

@@ -317,6 +317,8 @@ class QemuMachine(Machine):
         return self._exit_info(code)
 
     def _exit_info(self, code: int) -> ExitInfo:
+        if self.qmp:  # QEMU writes SHUTDOWN just before it exits: read to the socket's end
+            self.qmp.wait_closed(2.0)
         event = self.qmp.last_event("SHUTDOWN") if self.qmp else None
         if code < 0:
             return ExitInfo("killed", code, f"QEMU killed by signal {-code}")

@@ -61,6 +61,12 @@ class QmpClient:
         with self._cond:
             return next((e for e in reversed(self.events) if e.get("event") == name), None)
 
+    def wait_closed(self, timeout: float) -> None:
+        """Until QEMU's end of the socket is read (every event it wrote before exiting is in
+        ``events`` then), or ``timeout`` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed, timeout)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
