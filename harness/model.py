@@ -28,8 +28,9 @@ COMPRESSIONS = ("none", "xz", "gzip", "zstd")
 # ("login: [   12.3] virtio_net ..."): getty is waiting for the user name either way.
 DEFAULT_LOGIN_PROMPT = r"login:[ \t]*(?:$|(?=\[ *\d+\.\d+\]))"
 # A shell prompt at the end of the output. Line editors (busybox ash, bash) may follow it with
-# terminal queries such as ESC[6n (where is the cursor?), which must not hide the prompt.
-DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$"
+# terminal queries such as ESC[6n (where is the cursor?), which must not hide the prompt; a
+# kernel message printed right over the first prompt (before the login's dmesg -n 1) neither.
+DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*(?:$|(?=\[ *\d+\.\d+\]))"
 
 
 @dataclass(frozen=True)

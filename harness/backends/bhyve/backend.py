@@ -474,6 +474,13 @@ class BhyveMachine(Machine):
         several NICs, all on the one bridge, only one of them may be given it."""
         return self.plan.guest_address or None
 
+    def ssh_endpoint(self) -> tuple[str, int]:
+        """The guest's own address on the VM's bridge (it sets it itself: guest_static_ipv4),
+        port 22: the host is on that bridge, so no forward is needed."""
+        if not self.plan.taps or not self.plan.guest_address:
+            raise InfraError(f"{self.spec.name}: no NIC on a bridge, so no way to its sshd")
+        return self.plan.guest_address.split("/")[0], 22
+
     def open_console(self, port: str = "com1"):
         """The nmdm(4) B side of ``port`` (see open_nmdm). nmdm creates the pair on first
         open; opening B before bhyve opens A is what lets us see the first byte."""
