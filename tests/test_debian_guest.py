@@ -108,7 +108,7 @@ def test_ssh_through_libvirt_with_the_forward_added_to_the_running_domain(tmp_pa
     recorded: dict = {}
     with booted(tmp_path, debian, "ssh", "csm", libvirt_backend()) as (_run, case, vm):
         ctx = StepContext(case, vm, recorded.__setitem__, deadline=float("inf"))
-        ctx.guest.reach_shell(timeout=debian[0].console.boot_timeout)
+        REGISTRY["login"].run(ctx, {})
         ctx.channel = "ssh"
         result = ctx.guest.run("echo ${SSH_CONNECTION%% *}; exit 4", timeout=30)
         assert result.status == 4 and result.output.strip() == "10.0.2.2"  # QEMU's host side
@@ -117,4 +117,7 @@ def test_ssh_through_libvirt_with_the_forward_added_to_the_running_domain(tmp_pa
         REGISTRY["ssh_transfer"].run(ctx, {"bytes": 8 << 20, "file_bytes": 1 << 20})
         assert recorded["ssh_bytes_each_way"] == 8 << 20
         name = vm.spec.name
+    print(f"debian-12 on libvirt: login after {recorded['login_seconds']} s; 8 MiB over SSH "
+          f"in {recorded['ssh_host_to_guest_seconds']} s to the guest, "
+          f"{recorded['ssh_guest_to_host_seconds']} s back")
     assert name not in refvm_domains()

@@ -13,7 +13,10 @@ What goes in, per VM:
 - the run's SSH public key for that user;
 - an SSH host key made for this VM (the private half only on this disc, in the VM's workdir,
   removed with it), so the harness checks the host key it expects instead of trusting the first
-  one it is shown; cloud-init's own host keys are deleted and none other is generated.
+  one it is shown; cloud-init's own host keys are deleted and none other is generated. The disc
+  is readable by every local user (0644): libvirt's QEMU runs as its own user and must read
+  it. The key proves the harness reached the VM it seeded; it is a throwaway key of a test VM,
+  not a secret kept from the test host's other users.
 """
 from __future__ import annotations
 
@@ -99,8 +102,8 @@ def meta_data(seed: Seed) -> str:
 
 
 def write_seed_disc(seed: Seed, path: Path) -> Path:
-    """The ``cidata`` ISO holding ``user-data`` and ``meta-data`` at its root; readable (0600):
-    it holds a private host key."""
+    """The ``cidata`` ISO holding ``user-data`` and ``meta-data`` at its root (0644: see the
+    module docstring)."""
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=4, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
     for name, text in (("user-data", user_data(seed)), ("meta-data", meta_data(seed))):
@@ -108,7 +111,8 @@ def write_seed_disc(seed: Seed, path: Path) -> Path:
         iso.add_fp(io.BytesIO(data), len(data), FILES[name], rr_name=name,
                    joliet_path=f"/{name}")
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.fchmod(fd, 0o644)  # whatever the umask
     with os.fdopen(fd, "wb") as out:
         iso.write_fp(out)
     iso.close()
