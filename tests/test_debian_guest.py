@@ -2,8 +2,9 @@
 
 The device scenarios themselves run on debian-12 through the scenario collection (scenarios/,
 ids such as nvme[debian-12-uefi-qemu]); these tests prove what a scenario cannot show: the
-image is cached with its size and host key, a wrong host key is refused, and sshd dying under
-a command is a guest failure, all on one boot.
+image is cached with its size and host key, a wrong host key is refused, bulk data goes both
+ways and sshd dying under a command is a guest failure, all on one boot; and SSH through
+libvirt (qemu:///system) on another.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ class Programs:
     freebsd_version: str = "/bin/freebsd-version"
     uname: str = "/usr/bin/uname"
     # Only for qcow2 images (the distributions' cloud images): bhyve reads raw files, so the
-    # VM's private copy is converted (FreeBSD: the qemu-tools package).
+    # VM's private copy is converted (FreeBSD: qemu-img from the qemu package, emulators/qemu).
     qemu_img: str = "/usr/local/bin/qemu-img"
 
 
@@ -593,6 +593,6 @@ def _convert(argv: list[str]) -> None:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise InfraError(f"cannot convert the boot image to raw for bhyve ({argv[0]}: {err}); "
-                         "install qemu-img (FreeBSD: pkg install qemu-tools)") from None
+                         "install qemu-img (FreeBSD: the qemu package, emulators/qemu)") from None
     if done.returncode != 0:
         raise InfraError(f"{shlex.join(argv[:3])} failed: {done.stderr.strip()[-300:]}")
