@@ -28,8 +28,9 @@ COMPRESSIONS = ("none", "xz", "gzip", "zstd")
 # ("login: [   12.3] virtio_net ..."): getty is waiting for the user name either way.
 DEFAULT_LOGIN_PROMPT = r"login:[ \t]*(?:$|(?=\[ *\d+\.\d+\]))"
 # A shell prompt at the end of the output. Line editors (busybox ash, bash) may follow it with
-# terminal queries such as ESC[6n (where is the cursor?), which must not hide the prompt.
-DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*$"
+# terminal queries such as ESC[6n (where is the cursor?), which must not hide the prompt; a
+# kernel message printed right over the first prompt (before the login's dmesg -n 1) neither.
+DEFAULT_SHELL_PROMPT = r"[#$>] ?(?:\x1b\[[0-9;?]*[A-Za-z])*(?:$|(?=\[ *\d+\.\d+\]))"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class ImageSpec:
     format: str
     compression: str
     install: str | None = None  # "windows": an unattended install the harness runs once
+    sha512: str | None = None  # instead of sha256, for files published with SHA512SUMS only
+
+    @property
+    def pin(self) -> tuple[str, str] | None:
+        """(algorithm, hex digest) of the downloaded file: ("sha512", ...) or ("sha256", ...)."""
+        return ("sha512", self.sha512) if self.sha512 else \
+            ("sha256", self.sha256) if self.sha256 else None
 
     @property
     def url(self) -> str | None:
@@ -136,6 +144,7 @@ class Guest:
     windows: WindowsInstall | None = None  # image.install: windows
     ssh: "SshSpec | None" = None
     default_run: bool = True
+    cloud_init: "CloudInit | None" = None  # a NoCloud seed disc at every boot
 
 
 @dataclass(frozen=True)
@@ -248,7 +257,12 @@ def _check_image(image: dict, where: s.Where, _raw) -> None:
     if len(sources) != 1:
         where.report("give exactly one of url, path, build or install "
                      f"(found {', '.join(sources) if sources else 'none'})")
-    elif sources[0] in ("url", "path") and not image["sha256"]:
+    elif image["sha256"] and image["sha512"]:
+        where.child("sha512", where.line).report("give sha256 or sha512, not both")
+    elif image["sha512"] and sources[0] != "url":
+        where.child("sha512", where.line).report(
+            f"only with url (a downloaded file); {sources[0]} takes sha256")
+    elif sources[0] in ("url", "path") and not (image["sha256"] or image["sha512"]):
         where.child("sha256", where.line).report(
             f"required with {sources[0]}: images are never used unverified")
     elif sources[0] in ("build", "install") and image["sha256"]:
@@ -263,6 +277,8 @@ IMAGE = s.Map({
     "path": s.F(s.Str()),
     "build": s.F(s.Str(), doc="recipe file, relative to the guest file"),
     "sha256": s.F(s.Sha256()),
+    "sha512": s.F(s.Sha512(), doc="instead of sha256, for a download published with "
+                                  "SHA512SUMS only"),
     "format": s.F(s.Enum(*IMAGE_FORMATS), default="raw"),
     "compression": s.F(s.Enum(*COMPRESSIONS), default="none"),
     "install": s.F(s.Enum("windows"), doc="windows: installed unattended by the harness from "
@@ -341,7 +357,34 @@ class SshSpec:
     host_key: str | None = None
 
 
+# An official cloud image (cloud-init): each VM gets a NoCloud seed disc (harness/images/
+# nocloud.py) making the console user with the console password (hashed) and the run's SSH key.
+CLOUD_INIT = s.Map({
+    "hostname": s.F(s.Str(r"[a-z0-9][a-z0-9-]{0,62}", "a host name (a-z, 0-9, '-')"),
+                    doc="the guest's host name (default: the guest's name, dots made dashes)"),
+})
+
+
+@dataclass(frozen=True)
+class CloudInit:
+    hostname: str
+
+
+def _check_cloud_init(guest: dict, where: s.Where, raw) -> None:
+    """The seed disc makes one user (the console's) and a host key of its own per VM."""
+    if guest["cloud_init"] is None or guest["ssh"] is None:
+        return
+    ssh, at = raw["ssh"], where.at(raw, "ssh")
+    if guest["ssh"]["user"] != guest["console"]["user"]:
+        (at.at(ssh, "user") if "user" in ssh else at).report(
+            "with cloud_init, SSH logs in as the console user (the one the seed disc makes)")
+    if guest["ssh"]["host_key"]:
+        at.at(ssh, "host_key").report(
+            "not with cloud_init: each VM's seed disc gives it a host key of its own")
+
+
 def _check_guest(guest: dict, where: s.Where, raw) -> None:
+    _check_cloud_init(guest, where, raw)
     if "bhyveload" in guest["firmware"] and guest["family"] != "freebsd":
         where.at(raw, "firmware").report("bhyveload boots FreeBSD guests only")
     installs = guest["image"]["install"] == "windows"
@@ -383,6 +426,8 @@ GUEST = s.Map({
     "ssh": s.F(SSH, doc="the guest runs sshd (put ssh in devices too)"),
     "default_run": s.F(s.Bool(), default=True,
                        doc="false: its cases run only when --guest names it (a slow guest)"),
+    "cloud_init": s.F(CLOUD_INIT, doc="an official cloud image: a NoCloud seed disc gives it "
+                                      "the console user, its password and the run's SSH key"),
 }, extra=_check_guest)
 
 
@@ -414,14 +459,17 @@ def load_guest(path: Path) -> Guest:
         path=_resolve(path, raw, "path") if img["path"] else None,
         build=_resolve(path, raw, "build") if img["build"] else None,
         sha256=img["sha256"], format=img["format"], compression=img["compression"],
-        install=img["install"])
+        install=img["install"], sha512=img["sha512"])
     return Guest(
         name=data["name"], family=data["family"], description=data["description"],
         file=path.resolve(), image=image, memory=data["memory"], cpus=data["cpus"],
         firmware=tuple(data["firmware"]), devices=tuple(data["devices"]),
         utc_clock=data["utc_clock"], console=_console(data["console"], str(path), raw),
         boot_bus=data["boot_bus"], windows=_windows(data["windows"]),
-        ssh=SshSpec(**data["ssh"]) if data["ssh"] else None, default_run=data["default_run"])
+        ssh=SshSpec(**data["ssh"]) if data["ssh"] else None, default_run=data["default_run"],
+        cloud_init=CloudInit(data["cloud_init"]["hostname"] or
+                             data["name"].replace(".", "-").replace("_", "-")[:63])
+        if data["cloud_init"] is not None else None)
 
 
 def _media(data: dict | None) -> Media | None:

@@ -32,6 +32,9 @@ from .model import DiskAttach, NicAttach, SerialAttach
 from .vmspec import Disk, Nic, SerialPort, VmSpec
 
 
+SEED_DISC = "cidata.iso"  # a cloud image's NoCloud seed disc, in the VM's workdir
+
+
 def new_run_id() -> str:
     return new_id()
 
@@ -119,6 +122,8 @@ class Run:
         # what it writes stays in a per-case view, the cached image is never changed.
         disks = [Disk(path=Path(image), bus=guest.boot_bus, ephemeral=True, boot=True,
                       format=guest.image.format)]
+        if guest.cloud_init:  # the NoCloud seed disc (written at boot: seed_disc below)
+            disks.append(Disk(path=workdir / SEED_DISC, bus="ahci-cd", readonly=True))
         nics, serials = [], [SerialPort("com1", "console")]
         for item in case.scenario.attach:
             if isinstance(item, DiskAttach):
@@ -163,6 +168,22 @@ class Run:
                 "file_sha": file_sha256(path) if item.readonly else None, "guest_sha": {}}
         return facts
 
+    @staticmethod
+    def seed_disc(case: Case, spec: VmSpec) -> dict:
+        """A cloud image's NoCloud seed disc (harness/images/nocloud.py): the console user
+        with its password hashed, the run's SSH key, a host key for this VM. Returns the
+        facts the SSH channel needs (the client key, the host key to expect)."""
+        guest = case.guest
+        if not guest.cloud_init:
+            return {}
+        from .console.ssh import new_client_key
+        from .images.nocloud import new_seed, write_seed_disc
+        key = new_client_key()
+        seed = new_seed(guest.console.user, guest.console.password, key.public_line,
+                        guest.cloud_init.hostname, spec.name)
+        write_seed_disc(seed, spec.workdir / SEED_DISC)
+        return {"seed": {"client_key": key, "host_key": seed.host_key_public}}
+
     def boot(self, case: Case, image: Path, backend: Backend | None = None) -> BootedVM:
         """Start the VM paused, attach the console and its log, then let it run.
 
@@ -178,7 +199,7 @@ class Run:
         spec.workdir.mkdir(parents=True, exist_ok=True)
         machine = log = vm = None
         try:
-            facts = self.prepare_attachments(case, spec)
+            facts = {**self.prepare_attachments(case, spec), **self.seed_disc(case, spec)}
             machine = backend.start(spec)
             log = ConsoleLog(spec.logdir / "console.log", secrets=case.guest.console.secrets)
             log.note(f"{spec.name}: {case.id}; command line in command.txt")

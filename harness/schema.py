@@ -138,6 +138,13 @@ class Sha256(Str):
         super().__init__(r"[0-9a-f]{64}", "a sha256 (64 lower-case hex digits)")
 
 
+class Sha512(Str):
+    """Some publishers (Debian's cloud images) list only SHA512SUMS: a pin takes that too."""
+
+    def __init__(self):
+        super().__init__(r"[0-9a-f]{128}", "a sha512 (128 lower-case hex digits)")
+
+
 class Int(Kind):
     def __init__(self, minimum: int | None = None, maximum: int | None = None):
         self.minimum, self.maximum = minimum, maximum

@@ -77,14 +77,19 @@ class VmSpec:
         return next(d for d in self.disks if d.boot)
 
 
-def private_copies(spec: VmSpec) -> tuple[VmSpec, list[tuple[Path, Path]]]:
+def private_copies(spec: VmSpec, raw_only: bool = False) -> tuple[VmSpec, list[tuple[Path, Path]]]:
     """For hypervisors without a copy-on-write view: ``spec`` with each ephemeral disk
-    pointing at a private copy in its workdir, and the (image, copy) pairs to make."""
+    pointing at a private copy in its workdir, and the (image, copy) pairs to make.
+    ``raw_only`` (bhyve): the copy of an image in another format (a qcow2 cloud image) is a
+    raw file, named ``.raw``: whoever makes it converts (see converts)."""
     copies, disks = [], []
     for index, disk in enumerate(spec.disks):
         if disk.ephemeral:
-            copy = spec.workdir / f"private-{index}-{disk.path.name}"
+            convert = raw_only and disk.format != "raw"
+            name = f"{disk.path.stem}.raw" if convert else disk.path.name
+            copy = spec.workdir / f"private-{index}-{name}"
             copies.append((disk.path, copy))
-            disk = replace(disk, path=copy, ephemeral=False)
+            disk = replace(disk, path=copy, ephemeral=False,
+                           format="raw" if convert else disk.format)
         disks.append(disk)
     return replace(spec, disks=tuple(disks)), copies

@@ -17,13 +17,14 @@ class ScriptedGuestConsole:
     ``commands`` maps a command line to (output, status). ``boot_output`` is printed before
     the first login prompt; with ``prompt_needs_newline`` the prompt only appears after the
     harness sends a newline; ``after_prompt`` is printed right after each login prompt (kernel
-    messages landing on top of it), ``after_password_prompt`` likewise after "Password: ";
+    messages landing on top of it), ``after_password_prompt`` likewise after "Password: ",
+    ``after_first_shell_prompt`` after the shell's first prompt;
     ``echo`` echoes typed characters like a tty does.
     """
 
     def __init__(self, user="root", password="secret", commands=None, boot_output="",
                  prompt_needs_newline=False, after_prompt="", echo=True, on_login_text="",
-                 hostname="guest", after_password_prompt=""):
+                 hostname="guest", after_password_prompt="", after_first_shell_prompt=""):
         self.harness_side, self._guest = socket.socketpair()
         self.user, self.password = user, password
         self.commands = commands or {}
@@ -31,6 +32,7 @@ class ScriptedGuestConsole:
         self.prompt_needs_newline = prompt_needs_newline
         self.after_prompt = after_prompt
         self.after_password_prompt = after_password_prompt
+        self.after_first_shell_prompt = after_first_shell_prompt
         self.echo = echo
         self.on_login_text = on_login_text
         self.hostname = hostname
@@ -97,6 +99,8 @@ class ScriptedGuestConsole:
         while not self._stop:
             # Like busybox ash's line editor: the first prompt asks where the cursor is.
             self._send("~ # \x1b[6n" if first else "~ # ")
+            if first and self.after_first_shell_prompt:
+                self._send(self.after_first_shell_prompt)
             first = False
             line = self._readline()
             if line is None:

@@ -186,6 +186,8 @@ def test_a_bridge_of_its_own_with_the_taps_made_and_removed(host, tmp_path):
     host_ip = HOST_CIDR.split("/")[0]
     assert machine.host_address_for_guest() == machine.host_listen_address() == host_ip == "10.210.45.1"  # crc32(NAME) % 254 + 1
     assert machine.guest_static_ipv4() == GUEST_CIDR == host_ip[:-1] + "2/24"
+    # SSH (simulated: no bhyve here): the guest's own address on the bridge, port 22.
+    assert machine.ssh_endpoint() == (GUEST_CIDR.split("/")[0], 22)
     assert machine.bridge == "bridge7"
     machine.destroy()
     mark = mark_for(spec.workdir)
@@ -271,6 +273,8 @@ def test_address_is_local_binds_to_see():
 
 def test_no_nics_no_bridge(host, tmp_path):
     machine = make_backend(host, tmp_path).start(make_spec(tmp_path))
+    with pytest.raises(InfraError, match="no NIC on a bridge, so no way to its sshd"):
+        machine.ssh_endpoint()
     machine.destroy()
     assert not any(c[0] == "ifconfig" for c in host.calls())
 

@@ -32,7 +32,7 @@ def test_validate_prints_one_line_per_problem_and_exits_2(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"{path}:9: colour: unknown key; known keys: boot_bus, console, cpus, default_run, "
+        f"{path}:9: colour: unknown key; known keys: boot_bus, cloud_init, console, cpus, default_run, "
         "description, devices, family, firmware, image, memory, name, ssh, utc_clock, windows",
         f"{path}:5: image.sha256: must be a string, got a number",
         f"{path}:7: cpus: must be a whole number, got a string",

@@ -88,6 +88,16 @@ def test_kernel_messages_over_the_prompt_do_not_break_login(make_console):
     assert console.run("echo hi").output == "hi"
 
 
+def test_a_kernel_message_right_after_the_first_shell_prompt_does_not_break_login(make_console):
+    # debian-12 under TCG on a loaded host: "root@debian12:~# [   78.109674] powernow_k8:
+    # Power state transitions not supported" (dmesg -n 1 comes only after the login).
+    guest = ScriptedGuestConsole(after_first_shell_prompt=(
+        "[   78.109674] powernow_k8: Power state transitions not supported\r\n"))
+    console = make_console(guest)
+    login(console, nudge_after=0.5)
+    assert console.run("echo hi").output == "hi"
+
+
 def test_kernel_messages_right_after_the_password_prompt_do_not_break_login(make_console):
     # debian-12 under TCG, udev still loading modules (the real transcript's lines).
     guest = ScriptedGuestConsole(after_password_prompt=(

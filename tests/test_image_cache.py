@@ -58,12 +58,13 @@ def server():
     srv.httpd.server_close()
 
 
-def url_guest(tmp_path: Path, url: str, sha: str, compression: str = "none"):
+def url_guest(tmp_path: Path, url: str, sha: str, compression: str = "none",
+              algorithm: str = "sha256"):
     path = tmp_path / "g.yaml"
     path.write_text(f"""\
 name: urlguest
 family: linux
-image: {{url: '{url}', sha256: {sha}, compression: {compression}}}
+image: {{url: '{url}', {algorithm}: {sha}, compression: {compression}}}
 firmware: [csm]
 console: {{user: root}}
 """)
@@ -82,6 +83,39 @@ def test_download_is_verified_then_kept_and_reused(tmp_path, server):
     assert path.read_bytes() == PAYLOAD and read_stamp(path)["source_sha256"] == SHA
     assert cache.prepare(guest) == path and server.hits["/disk.img"] == 1  # cached
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+SHA512 = hashlib.sha512(PAYLOAD).hexdigest()
+
+
+def test_a_sha512_pin_downloads_verifies_and_imports(tmp_path, server):
+    """Debian's cloud images are published with SHA512SUMS only: a sha512 pin is checked the
+    same way (download, mismatch, import by that hash), in a file of its own name."""
+    server.blobs["/bad.img"] = PAYLOAD + b"x"
+    with pytest.raises(InfraError) as err:
+        quiet_cache(tmp_path).prepare(url_guest(tmp_path, server.url + "/bad.img", SHA512,
+                                                algorithm="sha512"))
+    assert f"sha512 mismatch: expected {SHA512}, got " \
+           f"{hashlib.sha512(PAYLOAD + b'x').hexdigest()}" in str(err.value)
+    server.blobs["/disk.img"] = PAYLOAD
+    guest = url_guest(tmp_path, server.url + "/disk.img", SHA512, algorithm="sha512")
+    path = quiet_cache(tmp_path).prepare(guest)
+    assert path.name == f"sha512-{SHA512}.raw" and path.read_bytes() == PAYLOAD
+    assert read_stamp(path)["source_sha512"] == SHA512 and read_stamp(path)["sha256"] == SHA
+    # Imported elsewhere: matched by its sha512, never downloaded.
+    other = tmp_path / "other"
+    other.mkdir()
+    fetched = tmp_path / "debian.qcow2"
+    fetched.write_bytes(PAYLOAD)
+    offline = quiet_cache(other, allow_fetch=False)
+    guest = url_guest(other, "http://127.0.0.1:9/none.img", SHA512, algorithm="sha512")
+    with pytest.raises(ImageUnavailable, match="refvm images import FILE"):
+        offline.prepare(guest)
+    (_, target), = offline.import_file(fetched, [guest])
+    assert offline.prepare(guest) == target and target.read_bytes() == PAYLOAD
+    fetched.write_bytes(PAYLOAD + b"y")
+    with pytest.raises(InfraError, match=f"which no guest pins .*sha512 {SHA512}"):
+        offline.import_file(fetched, [guest])
 
 
 def test_hash_mismatch_names_both_hashes_and_keeps_nothing(tmp_path, server):

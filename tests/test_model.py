@@ -53,7 +53,7 @@ def test_unknown_key_wrong_type_missing_field_bad_sha_each_give_one_line(tmp_pat
     path = write(tmp_path, text)
     lines = problems(load_guest, path)
     # family is gone, so: name 1, image 2, path 3, sha256 4, memory 5, ..., colour 11
-    assert lines[0].startswith(f"{path}:11: colour: unknown key; known keys: boot_bus, console, cpus")
+    assert lines[0].startswith(f"{path}:11: colour: unknown key; known keys: boot_bus, cloud_init, console, cpus")
     assert f"{path}:1: family: required field is missing" in lines
     assert any(x.startswith(f"{path}:4: image.sha256: 'nothex' is not a sha256") for x in lines)
     assert any(x.startswith(f"{path}:5: memory: must be a size such as 512M") for x in lines)
@@ -124,7 +124,8 @@ def test_scenario_per_family_commands(tmp_path):
 
 def test_repository_files_are_valid():
     assert [g.name for g in load_guests()] == ["freebsd-13.2", "freebsd-14.1", "freebsd-14.3",
-                                               "freebsd-15.1", "debian-12", "refguest",
+                                               "freebsd-15.1", "debian-12-cloud", "debian-12",
+                                               "refguest", "ubuntu-24.04-cloud",
                                                "windows-server-2022-eval"]
     assert "boot" in [s.name for s in load_scenarios()]
 

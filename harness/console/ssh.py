@@ -121,7 +121,13 @@ class SshChannel:
                 sink: Callable[[bytes], None],
                 err_sink: Callable[[bytes], None] | None = None) -> int:
         """Read stdout into ``sink`` (stderr into ``err_sink``, default ``sink``) until the
-        command exits; the console is watched meanwhile."""
+        command exits and its output has all come; the console is watched meanwhile.
+
+        The exit status alone does not end the output: sshd sends it as soon as the command
+        exits, outside the channel's flow control, while output the client's window did not
+        take yet is still on its way (seen: 4 KiB of 8 MiB lost through libvirt). EOF comes
+        after the last byte, so the loop ends on exit status *and* EOF with nothing buffered,
+        or when the connection is gone."""
         channel.settimeout(0.0)
         while True:
             got = False
@@ -133,11 +139,11 @@ class SshChannel:
                 if data:
                     into(data)
                     got = True
-            if channel.exit_status_ready() and not channel.recv_ready() and \
+            done = channel.exit_status_ready() and channel.eof_received
+            gone = channel.closed or (channel.eof_received and
+                                      not self.client.get_transport().is_active())
+            if (done or gone) and not got and not channel.recv_ready() and \
                     not channel.recv_stderr_ready():
-                break
-            if channel.closed or (channel.eof_received and not got and
-                                  not self.client.get_transport().is_active()):
                 break
             if time.monotonic() > deadline:
                 channel.close()

@@ -38,6 +38,8 @@ DEVICE_OPS = (
     # queue-depth: @jobs@ concurrent direct-I/O readers (writers) of @count@ blocks each, the
     # most requests seen in flight, each job's hash; the queue size the driver negotiated.
     "queue_read", "queue_write", "queue_size",
+    # Where the guest has fio: "fio" or "none"; fio's verified deep-queue writes (queue.py).
+    "fio_available", "fio_verify",
 )
 # What may be put into a guest command line: values the harness made or validated. Anything
 # else (spaces, quotes, ';', '$') would be a way to inject shell syntax, and is refused.

@@ -83,10 +83,8 @@ def connect_ssh(ctx) -> SshShell:
         ctx.channel = saved
 
 
-def _connect(ctx, guest, nic: NicAttach) -> SshShell:
-    from ..steps.network import bring_up
-
-    console = ctx.vm.guest
+def _type_client_key(console):
+    """A new key pair for the run, its public half typed into authorized_keys on the console."""
     key = new_client_key()
     if not _PUBLIC_LINE.fullmatch(key.public_line):  # typed into a shell: plain words only
         raise InfraError("the run's SSH public key is not plain base64")
@@ -94,8 +92,20 @@ def _connect(ctx, guest, nic: NicAttach) -> SshShell:
                          f"echo '{key.public_line}' >> ~/.ssh/authorized_keys", timeout=30)
     if result.status != 0:
         raise GuestFailure(f"cannot install the run's SSH key: {result.output.strip()[-200:]}")
+    return key
+
+
+def _connect(ctx, guest, nic: NicAttach) -> SshShell:
+    from ..steps.network import bring_up
+
+    console = ctx.vm.guest
+    seeded = ctx.vm.facts.get("seed")
+    if seeded:  # a cloud image: its seed disc gave it the run's key and its host key
+        key, host_key = seeded["client_key"], seeded["host_key"]
+    else:
+        key = _type_client_key(console)
+        host_key = recorded_host_key(ctx)
     bring_up(ctx, nic)
-    host_key = recorded_host_key(ctx)
     host, port = ctx.vm.machine.ssh_endpoint()
     deadline = time.monotonic() + ctx.remaining(CONNECT_SECONDS)
     while True:

@@ -135,7 +135,7 @@ class ImageCache:
         if image.path:
             return image.path
         if image.url:
-            return self.root / "images" / f"{image.sha256}.{image.format}"
+            return self._download_path(image)
         if image.install:
             return self.installed_path(guest)
         return self.built_path(guest)
@@ -161,19 +161,26 @@ class ImageCache:
         return path
 
     # Download --------------------------------------------------------------------------------
+    def _download_path(self, image) -> Path:
+        """A sha256 pin names its file by the hash (as always); a sha512 pin by "sha512-"
+        and the hash, so the two kinds can never name the same file."""
+        algorithm, digest = image.pin
+        name = digest if algorithm == "sha256" else f"{algorithm}-{digest}"
+        return self.root / "images" / f"{name}.{image.format}"
+
     def _download(self, guest: Guest, full_check: bool) -> Path:
         image = guest.image
-        target = self.root / "images" / f"{image.sha256}.{image.format}"
+        target = self._download_path(image)
+        pin = Pin(guest, "image", image.pin[1], target, image.compression, image.urls,
+                  image.pin[0])
         with locked(target):
-            if verified(target, None, full_check) and \
-                    read_stamp(target).get("source_sha256") == image.sha256:
+            if verified(target, None, full_check) and pin.matches_stamp(read_stamp(target)):
                 return target
             if not self.allow_fetch:
                 raise ImageUnavailable(f"guest {guest.name}: image not in the cache and "
-                                       "downloads are off (run: refvm images fetch)")
-            return self._install(Pin(guest, "image", image.sha256, target, image.compression,
-                                     image.urls),
-                                 lambda tmp: self._fetch(image.urls, image.sha256, tmp))
+                                       "downloads are off (run: refvm images fetch, or refvm "
+                                       "images import FILE)")
+            return self._install(pin, lambda tmp: self._fetch(pin, tmp))
 
     def _install(self, pin: "Pin", obtain: Callable[[Path], Path],
                  source: str | None = None) -> Path:
@@ -189,7 +196,7 @@ class ImageCache:
             _decompress(download, pin.compression, scratch / "unpacked").replace(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        write_stamp(target, file_sha256(target), {"source_sha256": pin.sha256,
+        write_stamp(target, file_sha256(target), {pin.stamp_key: pin.sha256,
                                                    "url": source or pin.urls[0]})
         return target
 
@@ -208,8 +215,8 @@ class ImageCache:
                 raise ImageUnavailable(f"guest {guest.name}: {what} not in the cache and "
                                        "downloads are off (run: refvm images fetch, or "
                                        "refvm images import FILE)")
-            return self._install(Pin(guest, what, media.sha256, target, "none", media.urls),
-                                 lambda tmp: self._fetch(media.urls, media.sha256, tmp))
+            pin = Pin(guest, what, media.sha256, target, "none", media.urls)
+            return self._install(pin, lambda tmp: self._fetch(pin, tmp))
 
     # Unattended install ----------------------------------------------------------------------
     def install_key(self, guest: Guest) -> str:
@@ -262,8 +269,8 @@ class ImageCache:
         for guest in guests:
             image = guest.image
             if image.urls:
-                found.append(Pin(guest, "image", image.sha256, self.expected_path(guest),
-                                 image.compression, image.urls))
+                found.append(Pin(guest, "image", image.pin[1], self.expected_path(guest),
+                                 image.compression, image.urls, image.pin[0]))
             if guest.windows:
                 for what, media in (("installer ISO", guest.windows.iso),
                                     ("virtio-win disc", guest.windows.virtio_win)):
@@ -282,31 +289,33 @@ class ImageCache:
         if not path.is_file():
             raise InfraError(f"{path}: not a regular file")
         pins = self.pins(guests)
-        sha = file_sha256(path)
-        matches = [p for p in pins if p.sha256 == sha]
+        sums = file_digests(path, {p.algorithm for p in pins} | {"sha256"})
+        matches = [p for p in pins if p.sha256 == sums[p.algorithm]]
         if not matches:
-            known = "; ".join(f"{p.guest.name} ({p.what}): {p.sha256}" for p in pins) or "none"
-            raise InfraError(f"{path} has sha256 {sha}, which no guest pins (guests with a "
-                             f"download pin: {known})")
+            known = "; ".join(f"{p.guest.name} ({p.what}): {p.label}" for p in pins) or "none"
+            raise InfraError(f"{path} has sha256 {sums['sha256']}, which no guest pins (guests "
+                             f"with a download pin: {known})")
         imported = []
         for pin in matches:
             with locked(pin.target):
                 if not (verified(pin.target, None, True) and
-                        read_stamp(pin.target).get("source_sha256") == sha):
-                    self._install(pin, lambda tmp: _copy_checked(path, tmp, sha),
+                        pin.matches_stamp(read_stamp(pin.target))):
+                    self._install(pin, lambda tmp: _copy_checked(path, tmp, pin),
                                   source=f"imported from {path}")
             imported.append((pin.guest, pin.target))
         return imported
 
-    def _fetch(self, urls: tuple, sha256: str, tmp: Path) -> Path:
-        """Download the first of ``urls`` that gives a file with sha256 ``sha256`` into
+    def _fetch(self, pin: "Pin", tmp: Path) -> Path:
+        """Download the first of the pin's URLs that gives the pinned file (its sha256, or
+        sha512) into
         ``tmp`` (in a scratch directory, see _download). Every URL is tried before giving up:
         a skip (ImageUnavailable) when none could be reached from this host, an InfraError
         naming each failure when a server answered wrongly (an HTTP error, another file)."""
+        urls, sha256, algorithm = pin.urls, pin.sha256, pin.algorithm
         failures, unreachable = [], 0
         for url in urls:
             self.log(f"fetching {url}")
-            digest = hashlib.sha256()
+            digest = hashlib.new(algorithm)
             try:
                 with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                     while chunk := resp.read(CHUNK):
@@ -321,7 +330,7 @@ class ImageCache:
                 continue
             if digest.hexdigest() == sha256:
                 return tmp
-            failures.append(f"{url}: sha256 mismatch: expected {sha256}, got "
+            failures.append(f"{url}: {algorithm} mismatch: expected {sha256}, got "
                             f"{digest.hexdigest()}; the file was not kept")
         tmp.unlink(missing_ok=True)
         if unreachable == len(urls):
@@ -394,7 +403,9 @@ class ImageCache:
 
 @dataclass(frozen=True)
 class Pin:
-    """A file a guest pins by sha256, and where the cache keeps it."""
+    """A file a guest pins by hash, and where the cache keeps it. ``sha256`` holds the pinned
+    digest of the kind ``algorithm`` names (sha256, or sha512 for files published with
+    SHA512SUMS only)."""
 
     guest: Guest
     what: str  # image, installer ISO, virtio-win disc
@@ -402,16 +413,40 @@ class Pin:
     target: Path
     compression: str
     urls: tuple
+    algorithm: str = "sha256"
+
+    @property
+    def stamp_key(self) -> str:
+        """The stamp's record of what the cached file came from (source_sha256 as before)."""
+        return f"source_{self.algorithm}"
+
+    @property
+    def label(self) -> str:
+        """The digest as people read it: bare for sha256 (as always), "sha512 ..." else."""
+        return self.sha256 if self.algorithm == "sha256" else f"{self.algorithm} {self.sha256}"
+
+    def matches_stamp(self, stamp: dict | None) -> bool:
+        return (stamp or {}).get(self.stamp_key) == self.sha256
 
 
-def _copy_checked(source: Path, dest: Path, sha256: str) -> Path:
-    """Copy ``source`` to ``dest``; keep it only if the copy's sha256 is ``sha256``."""
+def file_digests(path: Path, algorithms: set) -> dict[str, str]:
+    """{algorithm: hex digest} of ``path``, read once for all of them."""
+    digests = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def _copy_checked(source: Path, dest: Path, pin: Pin) -> Path:
+    """Copy ``source`` to ``dest``; keep it only if the copy has the pinned digest."""
     sparse_copy(source, dest)
-    actual = file_sha256(dest)
-    if actual != sha256:
+    actual = file_digests(dest, {pin.algorithm})[pin.algorithm]
+    if actual != pin.sha256:
         dest.unlink(missing_ok=True)
-        raise InfraError(f"{source} changed while it was imported (sha256 {actual}, expected "
-                         f"{sha256}); nothing was kept")
+        raise InfraError(f"{source} changed while it was imported ({pin.algorithm} {actual}, "
+                         f"expected {pin.sha256}); nothing was kept")
     return dest
 
 

@@ -52,6 +52,18 @@ def disk_check(ctx, args):
         if sector != attach.sector_size:
             raise GuestFailure(f"disk {attach.id} ({dev}): logical sector size {sector}, "
                                f"expected {attach.sector_size}")
+    read_host_regions(ctx, attach, facts, dev)
+    if attach.readonly:
+        result = guest_op(ctx, "disk_write_probe", check=False, dev=dev)
+        if result.status == 0:
+            raise GuestFailure(f"disk {attach.id} ({dev}) is read-only, but a write succeeded")
+        ctx.record(f"{attach.id}_write_refused", last_line(result.output))
+        return
+    write_guest_regions(ctx, attach, facts, dev)
+
+
+def read_host_regions(ctx, attach, facts: dict, dev: str) -> None:
+    """The guest reads each region the host wrote: the hashes must be the host's."""
     started, moved = time.monotonic(), 0
     for region in attach.regions:
         out = guest_op(ctx, "disk_read_sha256", dev=dev, block=region.block, skip=region.skip,
@@ -65,12 +77,10 @@ def disk_check(ctx, args):
     ctx.record(f"{attach.id}_host_to_guest_sha256",
                " ".join(facts["host_sha"][r] for r in attach.regions))
     ctx.record(f"{attach.id}_read_seconds", round(time.monotonic() - started, 2))
-    if attach.readonly:
-        result = guest_op(ctx, "disk_write_probe", check=False, dev=dev)
-        if result.status == 0:
-            raise GuestFailure(f"disk {attach.id} ({dev}) is read-only, but a write succeeded")
-        ctx.record(f"{attach.id}_write_refused", last_line(result.output))
-        return
+
+
+def write_guest_regions(ctx, attach, facts: dict, dev: str) -> None:
+    """The guest writes random data over each region, recording its hashes for disk_verify."""
     started, moved = time.monotonic(), 0
     for region in attach.regions:
         out = guest_op(ctx, "disk_write_random", dev=dev, block=region.block, skip=region.skip,

@@ -1,7 +1,8 @@
 """Bulk data and file transfer over the SSH channel, hashed on both ends.
 
-The host streams random bytes into the guest's ``sha256sum`` and the guest streams a file of
-random bytes back; then one file goes each way by SFTP. Every transfer is hashed where it
+The host streams random bytes into the guest's ``sha256sum`` and the guest streams random
+bytes back, hashed on their way out (``tee`` into a FIFO that ``sha256sum`` reads: nothing is
+stored, so 256 MiB need no room on the guest's disk); then one file goes each way by SFTP. Every transfer is hashed where it
 starts and where it ends, and the step compares. The serial console is read for panics the
 whole time (harness/console/ssh.py watches it between reads).
 """
@@ -53,9 +54,6 @@ def ssh_transfer(ctx, args):
         raise GuestFailure(f"SSH: the host sent {nbytes} bytes with sha256 {sent.hexdigest()}; "
                            f"the guest hashed {seen} (exit {result.status})")
 
-    made = ctx.guest.run(f"head -c {nbytes} /dev/urandom > {SCRATCH} && sha256sum < {SCRATCH}",
-                         timeout=ctx.remaining(600))
-    wrote = first_sha256(made.output, "sha256sum of the guest's file")
     got, count = hashlib.sha256(), [0]
 
     def sink(data: bytes) -> None:
@@ -63,8 +61,14 @@ def ssh_transfer(ctx, args):
         count[0] += len(data)
 
     started = time.monotonic()
-    status = ssh.receive(f"cat {SCRATCH} && rm -f {SCRATCH}", sink, timeout=ctx.remaining(900))
+    status = ssh.receive(f"rm -f {SCRATCH}.fifo && mkfifo {SCRATCH}.fifo && "
+                         f"{{ sha256sum < {SCRATCH}.fifo > {SCRATCH}.sum & "
+                         f"head -c {nbytes} /dev/urandom | tee {SCRATCH}.fifo; wait; }}",
+                         sink, timeout=ctx.remaining(900))
     ctx.record("ssh_guest_to_host_seconds", round(time.monotonic() - started, 2))
+    wrote = first_sha256(ctx.guest.run(f"cat {SCRATCH}.sum; rm -f {SCRATCH}.fifo {SCRATCH}.sum",
+                                       timeout=ctx.remaining(60)).output,
+                         "sha256sum of what the guest sent")
     ctx.record("ssh_guest_to_host_sha256", wrote)
     if status != 0 or count[0] != nbytes or got.hexdigest() != wrote:
         raise GuestFailure(f"SSH: the guest sent {nbytes} bytes with sha256 {wrote}; the host "

@@ -109,6 +109,9 @@ class Programs:
     ifconfig: str = "/sbin/ifconfig"
     freebsd_version: str = "/bin/freebsd-version"
     uname: str = "/usr/bin/uname"
+    # Only for qcow2 images (the distributions' cloud images): bhyve reads raw files, so the
+    # VM's private copy is converted (FreeBSD: qemu-img from the qemu package, emulators/qemu).
+    qemu_img: str = "/usr/local/bin/qemu-img"
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,7 @@ class BhyveBackend(Backend):
 
     # Command lines ---------------------------------------------------------------------------
     def launch_plan(self, spec: VmSpec) -> LaunchPlan:
-        spec, _ = private_copies(spec)  # bhyve has no copy-on-write view of a raw image
+        spec, _ = private_copies(spec, raw_only=True)  # no copy-on-write view of an image
         reasons = problems(spec, self.caps)
         if reasons:
             raise Unsupported("; ".join(reasons))
@@ -315,7 +318,7 @@ class BhyveBackend(Backend):
         bootrom, template = self._bootrom(spec)
         lines = [plan.destroy]
         if not again:
-            lines += [["cp", str(image), str(copy)] for image, copy in private_copies(spec)[1]]
+            lines += self._copy_argvs(spec)
             if bootrom and bootrom.vars:
                 lines.append(["cp", str(template), str(bootrom.vars)])
         if plan.taps:
@@ -328,6 +331,15 @@ class BhyveBackend(Backend):
         lines.append(plan.bhyve)
         return lines
 
+    def _copy_argvs(self, spec: VmSpec) -> list[list[str]]:
+        """The private copies of the VM's ephemeral disks: ``cp`` for a raw image, ``qemu-img
+        convert`` to raw for a qcow2 one (its copy is named .raw, see private_copies)."""
+        formats = {disk.path: disk.format for disk in spec.disks if disk.ephemeral}
+        return [["cp", str(image), str(copy)] if formats[image] == "raw" else
+                [self.programs.qemu_img, "convert", "-f", formats[image], "-O", "raw",
+                 str(image), str(copy)]
+                for image, copy in private_copies(spec, raw_only=True)[1]]
+
     # Lifecycle -------------------------------------------------------------------------------
     def start(self, spec: VmSpec, again: bool = False) -> "BhyveMachine":
         if self.caps.assumed:
@@ -337,8 +349,12 @@ class BhyveBackend(Backend):
         spec.logdir.mkdir(parents=True, exist_ok=True)
         bootrom, template = self._bootrom(spec)
         if not again:  # a restart keeps the disks' contents
-            for image, copy in private_copies(spec)[1]:
-                sparse_copy(image, copy)  # what the plan shows as cp, keeping its holes
+            for argv, (image, copy) in zip(self._copy_argvs(spec),
+                                           private_copies(spec, raw_only=True)[1]):
+                if argv[0] == "cp":
+                    sparse_copy(image, copy)  # what the plan shows as cp, keeping its holes
+                else:
+                    _convert(argv)
         if bootrom and bootrom.vars and not (again and Path(bootrom.vars).exists()):
             fw.make_vars_copy(template, bootrom.vars)
         (spec.logdir / ("command-again.txt" if again else "command.txt")).write_text(
@@ -458,6 +474,13 @@ class BhyveMachine(Machine):
         several NICs, all on the one bridge, only one of them may be given it."""
         return self.plan.guest_address or None
 
+    def ssh_endpoint(self) -> tuple[str, int]:
+        """The guest's own address on the VM's bridge (it sets it itself: guest_static_ipv4),
+        port 22: the host is on that bridge, so no forward is needed."""
+        if not self.plan.taps or not self.plan.guest_address:
+            raise InfraError(f"{self.spec.name}: no NIC on a bridge, so no way to its sshd")
+        return self.plan.guest_address.split("/")[0], 22
+
     def open_console(self, port: str = "com1"):
         """The nmdm(4) B side of ``port`` (see open_nmdm). nmdm creates the pair on first
         open; opening B before bhyve opens A is what lets us see the first byte."""
@@ -562,3 +585,14 @@ class BhyveMachine(Machine):
             self._exit = info
             self._note(f"exit: {info}")
             self._done.set()
+
+
+def _convert(argv: list[str]) -> None:
+    """A qcow2 image's raw private copy (qemu-img convert), or an infrastructure error."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise InfraError(f"cannot convert the boot image to raw for bhyve ({argv[0]}: {err}); "
+                         "install qemu-img (FreeBSD: the qemu package, emulators/qemu)") from None
+    if done.returncode != 0:
+        raise InfraError(f"{shlex.join(argv[:3])} failed: {done.stderr.strip()[-300:]}")

@@ -36,6 +36,7 @@ from .connection import load_binding
 from .console import StreamBridge
 from .staging import Stage
 from ..qemu.backend import SHUTDOWN_REASONS
+from ..usernet import SSH_FORWARD, forwarded_ssh_port, user_netdev_of
 
 if TYPE_CHECKING:
     from .backend import LibvirtBackend
@@ -180,6 +181,48 @@ class LibvirtMachine(Machine):
     def guest_static_ipv4(self) -> str | None:
         # QEMU user networking has DHCP; a plain bhyve bridge has none unless configured.
         return self.backend.guest_ipv4 if self.backend.driver == "bhyve" else None
+
+    def ssh_endpoint(self) -> tuple[str, int]:
+        """Where the harness reaches the guest's sshd. QEMU driver: ``<interface type='user'>``
+        takes no port forward in this libvirt (portForward needs the passt backend), so the
+        forward QEMU's own backend has from its command line is added to the running domain
+        through libvirt's monitor pass-through (HMP ``hostfwd_add`` on the NIC's user-network
+        backend), a loopback port the host picks, read back from ``info usernet``. libvirt
+        marks such a domain tainted (custom-monitor): it is the harness's own, and goes at
+        the end of the case. bhyve driver: the guest's own address on the bridge."""
+        if self.backend.driver == "bhyve":
+            if not self.backend.guest_ipv4:
+                raise Unsupported("the libvirt bhyve backend reaches the guest's sshd at its "
+                                  "address on the bridge: give guest_ipv4=")
+            return self.backend.guest_ipv4.split("/")[0], 22
+        nic = next((n for n in self.spec.nics if n.ssh_forward), None)
+        if nic is None:
+            raise InfraError(f"{self.spec.name}: no NIC is marked for SSH")
+        port = forwarded_ssh_port(self._hmp("info usernet"))
+        if port is None:
+            netdev = user_netdev_of(self._hmp("info network"), nic.mac)
+            if netdev is None:
+                raise InfraError(f"{self.spec.name}: QEMU shows no user-network backend for "
+                                 f"the NIC {nic.mac} (info network)")
+            self._hmp(f"hostfwd_add {netdev} {SSH_FORWARD}")
+            port = forwarded_ssh_port(self._hmp("info usernet"))
+        if port is None:
+            raise InfraError(f"{self.spec.name}: QEMU did not forward a loopback port to the "
+                             "guest's port 22 (hostfwd_add)")
+        return "127.0.0.1", port
+
+    def _hmp(self, command: str) -> str:
+        """One HMP command through libvirt's QEMU monitor pass-through (libvirt-qemu)."""
+        try:
+            import libvirt_qemu
+            return libvirt_qemu.qemuMonitorCommand(
+                self.dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP) or ""
+        except ImportError:
+            raise InfraError("libvirt-python without libvirt_qemu: no way to add the SSH "
+                             "forward to the domain") from None
+        except self.libvirt.libvirtError as err:
+            raise InfraError(f"{self.spec.name}: QEMU monitor command {command.split()[0]!r} "
+                             f"through libvirt failed: {err.get_error_message()}") from None
 
     def open_console(self, port: str = "com1"):
         alias = lx.console_alias(self.spec, port)

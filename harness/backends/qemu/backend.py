@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -21,6 +20,7 @@ from ...errors import InfraError
 from ...process import spawn, stop, tail_text
 from ...vmspec import Disk, VmSpec
 from ..base import Backend, ExitInfo, Machine
+from ..usernet import SSH_FORWARD, forwarded_ssh_port
 from .accel import choose as choose_accel
 from .cpulog import TRIPLE_FAULT_LINE, guest_triple_faults
 from .fifo import FifoConsole, make_fifos
@@ -154,7 +154,7 @@ class QemuBackend(Backend):
             argv += _disk_args(index, disk)
         for index, nic in enumerate(spec.nics):
             # Port 0: the host picks a free loopback port (read back with `info usernet`).
-            forward = ",hostfwd=tcp:127.0.0.1:0-:22" if nic.ssh_forward else ""
+            forward = f",hostfwd={SSH_FORWARD}" if nic.ssh_forward else ""
             argv += ["-netdev", f"user,id=net{index}{forward}",
                      "-device", f"virtio-net-pci,netdev=net{index},mac={nic.mac}"]
         return argv
@@ -236,12 +236,11 @@ class QemuMachine(Machine):
         """The loopback port QEMU bound for the guest's port 22 (asked over QMP: the port was
         left to the host, so no other run can take it between choosing and binding)."""
         text = self.qmp.execute("human-monitor-command", **{"command-line": "info usernet"})
-        found = re.search(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b",
-                          str(text))
-        if not found:
+        port = forwarded_ssh_port(str(text))
+        if port is None:
             raise InfraError(f"{self.spec.name}: no SSH host forward in QEMU's user network "
                              "(the scenario attached no NIC for it?)")
-        return "127.0.0.1", int(found.group(1))
+        return "127.0.0.1", port
 
     def open_console(self, port: str = "com1"):
         role = next((p.role for p in self.spec.serials if p.name == port), None)
