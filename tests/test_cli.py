@@ -213,6 +213,19 @@ def test_the_readme_examples_are_valid(tmp_path, capsys):
         assert main(["validate", *args]) == 0, capsys.readouterr().err
 
 
+def test_the_readme_names_every_step_a_scenario_can_use():
+    """README's "Steps:" list is the step registry, no more and no less."""
+    import re
+    from pathlib import Path
+
+    import harness.steps  # noqa: F401  (registers the steps)
+    from harness.steps.registry import REGISTRY
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = readme.split("\nSteps: ", 1)[1].split(". Commands", 1)[0]
+    assert set(re.findall(r"`([a-z_0-9]+)`", listed)) == set(REGISTRY)
+
+
 def test_a_usage_error_inside_pytest_is_refvms_usage_status(tmp_path, capsys):
     # pytest's own usage error (exit 4) for an option after `--` is exit 2, like refvm's
     assert main(["run", "--artifacts", str(tmp_path), "--", "--scenario", "nosuch"]) == 2
