@@ -151,3 +151,13 @@ def test_the_machine_scenarios_apply_to_windows_and_queue_depth_says_why_not():
         "has nothing for windows guests: no in-box Windows tool reports the queue size viostor "
         "or StorNVMe negotiated, nor requests in flight per queue (only the disk's averaged "
         "queue-length counter)")
+
+
+def test_a_union_of_families_keeps_the_operations_both_sides_were_picked_for():
+    """A step that runs on either of two command sets (nvram's EFI_STEPS) still names the
+    operations, so a family's ``missing:`` reason can reach its skip."""
+    from harness.families import families_having
+
+    either = families_having("efivar_read", "efivar_write") | families_having("efivar_read_data")
+    assert either.ops == ("efivar_read", "efivar_write", "efivar_read_data")
+    assert set(either) >= {"linux", "freebsd"}

@@ -91,16 +91,24 @@ class Family:
 
 class Families(frozenset):
     """Names of OS families, and the operations they were picked for (``ops``), so that a
-    skip can say why a family lacks one (``Family.missing``)."""
-    ops: tuple = ()
+    skip can say why a family lacks one (``Family.missing``). A union (a step that runs on
+    families with either of two command sets) keeps the operations of both."""
+
+    def __new__(cls, names=(), ops: tuple = ()):
+        found = super().__new__(cls, names)
+        found.ops = tuple(ops)
+        return found
+
+    def __or__(self, other):
+        return Families(frozenset(self) | other,
+                        tuple(dict.fromkeys(self.ops + getattr(other, "ops", ()))))
 
 
 def families_having(*ops: str) -> Families:
     """The OS families whose command sets have every one of ``ops`` (for a step's
     ``families``: the matrix skips the others, saying so)."""
-    found = Families(name for name in NAMES if all(op in family(name).devices for op in ops))
-    found.ops = ops
-    return found
+    return Families((name for name in NAMES if all(op in family(name).devices for op in ops)),
+                    ops)
 
 
 @lru_cache(maxsize=None)
