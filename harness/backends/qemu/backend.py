@@ -222,7 +222,8 @@ class QemuMachine(Machine):
         self.qmp = None
         self.proc = spawn(argv, self.log_path, pass_fds=pass_fds)
         try:
-            self.qmp = QmpClient(spec.workdir / "qmp.sock")
+            self.qmp = QmpClient(spec.workdir / "qmp.sock",
+                                 alive=lambda: self.proc.poll() is None)
         except InfraError as err:
             self.destroy()
             raise InfraError(f"QEMU failed to start: {err}; its log says:\n"

@@ -13,21 +13,36 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ...errors import InfraError
 
 
 class QmpClient:
-    def __init__(self, path: Path, connect_timeout: float = 10.0):
+    def __init__(self, path: Path, connect_timeout: float = 10.0,
+                 alive: Callable[[], bool] = lambda: True):
+        """``alive``: whether QEMU still runs; a QEMU that exits while this waits for its
+        socket (a refused vars file, a disk it cannot lock) fails at once, not at the timeout.
+        QEMU binds the socket before it checks its devices, so a connection can also be taken
+        into its backlog and then reset as it exits: that is the same failure, not a crash."""
         self.events: list[dict] = []
         self._replies: list[dict] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._sock = _connect_unix(path, connect_timeout)
+        self._sock = _connect_unix(path, connect_timeout, alive)
         self._file = self._sock.makefile("rb")
-        greeting = json.loads(self._file.readline() or b"{}")
+        try:
+            line = self._file.readline()
+        except OSError as err:
+            self._sock.close()
+            raise InfraError(f"QEMU closed its QMP socket before greeting: {err}") from None
+        try:
+            greeting = json.loads(line or b"{}")
+        except ValueError:
+            greeting = {}
         if "QMP" not in greeting:
-            raise InfraError(f"QEMU's QMP socket {path} did not greet: {greeting!r}")
+            self._sock.close()
+            raise InfraError(f"QEMU's QMP socket {path} did not greet: {line[:200]!r}")
         self._reader = threading.Thread(target=self._read_loop, name="qmp-reader", daemon=True)
         self._reader.start()
         self.execute("qmp_capabilities")
@@ -91,7 +106,8 @@ class QmpClient:
                 self._cond.notify_all()
 
 
-def _connect_unix(path: Path, timeout: float) -> socket.socket:
+def _connect_unix(path: Path, timeout: float,
+                  alive: Callable[[], bool] = lambda: True) -> socket.socket:
     """Connect to a socket QEMU is about to create (it appears a few ms after exec)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -101,6 +117,8 @@ def _connect_unix(path: Path, timeout: float) -> socket.socket:
             return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
+            if not alive():
+                raise InfraError(f"QEMU exited before it opened {path}") from None
             if time.monotonic() > deadline:
                 raise InfraError(f"QEMU did not open {path} within {timeout:.0f}s") from None
             time.sleep(0.02)
