@@ -30,22 +30,28 @@ class QmpClient:
         self._cond = threading.Condition()
         self._closed = False
         self._sock = _connect_unix(path, connect_timeout, alive)
-        self._file = self._sock.makefile("rb")
+        try:  # from here on, any failure closes the socket (and the reader, once started)
+            self._file = self._sock.makefile("rb")
+            self._greet(path)
+            self._reader = threading.Thread(target=self._read_loop, name="qmp-reader",
+                                            daemon=True)
+            self._reader.start()
+            self.execute("qmp_capabilities")
+        except BaseException:
+            self.close()
+            raise
+
+    def _greet(self, path: Path) -> None:
         try:
             line = self._file.readline()
         except OSError as err:
-            self._sock.close()
             raise InfraError(f"QEMU closed its QMP socket before greeting: {err}") from None
         try:
             greeting = json.loads(line or b"{}")
         except ValueError:
             greeting = {}
         if "QMP" not in greeting:
-            self._sock.close()
             raise InfraError(f"QEMU's QMP socket {path} did not greet: {line[:200]!r}")
-        self._reader = threading.Thread(target=self._read_loop, name="qmp-reader", daemon=True)
-        self._reader.start()
-        self.execute("qmp_capabilities")
 
     def execute(self, command: str, timeout: float = 10.0, fds: tuple = (), **arguments) -> dict:
         """Run a QMP command; ``fds`` go along as SCM_RIGHTS (``getfd``)."""
