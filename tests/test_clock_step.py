@@ -50,3 +50,30 @@ def test_an_rtc_ahead_by_more_than_the_tolerance_fails_naming_the_gap():
     # whole seconds: the RTC drops the fraction, so 9 or 10
     with pytest.raises(GuestFailure, match=r"(9|10)s apart \(tolerance 2s\)"):
         check(offset=10, delay=0.0)
+
+
+def at(monkeypatch, now: float):
+    """Freezes the host clock both the step and the guest double read at ``now``."""
+    monkeypatch.setattr(time, "time", lambda: now)
+
+
+def test_an_rtc_1_6s_behind_read_late_in_a_second_is_within_2s(monkeypatch):
+    # Sent at .5 past a second; the RTC holds 998.9 and shows 998: it may hold up to 998.999,
+    # so it is at least 1.5 s behind, not the 2.5 s the shown seconds alone suggest.
+    at(monkeypatch, 1000.5)
+    recorded = check(offset=-1.6, delay=0.0)
+    assert recorded["rtc_off_seconds"] == 1.5
+
+
+def test_an_rtc_3s_behind_fails_however_the_seconds_fall(monkeypatch):
+    for now in (1000.0, 1000.3, 1000.5, 1000.99):
+        at(monkeypatch, now)
+        with pytest.raises(GuestFailure, match=r"tolerance 2s"):
+            check(offset=-3.05, delay=0.0)
+
+
+def test_an_rtc_just_inside_either_side_passes(monkeypatch):
+    for offset in (-1.9, 1.9):
+        for now in (1000.0, 1000.3, 1000.5, 1000.99):
+            at(monkeypatch, now)
+            assert check(offset=offset, delay=0.0)["rtc_off_seconds"] <= 2.0
