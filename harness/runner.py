@@ -271,6 +271,9 @@ class Run:
         harness's own tests (e.g. to corrupt a disk image between two steps)."""
         ctx = StepContext(case, vm, record,
                           deadline=time.monotonic() + case.scenario.timeout, faults=self.faults)
+        # The VM as this case made it (a variant may change the guest file's cpus or memory).
+        record("vcpus", vm.spec.cpus)
+        record("memory_mib", vm.spec.memory_mib)
         for number, step in enumerate(case.scenario.steps, 1):
             if before_step:
                 before_step(step, vm)

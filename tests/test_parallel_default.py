@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from harness.parallel import HOST_RESERVE, VM_OVERHEAD, default_jobs
-from harness.pytest_plugin.progress import estimate, load_durations, save_durations
+from harness.pytest_plugin.progress import (durations_worth_keeping, estimate, load_durations,
+                                            save_durations)
+from harness.report.collect import CaseResult
 
 GIB = 1 << 30
 
@@ -32,3 +34,15 @@ def test_a_broken_durations_file_is_no_estimate_not_an_error(tmp_path):
     assert load_durations(tmp_path) == {"b": 5.0}
     (tmp_path / "durations.json").write_text("[")
     assert load_durations(tmp_path) == {}
+
+
+def test_skips_are_remembered_at_their_own_small_cost_and_errors_not_at_all():
+    cases = [CaseResult("boot[g-csm-qemu]", "pass", "", 40.0),
+             CaseResult("vcpus-max[g-csm-qemu]", "skip", "above this host", 0.01),
+             CaseResult("nvme[g-csm-qemu]", "fail", "x", 30.0),
+             CaseResult("uart[g-csm-qemu]", "error", "[infra] timeout", 600.0)]
+    kept = durations_worth_keeping(cases)
+    assert kept == {"boot[g-csm-qemu]": 40.0, "vcpus-max[g-csm-qemu]": 0.01,
+                    "nvme[g-csm-qemu]": 30.0}
+    # the next run's estimate counts the skip as the 0.01 s it costs, not the mean (35 s)
+    assert estimate(list(kept), kept, 1).startswith("about 70 s")

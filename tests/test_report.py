@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,6 +73,15 @@ def test_rates_are_bytes_over_their_own_seconds():
     assert moves == {("net0", "guest\u2192host"): 4.19, ("scratch", "host\u2192guest"): 8.0}
     figures = key_figures(props)
     assert figures["login_seconds"] == 11.25 and figures["scratch host\u2192guest MB/s"] == 8.0
+
+
+def test_a_cases_own_vcpus_and_memory_win_over_its_guest_files():
+    guest = SimpleNamespace(cpus=1, memory=512 << 20)
+    # vcpus-8 of a 1-vCPU guest file, as the runner recorded its VM
+    assert key_figures({"vcpus": 8, "memory_mib": 2048}, guest)["vcpus"] == 8
+    assert key_figures({"vcpus": "8", "memory_mib": 2048}, guest)["memory_mib"] == 2048
+    # a case that never booted recorded nothing: the guest file is all there is
+    assert key_figures({}, guest) == {"vcpus": 1, "memory_mib": 512}
 
 
 def _report(tmp_path: Path, results) -> dict:

@@ -43,9 +43,15 @@ def transfers(props: dict) -> list[dict]:
 def key_figures(props: dict, guest=None) -> dict:
     """Name -> value of the figures a report shows for a case (numbers, not text)."""
     figures = {}
-    if guest is not None:
-        figures["vcpus"] = guest.cpus
-        figures["memory_mib"] = guest.memory >> 20
+    # What the case's VM had, as it recorded it; the guest file's only for a case that never
+    # booted (a variant such as vcpus-8 differs from its guest file).
+    for name, fallback in (("vcpus", guest and guest.cpus),
+                           ("memory_mib", guest and guest.memory >> 20)):
+        value = _number(props.get(name))
+        if value is not None:
+            figures[name] = int(value)
+        elif fallback:
+            figures[name] = fallback
     for name in ("login_seconds", "poweroff_seconds"):
         value = _number(props.get(name))
         if value is not None:
