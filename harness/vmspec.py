@@ -27,6 +27,10 @@ class Disk:
     readonly: bool = False
     format: str = "raw"
     boot: bool = False
+    # The firmware may boot this one after the boot disk: an installer's disc behind an empty
+    # system disk. OVMF drops PCI boot options QEMU's boot order does not name, so a disc left
+    # out of the order is never tried (QEMU bootindex=1, libvirt <boot order="2"/>).
+    fallback_boot: bool = False
     serial: str | None = None
     sector_size: int | None = None  # logical = physical, bytes
     ephemeral: bool = False

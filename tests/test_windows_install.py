@@ -134,3 +134,6 @@ def test_libvirt_plan_of_the_install_restarts_on_reboot_and_attaches_the_isos_as
     assert [(d.get("device"), d.find("target").get("bus")) for d in disks] == \
         [("disk", "sata"), ("cdrom", "sata"), ("cdrom", "sata"), ("cdrom", "sata")]
     assert disks[1].find("source").get("file").endswith(f"/{EVAL_SHA}.iso")
+    # the system disk, then the installer (OVMF boots nothing the order leaves out)
+    assert [d.find("boot").get("order") if d.find("boot") is not None else None
+            for d in disks] == ["1", "2", None, None]

@@ -344,6 +344,8 @@ def _disk(devices: ET.Element, disk: Disk, index: int, bhyve: bool, path: Path) 
         _sub(el, "readonly")
     if disk.boot and not bhyve:  # bhyve boots the first disk listed (drvbhyve)
         _sub(el, "boot", order=1)
+    elif disk.fallback_boot and not bhyve:
+        _sub(el, "boot", order=2)
 
 
 def _nic(devices: ET.Element, nic, bhyve: bool, options: Options) -> None:

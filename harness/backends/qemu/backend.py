@@ -150,8 +150,15 @@ class QemuBackend(Backend):
                 argv += ["-chardev", f"socket,id={port.name},path={w / (port.name + '.sock')},"
                                      "server=on,wait=off"]
             argv += ["-serial", f"chardev:{port.name}"]
+        ahci_ports = iter(range(AHCI_PORTS))
         for index, disk in enumerate(spec.disks):
-            argv += _disk_args(index, disk)
+            port = None
+            if disk.bus.startswith("ahci-"):
+                port = next(ahci_ports, None)
+                if port is None:
+                    raise InfraError(f"more than {AHCI_PORTS} AHCI disks: q35's AHCI "
+                                     f"controller has {AHCI_PORTS} ports")
+            argv += _disk_args(index, disk, port)
         for index, nic in enumerate(spec.nics):
             # Port 0: the host picks a free loopback port (read back with `info usernet`).
             forward = f",hostfwd={SSH_FORWARD}" if nic.ssh_forward else ""
@@ -411,13 +418,18 @@ def make_overlay(image: Path, overlay: Path, fmt: str) -> None:
                          f"{done.stderr.strip()[:300]}")
 
 
-def _disk_args(index: int, disk: Disk) -> list[str]:
+AHCI_PORTS = 6  # q35's ICH9 AHCI controller (00:1f.2): buses ide.0 to ide.5, one unit each
+
+
+def _disk_args(index: int, disk: Disk, ahci_port: int | None = None) -> list[str]:
+    """``-drive`` and ``-device`` for one disk. AHCI disks need their port named: left to
+    itself QEMU puts a second one on ide.0 again ("bus supports only 1 units")."""
     node = f"disk{index}"
     drive = f"file={disk.path},format={disk.format},if=none,id={node}," \
             f"readonly={'on' if disk.readonly else 'off'}"
     if disk.iops_limit:  # requests wait in QEMU's block layer: the guest's queue fills
         drive += f",throttling.iops-total={disk.iops_limit}"
-    extra = f",bootindex={0}" if disk.boot else ""
+    extra = ",bootindex=0" if disk.boot else ",bootindex=1" if disk.fallback_boot else ""
     if disk.sector_size:
         extra += f",logical_block_size={disk.sector_size},physical_block_size={disk.sector_size}"
     if disk.bus == "virtio-blk":
@@ -427,7 +439,7 @@ def _disk_args(index: int, disk: Disk) -> list[str]:
         device = f"nvme,drive={node},serial={disk.serial or f'REFVM{index:04d}'}{extra}"
     elif disk.bus in ("ahci-hd", "ahci-cd"):
         kind = "ide-hd" if disk.bus == "ahci-hd" else "ide-cd"
-        device = f"{kind},drive={node}{extra}"
+        device = f"{kind},drive={node},bus=ide.{ahci_port or 0}{extra}"
     else:
         raise InfraError(f"the qemu backend has no disk bus {disk.bus!r}")
     return ["-drive", drive, "-device", device]

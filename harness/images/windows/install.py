@@ -50,9 +50,10 @@ POWEROFF_WAIT = 600.0
 def install_spec(guest, name: str, system: Path, iso: Path, answer_disc: Path,
                  virtio: Path | None, workdir: Path, logdir: Path) -> VmSpec:
     """The installer's VM (no I/O): the system disk boots (empty at first, so the firmware
-    falls through to the installer ISO; installed, it boots Windows), then the CD-ROMs."""
+    falls through to the installer ISO, the one CD-ROM in the boot order; installed, it boots
+    Windows), then the answer and driver CD-ROMs."""
     disks = [Disk(system, bus=guest.boot_bus, boot=True),
-             Disk(iso, bus="ahci-cd", readonly=True),
+             Disk(iso, bus="ahci-cd", readonly=True, fallback_boot=True),
              Disk(answer_disc, bus="ahci-cd", readonly=True)]
     if virtio:
         disks.append(Disk(virtio, bus="ahci-cd", readonly=True))
