@@ -11,11 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from harness.errors import InfraError
+from harness.images.windows.install import SAC_BOOTS_MAX, watch_install
 from tests.qemu_doubles import REPO, fake_qemu
 
 FAKE = REPO / "tests" / "fake_qemu_windows.py"
@@ -124,7 +130,6 @@ def test_bhyve_plan_shows_the_install_and_the_test_boot_per_bhyve_8():
 def test_libvirt_plan_of_the_install_restarts_on_reboot_and_attaches_the_isos_as_cdroms():
     case = plan("libvirt")["install[windows-server-2022-eval-uefi-libvirt]"]
     if case["skip"] or case["error"]:
-        import pytest
         pytest.skip(f"libvirt here: {case['skip'] or case['error']}")
     domain = ET.fromstring(case["details"])
     assert domain.findtext("on_reboot") == "restart" and domain.findtext("on_crash") == "destroy"
@@ -137,3 +142,38 @@ def test_libvirt_plan_of_the_install_restarts_on_reboot_and_attaches_the_isos_as
     # the system disk, then the installer (OVMF boots nothing the order leaves out)
     assert [d.find("boot").get("order") if d.find("boot") is not None else None
             for d in disks] == ["1", "2", None, None]
+
+
+class ScriptedConsole:
+    """Test double of SerialConsole for watch_install: plays (pattern index, text) waits."""
+
+    def __init__(self, waits):
+        self.waits = list(waits)
+        self.sent = []
+        self.log = SimpleNamespace(tail=lambda lines=20: "SAC>", note=lambda text: None)
+
+    def try_expect(self, patterns, timeout, what):
+        index = self.waits.pop(0) if self.waits else None
+        return (None, None) if index is None else (index, re.search(".*", "line"))
+
+    def send(self, text):
+        self.sent.append(text)
+
+
+def test_setup_restarting_in_a_loop_fails_the_install_in_words_not_after_hours():
+    guest = SimpleNamespace(name="win", windows=SimpleNamespace(install_timeout=14400))
+    com1 = ScriptedConsole([0] + [1] * (SAC_BOOTS_MAX + 1))  # the CD prompt, then SAC again
+    com2 = ScriptedConsole([])
+    ticks = iter(range(0, 10**6, 5))
+    with pytest.raises(InfraError, match=rf"restarting in a loop: SAC started "
+                                         rf"{SAC_BOOTS_MAX + 1} times"):
+        watch_install(com1, com2, "marker", guest, lambda line: None, clock=lambda: next(ticks))
+    assert com1.sent == ["\r"]
+
+
+def test_a_fresh_install_booting_twice_then_logging_on_is_not_a_loop():
+    guest = SimpleNamespace(name="win", windows=SimpleNamespace(install_timeout=14400))
+    com1 = ScriptedConsole([0, 1, 1, None])
+    com2 = ScriptedConsole([None, None, None, 0])
+    ticks = iter(range(0, 10**6, 5))
+    watch_install(com1, com2, "marker", guest, lambda line: None, clock=lambda: next(ticks))

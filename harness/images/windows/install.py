@@ -12,7 +12,8 @@ is on from the specialize pass), and failure words: OVMF's ``BdsDxe: failed to s
 shell, ``BOOTMGR is missing``, ``The following file is missing or corrupted:``, a bugcheck.
 Done: the marker on COM2 (written by the first logon) and then the hypervisor's own exit on
 the guest's power-off. Progress (stage and elapsed time) goes to the log every minute; a time-out
-quotes the last console lines.
+quotes the last console lines, and so does Setup restarting in a loop (SAC starting over and
+over: Setup's own errors are dialogs on the display, never on the serial line).
 """
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ INSTALL_FAILURES = (
 )
 ANSWER_DRIVE = "E"  # D: the installer ISO, E: the answer disc (the CD-ROMs' order)
 PROGRESS_EVERY = 60.0
+# SAC starts on each boot of the installed system: after specialize and after OOBE, about
+# twice (propolis PHD waits for it twice on a fresh image). Setup that fails after the
+# windowsPE pass shows "Windows could not complete the installation" on the display only,
+# and restarts when it is dismissed or times out: SAC starting again and again is all the
+# serial line shows of it.
+SAC_BOOTS_MAX = 5
 POWEROFF_WAIT = 600.0
 
 
@@ -147,6 +154,13 @@ def watch_install(com1, com2, marker: str, guest, log, clock=time.monotonic) -> 
             elif index == 1:
                 boots += 1
                 stage = f"installed Windows, boot {boots} (EMS on)"
+                if boots > SAC_BOOTS_MAX:
+                    raise InfraError(
+                        f"the Windows install of {guest.name} is restarting in a loop: SAC "
+                        f"started {boots} times without the first logon's marker (a Setup "
+                        f"error such as \"Windows could not complete the installation\" is "
+                        f"shown on the display only; check the answer file); last console "
+                        f"lines:\n{com1.log.tail()}")
             elif index == 2:
                 com1.log.note(f"firmware: {match.group(0)}")
             if com2.try_expect([re.escape(marker)], 0.05, "the install's marker")[0] == 0:
