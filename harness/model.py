@@ -193,7 +193,7 @@ class SerialAttach:
 # capability and each backend says whether (and why not) it has it: start the same VM again
 # with the same vars file and disks; let the guest reboot; suspend it to a file and restore it
 # into a new hypervisor process; a UEFI variable store kept in a file apart from the ROM.
-MACHINE_NEEDS = ("restart", "reboot", "save-restore", "vars-file")
+MACHINE_NEEDS = ("restart", "reboot", "save-restore", "vars-file", "ssh")
 
 
 @dataclass(frozen=True)

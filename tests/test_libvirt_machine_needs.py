@@ -110,7 +110,13 @@ def test_max_vcpus_come_from_the_domain_capabilities_capped_at_the_apic_limit(tm
 def test_each_driver_declares_what_it_can_do_and_says_why_not():
     qemu = LibvirtBackend("qemu:///system", conn=RecordingLibvirtConnection("qemu", QEMU_CAPS))
     assert all(qemu.lacks(need, "uefi") is None
-               for need in ("restart", "reboot", "save-restore", "vars-file"))
+               for need in ("restart", "reboot", "save-restore", "vars-file", "ssh"))
+    remote = LibvirtBackend("qemu+ssh://root@build2/system",
+                            conn=RecordingLibvirtConnection("qemu", QEMU_CAPS))
+    assert remote.lacks("restart", "uefi") is None
+    assert remote.lacks("ssh", "uefi") == (
+        "the SSH forward of a user-network NIC listens on the loopback of the libvirt host of "
+        "qemu+ssh://root@build2/system, which this host cannot reach")
     bhyve = LibvirtBackend("bhyve:///system",
                            conn=RecordingLibvirtConnection("bhyve", BHYVE_CAPS))
     assert bhyve.lacks("restart", "uefi") is None

@@ -95,6 +95,7 @@ NEED_WORDS = {
     "reboot": "let a guest reboot and keep running it",
     "save-restore": "suspend a running VM to a file and restore it in a new process",
     "vars-file": "keep UEFI variables in a file apart from the firmware ROM",
+    "ssh": "reach the guest's sshd from this host",
 }
 
 

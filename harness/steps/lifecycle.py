@@ -9,7 +9,10 @@ from .. import schema as s
 from ..errors import ConsoleTimeout, GuestFailure, GuestRebooted
 from ..families import families_having
 from .guestops import guest_op, last_line
+from .nvram import EFI_STEPS, REFVM_GUID, read_var, write_var
 from .registry import register
+
+REBOOT_VAR = "RefvmReboot"
 
 
 def boot_id(ctx) -> str:
@@ -27,10 +30,12 @@ def reboot(ctx, args):
     """Reboot from inside the guest ``times`` times. Each time the hypervisor must see the
     machine reset (QEMU's RESET event, bhyve's exit 0 relaunched: the firmware runs again),
     keep running, and the guest must come back to a login with a boot id it never had. A
-    reset that was a triple fault fails, named as such (bhyve: its exit 3 ends the VM)."""
+    reset that was a triple fault fails, named as such (bhyve: its exit 3 ends the VM). Under
+    UEFI a variable written before the first reboot must still be there after each one."""
     machine = ctx.vm.machine
     seen = [boot_id(ctx)]
     seconds, resets_seen = [], []
+    marker = uefi_marker(ctx, seen[0])
     for number in range(1, args["times"] + 1):
         resets, faults = machine.resets(), machine.triple_faults()
         started = time.monotonic()
@@ -66,11 +71,33 @@ def reboot(ctx, args):
             raise GuestFailure(f"reboot {number}: the guest came back with boot id {new}, one "
                                f"it had before: it did not boot again")
         seen.append(new)
+        if marker is not None and read_var(ctx, REBOOT_VAR, REFVM_GUID) != marker:
+            raise GuestFailure(f"reboot {number}: the UEFI variable {REBOOT_VAR} the guest "
+                               f"wrote before the reboots is gone or changed: the vars file "
+                               f"did not keep it")
         seconds.append(round(time.monotonic() - started, 1))
     ctx.record("reboots", args["times"])
     ctx.record("reboot_seconds", " ".join(map(str, seconds)))
     ctx.record("machine_resets", " ".join(map(str, resets_seen)))
     ctx.record("boot_ids", " ".join(seen))
+
+
+def uefi_marker(ctx, boot: str) -> bytes | None:
+    """Under UEFI: write a variable of refvm's own before the reboots (checked after each:
+    the VM's vars file must keep it) and return its value; None where there is no UEFI
+    variable store or no command to reach it, said in the results."""
+    if ctx.vm.spec.firmware != "uefi":
+        ctx.record("efi_var_across_reboots", f"not asked: {ctx.vm.spec.firmware} firmware has "
+                                             f"no UEFI variables")
+        return None
+    if ctx.guest.family.name not in EFI_STEPS(None):
+        ctx.record("efi_var_across_reboots", f"not asked: no UEFI variable commands for "
+                                             f"{ctx.guest.family.name} guests")
+        return None
+    value = f"reboot-{boot[:24]}".encode()
+    write_var(ctx, REBOOT_VAR, REFVM_GUID, value)
+    ctx.record("efi_var_across_reboots", f"{REBOOT_VAR} kept")
+    return value
 
 
 def no_triple_fault(ctx, number: int, faults_before: int | None) -> None:

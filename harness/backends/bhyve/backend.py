@@ -132,7 +132,7 @@ class BhyveBackend(Backend):
     name = "bhyve"
     firmwares = ("uefi", "csm", "bhyveload")
     # restart: the same files relaunched; reboot: relaunched on exit 0 (bhyve(8)'s contract).
-    needs = ("restart", "reboot", "vars-file")
+    needs = ("restart", "reboot", "vars-file", "ssh")
 
     def __init__(self, programs: Programs = Programs(), caps: BhyveCaps | None = None,
                  nmdm_pattern: str = NMDM_PATTERN, csm_firmware: Path | None = None,

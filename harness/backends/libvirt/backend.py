@@ -57,7 +57,7 @@ APIC_LIMIT = 255
 
 class LibvirtBackend(Backend):
     name = "libvirt"
-    needs = ("restart", "reboot", "save-restore", "vars-file")
+    needs = ("restart", "reboot", "save-restore", "vars-file", "ssh")
 
     def __init__(self, uri: str = "qemu:///system", domain_type: str | None = None,
                  stage_root: Path = STAGE_ROOT, bridge: str = "bridge0",
@@ -186,6 +186,11 @@ class LibvirtBackend(Backend):
         a pool, which asks the class, meets the same refusal when such a VM starts)."""
         if self.driver == "bhyve" and need in BHYVE_DRIVER_LACKS:
             return BHYVE_DRIVER_LACKS[need]
+        if need == "ssh" and self.driver == "qemu" and not self.local:
+            # QEMU's hostfwd (see the SSH section of the README) listens on the loopback of
+            # the machine libvirtd runs on: out of reach from here.
+            return (f"the SSH forward of a user-network NIC listens on the loopback of "
+                    f"the libvirt host of {self.uri}, which this host cannot reach")
         return super().lacks(need, firmware)
 
     def max_vcpus(self) -> tuple[int, str]:

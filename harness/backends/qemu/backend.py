@@ -62,7 +62,7 @@ def tcg_vcpus_problem(cpus: int) -> str | None:
 class QemuBackend(Backend):
     name = "qemu"
     firmwares = ("uefi", "csm")
-    needs = ("restart", "reboot", "save-restore", "vars-file")
+    needs = ("restart", "reboot", "save-restore", "vars-file", "ssh")
 
     def __init__(self, accel: str = "auto", cache_dir: Path | None = None,
                  binary: str = QEMU_BINARY, probe_image: Path | None = None,
