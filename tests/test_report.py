@@ -124,6 +124,31 @@ def test_views_show_the_matrix_links_and_escape_what_a_guest_wrote(tmp_path):
     assert not re.search(r"(src|href|url)\s*[=(]\s*['\"]?\w+:", html)  # nothing to fetch
 
 
+def test_a_pools_report_says_which_hypervisor_each_host_ran(tmp_path):
+    header = {"started": 100.0, "finished": 160.0, "host": {"name": "ctl", "os": "Debian"},
+              "backend": {"name": "pool", "describe": "2 hosts"}, "firmware": [], "images": []}
+    cases = [CaseResult(f"boot[refguest-{fw}-libvirt]", "pass", "", 10.0,
+                        {"host": host, "backend": f"libvirt 9.0.0 at {uri}: QEMU 7.2.0; host {host}"})
+             for fw, host, uri in (("csm", "build2", "qemu+ssh://build2/system"),
+                                   ("uefi", "bsd1", "bhyve+ssh://bsd1/system"),
+                                   ("csm", "build2", "qemu+ssh://build2/system"))]
+    report = build_report(cases[:2] + cases[2:], header, {}, tmp_path)
+    assert [x["host"] for x in report["header"]["hosts"]] == ["bsd1", "build2"]
+    write_all(report, tmp_path)
+    for view in ("report.md", "report.html"):
+        text = (tmp_path / view).read_text()
+        assert "ran on" in text and "at bhyve+ssh://bsd1/system" in text
+        assert "at qemu+ssh://build2/system: QEMU 7.2.0; host build2" in text
+
+
+def test_a_local_runs_report_has_no_hosts_table_repeating_its_hypervisor(tmp_path):
+    report = _report(tmp_path, [("boot[refguest-csm-qemu]", "pass", "")])
+    report["cases"][0]["properties"]["backend"] = "QEMU 7.2"
+    report["header"]["hosts"] = [{"host": "h1", "describe": "QEMU 7.2"}]
+    write_all(report, tmp_path)
+    assert "ran on" not in (tmp_path / "report.md").read_text()
+
+
 @pytest.mark.parametrize("target", ["javascript:alert(1)", "../../etc/passwd", "https://x/y"])
 def test_a_link_outside_the_artifacts_is_not_drawn(tmp_path, target):
     report = _report(tmp_path, [("boot[refguest-csm-qemu]", "pass", "")])

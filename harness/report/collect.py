@@ -145,7 +145,19 @@ def build_report(cases, header: dict, guests: dict, artifacts: Path) -> dict:
             row["command_line"] = (folder / "command.txt").read_text(errors="replace") \
                 .strip()[:COMMAND_CHARS]
         rows.append(row)
-    return {"format": FORMAT, "header": header, "cases": rows}
+    return {"format": FORMAT, "header": dict(header, hosts=hosts_seen(rows)), "cases": rows}
+
+
+def hosts_seen(rows) -> list[dict]:
+    """Each host the cases ran on and the hypervisor there as its backend described itself
+    when the case started (a pool's hosts, or a remote libvirt host: the header's "host" is
+    the machine refvm ran on, not these)."""
+    seen = {}
+    for row in rows:
+        describe = row["properties"].get("backend")
+        if describe:
+            seen.setdefault((str(row["host"]), str(describe)), None)
+    return [{"host": host, "describe": describe} for host, describe in sorted(seen)]
 
 
 def write_all(report: dict, artifacts: Path) -> list[Path]:

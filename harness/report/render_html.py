@@ -52,6 +52,11 @@ def _header(head: dict) -> list[str]:
     for item in head.get("firmware", []):
         out.append(f"<tr><td>{h(item.get('profile'))}</td><td>{h(item.get('path', ''))}</td>"
                    f"<td><code>{h(item.get('sha256') or item.get('error', ''))}</code></td></tr>")
+    hosts = head.get("hosts") or []
+    if hosts and [x.get("describe") for x in hosts] != [head.get("backend", {}).get("describe")]:
+        out.append("</table><table class=hosts><tr><th>ran on</th><th>hypervisor there</th></tr>")
+        out += [f"<tr><td>{h(x.get('host'))}</td><td>{h(x.get('describe'), 600)}</td></tr>"
+                for x in hosts]
     out.append("</table><table class=images><tr><th>guest image</th><th>sha256</th>"
                "<th>on this host</th></tr>")
     for item in head.get("images", []):

@@ -39,6 +39,10 @@ def header_lines(head: dict) -> list[str]:
     for item in head.get("firmware", []):
         lines.append(f"| {md(item.get('profile'))} | {md(item.get('path', ''))} | "
                      f"{md(item.get('sha256') or item.get('error', ''))} |")
+    hosts = head.get("hosts") or []
+    if hosts and [x.get("describe") for x in hosts] != [head.get("backend", {}).get("describe")]:
+        lines += ["", "| ran on | hypervisor there |", "|---|---|"]
+        lines += [f"| {md(x.get('host'))} | {md(x.get('describe'), 600)} |" for x in hosts]
     lines += ["", "| guest image | sha256 | on this host |", "|---|---|---|"]
     for item in head.get("images", []):
         lines.append(f"| {md(item.get('guest'))} | {md(item.get('sha256'))} | "

@@ -141,6 +141,11 @@ class LibvirtBackend(Backend):
         except Exception:  # noqa: BLE001 - describe() is for reports only
             hv_text = "hypervisor version unknown"
         text = f"{self.where()}: {hv_text}; domain type {self.domain_type}"
+        try:  # the machine the VMs run on (a remote URI: not the one refvm runs on)
+            model, memory_mib, cpus = self.conn.getInfo()[:3]
+            text += f"; host {self.conn.getHostname()}: {model}, {cpus} CPUs, {memory_mib} MiB"
+        except Exception:  # noqa: BLE001 - describe() is for reports only
+            pass
         try:
             if self.nvme_as_qemu_args():
                 text += ("; NVMe disks as QEMU's -device nvme through <qemu:commandline> (this "
