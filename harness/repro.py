@@ -59,21 +59,18 @@ def truncated(case, count: int):
 
 
 def by_hand(backend, spec, machine=None) -> list[str]:
-    """The commands that start the same VM by hand, as the harness ran them, then notes (how
-    to reach its console, leave it and remove it). ``machine``, the running VM, lets a
-    backend name what it made at start (libvirt: what it staged)."""
-    argvs, notes = HAND_LINES[backend.name](backend, spec, machine)
-    return [shlex.join(argv) for argv in argvs] + [f"# {note}" for note in notes]
+    """The commands that start the same VM by hand, then notes (how to reach its console,
+    leave it and remove it). ``machine``, the running VM, lets a backend name what it made
+    at start (libvirt: what it staged). A backend's line is an argv, joined here, or a line
+    of its own for sh (QEMU's first: the directory it makes)."""
+    lines, notes = HAND_LINES[backend.name](backend, spec, machine)
+    return [line if isinstance(line, str) else shlex.join(line) for line in lines] \
+        + [f"# {note}" for note in notes]
 
 
-def _qemu_lines(backend, spec, _machine):
-    w = spec.workdir
-    notes = [f"before it: mkfifo {w}/com1.in {w}/com1.out (COM1 is a pipe chardev)"]
-    if spec.firmware == "uefi":
-        notes.append(f"and a fresh vars copy: cp <OVMF_VARS template> {w}/uefi-vars.fd")
-    notes += ["it starts paused (-S): resume with QMP's cont on qmp.sock, or leave out -S",
-              f"console: cat {w}/com1.out & cat > {w}/com1.in"]
-    return backend.command_lines(spec), notes
+def _qemu_lines(backend, spec, machine):
+    from .backends.qemu.by_hand import commands
+    return commands(backend, spec, machine)
 
 
 def _bhyve_lines(backend, spec, _machine):
