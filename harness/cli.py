@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("case", metavar="CASE", help="a case as refvm plan lists it, e.g. "
                                                     "boot[refguest-csm-qemu]")
     repro.add_argument("--until", metavar="STEP", default=None,
-                       help="run the steps up to this one (its number, or its kind: login)")
+                       help="run the steps up to this one (its number, or its kind: login); "
+                            "default: all but the final poweroff and the steps that need the "
+                            "VM stopped")
     for name, default in (("--guest", None), ("--artifacts", "artifacts"),
                           ("--accel", "auto"), ("--qemu-binary", "qemu-system-x86_64"),
                           ("--libvirt-uri", "qemu:///system"), ("--csm-firmware", None)):
@@ -94,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
             repro.add_argument(name, action="append", default=[], metavar="NAME|PATH")
         else:
             repro.add_argument(name, default=default)
-    repro.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    repro.add_argument("--backend", default=None, choices=BACKENDS,
+                       help="default: the one CASE names (its last word), else "
+                            f"{DEFAULT_BACKEND}")
     repro.add_argument("--offline", action="store_true")
     images = sub.add_parser("images", help="fetch, build, verify, import or repin guest images")
     images.add_argument("action", choices=("fetch", "verify", "import", "repin"))
@@ -141,6 +145,9 @@ def main(argv=None) -> int:
     try:
         if getattr(args, "release", None) is not None:
             apply_release(args, load_release(args.release))
+        if args.command == "repro":  # `boot[refguest-uefi-bhyve]` names its backend
+            from .repro import backend_of
+            args.backend = backend_of(args.case, args.backend)
         if hasattr(args, "backend") and args.backend is None:
             args.backend = DEFAULT_BACKEND
         if getattr(args, "libvirt_uri", None) is not None:
@@ -777,7 +784,14 @@ def cmd_repro(args, _extra) -> int:
               + "\n".join(repro.by_hand(backend, vm.spec, vm.machine)))
         wanted = repro.truncated(case, count)
         steps = ", ".join(step.kind for step in wanted.scenario.steps) or "none"
-        print(f"refvm: running {count} of {len(case.scenario.steps)} step(s): {steps}", flush=True)
+        held = repro.held_back(case.scenario.steps, count)
+        if held and args.until is None:
+            held = (f"; held back, as they stop the VM or need it stopped: {held} "
+                    f"(--until STEP runs up to one of them)")
+        elif held:
+            held = f"; not run: {held}"
+        print(f"refvm: running {count} of {len(case.scenario.steps)} step(s): {steps}{held}",
+              flush=True)
         try:
             run.run_steps(wanted, vm, lambda name, value: vm.log.note(f"recorded {name} = {value}"))
         except HarnessError as err:

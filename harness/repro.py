@@ -2,16 +2,18 @@
 
 The VM is booted the way ``refvm run`` boots it (the same Run.vm_spec, so the same command
 line, devices, firmware and private vars copy), the scenario's steps run up to the one asked
-for, and then the live console is handed to the person: raw keys in, the guest's output out
-(and into the case's console.log as always), until they press the escape key (Ctrl-]). The VM
-is destroyed when they leave, like any run's, and `refvm clean` removes what a killed repro
-leaves. A step that fails still hands the console over: that is when a person wants it.
+for (by default all that leave the VM up: not the final poweroff, nor what needs the VM
+stopped after it), and then the live console is handed to the person: raw keys in, the
+guest's output out (and into the case's console.log as always), until they press the escape
+key (Ctrl-]). The VM is destroyed when they leave, like any run's, and `refvm clean` removes
+what a killed repro leaves. A step that fails still hands the console over: that is when a person wants it.
 
 The hand-over loop is written here: pexpect's ``interact`` would need pexpect to own the
 console, which the harness's ConsoleStream (log, failure scan) already does."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import shlex
 import sys
@@ -19,12 +21,28 @@ import termios
 import tty
 from dataclasses import replace
 
+from .backends import BACKENDS, DEFAULT_BACKEND
 from .errors import ConfigError, Problem, show
 from .backends.bhyve.argv import BRIDGE_PLACEHOLDER
 from .matrix import build as build_matrix
+from .steps import REGISTRY
 
 ESCAPE = b"\x1d"  # Ctrl-], telnet's and virsh console's escape
 ESCAPE_NAME = "Ctrl-]"
+
+
+def backend_of(case_id: str, given: str | None) -> str:
+    """The backend a case names (``boot[refguest-uefi-bhyve]``: bhyve, the last word of its
+    brackets), else ``given``, else the default; a ``given`` one that disagrees is an error."""
+    words = re.fullmatch(r"[^\[]*\[(.*)\]", case_id)
+    named = words.group(1).rsplit("-", 1)[-1] if words else None
+    if named not in BACKENDS:
+        return given or DEFAULT_BACKEND
+    if given is not None and given != named:
+        raise ConfigError([Problem("(command line)", 0, "--backend", f"{show(given)}, but case "
+                                   f"{show(case_id)} is one of the {named} backend's: leave "
+                                   f"--backend out, or name a {given} case")])
+    return named
 
 
 def find_case(case_id: str, scenarios, guests, backend):
@@ -39,11 +57,12 @@ def find_case(case_id: str, scenarios, guests, backend):
 
 
 def steps_until(scenario, until: str | None) -> int:
-    """How many of the scenario's steps to run: all, or up to and including ``until`` (a step
-    number from 1, or the kind of a step: its first occurrence)."""
+    """How many of the scenario's steps to run: up to and including ``until`` (a step number
+    from 1, or the kind of a step: its first occurrence), or by default as many as leave the
+    VM running (running_prefix)."""
     steps = scenario.steps
     if until is None:
-        return len(steps)
+        return running_prefix(steps)
     if until.isdigit() and 1 <= int(until) <= len(steps):
         return int(until)
     for number, step in enumerate(steps, 1):
@@ -54,26 +73,43 @@ def steps_until(scenario, until: str | None) -> int:
                                f"scenario {scenario.name} (its steps: {listed})")])
 
 
+def running_prefix(steps) -> int:
+    """The most leading steps after which the VM still runs: every scenario ends with a
+    poweroff, often followed by steps that need the VM stopped (disk_verify reads the disk on
+    the host) or stop it for good (vars_size_refused), and a person wants a live console. A
+    step's registry entry says what it leaves the VM as (``vm_after``: poweroff stopped,
+    restart running); the VM runs from the boot on."""
+    running, count = True, 0
+    for number, step in enumerate(steps, 1):
+        after = REGISTRY[step.kind].vm_after
+        running = running if after is None else after == "running"
+        if running:
+            count = number
+    return count
+
+
+def held_back(steps, count: int) -> str:
+    """The steps not run, for the line that says so: "6 poweroff, 7 disk_verify"."""
+    return ", ".join(f"{n} {s.kind}" for n, s in enumerate(steps, 1) if n > count)
+
+
 def truncated(case, count: int):
     return replace(case, scenario=replace(case.scenario, steps=case.scenario.steps[:count]))
 
 
 def by_hand(backend, spec, machine=None) -> list[str]:
-    """The commands that start the same VM by hand, as the harness ran them, then notes (how
-    to reach its console, leave it and remove it). ``machine``, the running VM, lets a
-    backend name what it made at start (libvirt: what it staged)."""
-    argvs, notes = HAND_LINES[backend.name](backend, spec, machine)
-    return [shlex.join(argv) for argv in argvs] + [f"# {note}" for note in notes]
+    """The commands that start the same VM by hand, then notes (how to reach its console,
+    leave it and remove it). ``machine``, the running VM, lets a backend name what it made
+    at start (libvirt: what it staged). A backend's line is an argv, joined here, or a line
+    of its own for sh (QEMU's first: the directory it makes)."""
+    lines, notes = HAND_LINES[backend.name](backend, spec, machine)
+    return [line if isinstance(line, str) else shlex.join(line) for line in lines] \
+        + [f"# {note}" for note in notes]
 
 
-def _qemu_lines(backend, spec, _machine):
-    w = spec.workdir
-    notes = [f"before it: mkfifo {w}/com1.in {w}/com1.out (COM1 is a pipe chardev)"]
-    if spec.firmware == "uefi":
-        notes.append(f"and a fresh vars copy: cp <OVMF_VARS template> {w}/uefi-vars.fd")
-    notes += ["it starts paused (-S): resume with QMP's cont on qmp.sock, or leave out -S",
-              f"console: cat {w}/com1.out & cat > {w}/com1.in"]
-    return backend.command_lines(spec), notes
+def _qemu_lines(backend, spec, machine):
+    from .backends.qemu.by_hand import commands
+    return commands(backend, spec, machine)
 
 
 def _bhyve_lines(backend, spec, _machine):

@@ -29,10 +29,9 @@ from .ownership import claim, mark_kept, new_id
 from .steps import REGISTRY
 from .hostdata import file_sha256, make_scratch_disk, pattern, sha256, write_region
 from .model import DiskAttach, NicAttach, SerialAttach
-from .vmspec import Disk, Nic, SerialPort, VmSpec
+from .vmspec import SEED_DISC, Disk, Nic, SerialPort, VmSpec
 
 
-SEED_DISC = "cidata.iso"  # a cloud image's NoCloud seed disc, in the VM's workdir
 
 
 def new_run_id() -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DISK_BUSES = ("virtio-blk", "nvme", "ahci-hd", "ahci-cd")
+SEED_DISC = "cidata.iso"  # a cloud image's NoCloud seed disc, in the VM's workdir
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from harness.ownership import KEPT_FILE, mark_kept
 from harness.paths import REPO_ROOT
 from harness.reaper import reap
 from tests.decoys import dead_claim
+from tests.by_hand_vm import by_hand_vm
 
 FAILING = """\
 name: keepfail
@@ -59,9 +60,8 @@ def test_a_failed_cases_vm_is_kept_and_its_console_handed_over(tmp_path):
     try:
         child.expect(r"refvm: keepfail\[refguest-csm-qemu\] failed: ")
         child.expect(r"its VM (refvm-[0-9a-f]{8}-\d+) was kept")
-        child.expect(r"to start the same VM by hand:\r+\n(qemu-img create [^\r]*)\r+\n"
-                     r"(qemu-system-x86_64 [^\r]*)\r+\n")
-        by_hand = child.match.group(1) + "\n" + child.match.group(2)  # overlay, then QEMU
+        child.expect(r"to start the same VM by hand:\r+\n((?:[^#\r][^\r]*\r+\n)+)")
+        by_hand = child.match.group(1).replace("\r", "")
         child.expect(r"press Ctrl-\] to leave")
         # While the person has the console: the run directory says kept, and is live.
         workroot, = scratch.iterdir()
@@ -81,9 +81,10 @@ def test_a_failed_cases_vm_is_kept_and_its_console_handed_over(tmp_path):
     case, = [c for c in report["cases"] if c["id"] == "keepfail[refguest-csm-qemu]"]
     assert case["result"] == "fail" and "this is never printed" in case["reason"]
     folder = artifacts / "keepfail_refguest-csm-qemu"
-    assert (folder / "command.txt").read_text().strip() == by_hand
     log = (folder / "console.log").read_text()
     assert "kept after the failure" in log and "kept-42" in log
     assert list(scratch.iterdir()) == [], "the kept VM's files were left behind"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(scratch) not in ps, "the kept VM's QEMU is still running"
+    assert str(scratch) not in by_hand, "the lines name the run's directory, gone by now"
+    by_hand_vm(by_hand, (folder / "command.txt").read_text().splitlines(), tmp_path / "person")

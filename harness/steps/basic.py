@@ -63,7 +63,7 @@ POWEROFF_RETURNS = 30.0  # seconds a poweroff command gets to fail before we jus
     "settle": s.F(s.Seconds(), default=30.0,
                   doc="after a poweroff that exited 0, seconds before asking whether the "
                       "guest's shell still answers (then it ignored the request)"),
-}))
+}), vm_after="stopped")
 def poweroff(ctx, args):
     """Power off from inside the guest; the hypervisor must exit reporting a power-off.
 

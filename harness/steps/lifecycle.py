@@ -112,7 +112,7 @@ def no_triple_fault(ctx, number: int, faults_before: int | None) -> None:
 @register("restart", s.Map({
     "fresh_vars": s.F(s.Bool(), default=False,
                       doc="start from a new copy of the UEFI vars template instead"),
-}))
+}), vm_after="running")
 def restart(ctx, args):
     """After the guest powered off: start the same VM again (same disks and vars file, or a
     fresh vars file) and attach to its console. Log in with the ``login`` step next."""

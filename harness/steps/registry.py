@@ -16,6 +16,10 @@ class StepType:
     doc: str = ""
     # Which OS families the step can run on given its args (None: all families).
     families: Callable[[dict], set] | None = None
+    # What the step leaves the VM as, when it changes that: "stopped" (poweroff), "running"
+    # (restart); None: as it found it. `refvm repro` holds back the steps after the last one
+    # that leaves it running, so the person gets a live console (repro.steps_until).
+    vm_after: str | None = None
 
 
 REGISTRY: dict[str, StepType] = {}
@@ -23,11 +27,17 @@ REGISTRY: dict[str, StepType] = {}
 CHANNELS = ("console", "ssh")
 
 
-def register(name: str, args: s.Map | None = None, doc: str = "", families=None):
+VM_AFTER = (None, "stopped", "running")
+
+
+def register(name: str, args: s.Map | None = None, doc: str = "", families=None,
+             vm_after: str | None = None):
     """Decorator: make ``fn(ctx, args)`` available to scenario files as step ``name``."""
+    assert vm_after in VM_AFTER, vm_after
 
     def wrap(fn):
-        REGISTRY[name] = StepType(name, args or s.Map({}), fn, doc or (fn.__doc__ or ""), families)
+        REGISTRY[name] = StepType(name, args or s.Map({}), fn, doc or (fn.__doc__ or ""), families,
+                                  vm_after)
         return fn
 
     return wrap

@@ -124,9 +124,13 @@ class QemuBackend(Backend):
                                  for image, overlay, fmt in overlays(spec)[1]]
         return made + [self.argv(spec)]
 
-    def argv(self, spec: VmSpec) -> list[str]:
+    def argv(self, spec: VmSpec, person: bool = False) -> list[str]:
+        """The harness's command line; ``person``: the one a person starts by hand (by_hand.py):
+        running at once, COM1 and QEMU's monitor on its stdio, no QMP socket or pidfile."""
         spec = overlays(spec)[0]
         w = spec.workdir
+        harness = [] if person else ["-S", "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
+                                     "-pidfile", str(w / "qemu.pid")]
         argv = [self.binary,
                 "-name", f"guest={spec.name},debug-threads=on",
                 "-uuid", spec.uuid,
@@ -137,14 +141,15 @@ class QemuBackend(Backend):
                 "-m", f"{spec.memory_mib}M",
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-rtc", "base=utc" if spec.utc_clock else "base=localtime",
-                *([] if spec.survive_reboot else ["-no-reboot"]), "-S",
-                "-qmp", f"unix:{w / 'qmp.sock'},server=on,wait=off",
-                "-pidfile", str(w / "qemu.pid")]
+                *([] if spec.survive_reboot else ["-no-reboot"]), *harness]
         if self.accel.name == "tcg":  # a triple fault's only trace: see cpulog
             argv += ["-d", "cpu_reset", "-D", str(w / CPU_RESET_LOG)]
         argv += self._firmware_args(spec)
         for port in spec.serials:
-            if port.role == "console":  # FIFOs: see harness/console/fifo.py for why
+            if port.role == "console" and person:  # Ctrl-a x quits, Ctrl-a c: the monitor
+                argv += ["-chardev", f"stdio,id={port.name},mux=on,signal=off",
+                         "-mon", f"chardev={port.name}"]
+            elif port.role == "console":  # FIFOs: see harness/console/fifo.py for why
                 argv += ["-chardev", f"pipe,id={port.name},path={w / port.name}"]
             else:  # data ports: a socket the harness connects to when the step needs it
                 argv += ["-chardev", f"socket,id={port.name},path={w / (port.name + '.sock')},"
