@@ -85,11 +85,17 @@ def sparse_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` keeping its holes: a 20 GB guest image that holds 2 GB of
     data costs 2 GB. Data ranges are found with SEEK_DATA/SEEK_HOLE (Linux, FreeBSD); on a
     file system without them, chunks of zeros are skipped instead. (shutil copies every byte,
-    and neither FreeBSD's cp nor Python has a portable sparse copy.)"""
+    and neither FreeBSD's cp nor Python has a portable sparse copy.)
+
+    Each data range goes through copy_file_range(2) where the OS has it: a file system that
+    clones blocks (XFS and btrfs on Linux, ZFS with block cloning on FreeBSD 14 and later)
+    then shares them, a copy-on-write view that costs neither the time nor the space of a
+    copy; elsewhere the kernel copies. Not seen here: these machines' ext4 copies."""
     size = os.path.getsize(source)
     with open(source, "rb") as src, open(dest, "wb") as out:
         out.truncate(size)
         for start, end in _data_ranges(src.fileno(), size):
+            start = _kernel_copy(src.fileno(), out.fileno(), start, end)
             src.seek(start)
             out.seek(start)
             while start < end:
@@ -100,6 +106,24 @@ def sparse_copy(source: Path, dest: Path) -> None:
                     out.seek(start)
                     out.write(chunk)
                 start += len(chunk)
+
+
+def _kernel_copy(src: int, out: int, start: int, end: int) -> int:
+    """copy_file_range(2) of [start, end); returns where it stopped (``end`` when done, less
+    where the kernel cannot: the caller copies the rest by reading and writing)."""
+    copy_range = getattr(os, "copy_file_range", None)
+    while copy_range is not None and start < end:
+        try:
+            done = copy_range(src, out, min(end - start, 1 << 30), start, start)
+        except OSError as err:
+            if err.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                             errno.EPERM):
+                return start
+            raise
+        if done <= 0:
+            return start
+        start += done
+    return start
 
 
 def _data_ranges(fd: int, size: int):
