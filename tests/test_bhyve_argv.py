@@ -348,8 +348,9 @@ def test_a_run_without_bhyve_skips_every_case_with_the_reason(tmp_path):
 
 
 def test_cpu_topology_and_the_vcpu_limit_follow_each_release(firmware):
-    """bhyve(8) 13.0: -c cpus=,sockets=,cores=,threads=, at most 16 vCPUs (VM_MAXCPU); 14.0:
-    the host's hw.vmm.maxcpu. Older releases take no topology: refused with the reason."""
+    """-c cpus=,sockets=,cores=,threads= came with 12.0 (D9930, in head from April 2018);
+    at most 16 vCPUs (VM_MAXCPU) before 14.0, then the host's hw.vmm.maxcpu. Older releases
+    take no topology: refused with the reason."""
     spec = replace(refguest(firmware), cpus=8, topology=(1, 4, 2))
     bhyve = backend(firmware, "13.2").command_lines(spec)[-1]
     assert bhyve[bhyve.index("-c") + 1] == "cpus=8,sockets=1,cores=4,threads=2"
@@ -357,10 +358,15 @@ def test_cpu_topology_and_the_vcpu_limit_follow_each_release(firmware):
     assert thirteen.max_vcpus() == (16, "VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11")
     assert thirteen.vcpu_problem(17, None) == (
         "17 vCPUs is above the maximum of 16 (VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11)")
-    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 4)))
-    assert twelve.vcpu_problem(4, (2, 2, 1)) == (
-        "bhyve on FreeBSD 12.4 takes no CPU topology (-c sockets=,cores=,threads= is "
-        "documented from 13.0)")
+    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 0)))
+    assert twelve.vcpu_problem(4, (2, 2, 1)) is None
+    assert twelve.command_lines(replace(spec, cpus=4, topology=(2, 2, 1)))[-1][2] == \
+        "cpus=4,sockets=2,cores=2,threads=1"
+    eleven = backend(firmware, host_caps=BhyveCaps.for_release((11, 4)))
+    assert eleven.vcpu_problem(4, (2, 2, 1)) == (
+        "bhyve on FreeBSD 11.4 takes no CPU topology (-c sockets=,cores=,threads= came with "
+        "FreeBSD 12.0)")
+    assert eleven.vcpu_problem(4, None) is None  # a plain count works everywhere
     assert "hw.vmm.maxcpu" in backend(firmware, "14.1").max_vcpus()[1]
 
 

@@ -172,7 +172,7 @@ def nic_device(nic: Nic, tap: str) -> str:
 
 
 def cpu_setting(spec: VmSpec) -> str:
-    """bhyve -c: the count, or ``cpus=N,sockets=S,cores=C,threads=T`` (bhyve(8) 13.0+)."""
+    """bhyve -c: the count, or ``cpus=N,sockets=S,cores=C,threads=T`` (FreeBSD 12.0+)."""
     if spec.topology is None:
         return str(spec.cpus)
     sockets, cores, threads = spec.topology

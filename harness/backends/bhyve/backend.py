@@ -242,7 +242,7 @@ class BhyveBackend(Backend):
         why = super().vcpu_problem(cpus, topology)
         if why is None and topology and self.caps.release < TOPOLOGY_SINCE:
             why = (f"bhyve on FreeBSD {self.caps.release_name} takes no CPU topology (-c "
-                   f"sockets=,cores=,threads= is documented from "
+                   f"sockets=,cores=,threads= came with FreeBSD "
                    f"{TOPOLOGY_SINCE[0]}.{TOPOLOGY_SINCE[1]})")
         return why
 

@@ -26,6 +26,10 @@ Facts behind the release rules (checked against the FreeBSD sources):
   the 2018 getopt string (abehuwxACHIPSWY); without a usage text we assume 13.0+.
 - ``-o`` / bhyve_config(5) (config variables, and with them ``ser=`` on virtio-blk, which
   pci_virtio_block.c reads as config node "ser"): 13.1+ without a usage text.
+- ``-c cpus=,sockets=,cores=,threads=``: "Add the ability to control the CPU topology of
+  created VMs from userland" (D9930), in head from April 2018, so in 12.0-RELEASE (stable/12
+  branched from head in October 2018); the pre-13 bhyverun.c already has topology_parse() and
+  the usage line ``[-c [[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]]``.
 """
 from __future__ import annotations
 
@@ -41,10 +45,11 @@ VARS_FILE_SINCE = (13, 1)
 ACPI_FLAG_UNTIL = (15, 0)  # first release whose bhyve(8) no longer lists -A
 DESTROY_FLAG_SINCE = (13, 0)
 CONFIG_OPTIONS_SINCE = (13, 1)
-# bhyve(8) of 13.0 documents -c [[cpus=]n][,sockets=n][,cores=n][,threads=n] and "The current
-# maximum number of guest virtual CPUs is 16" (VM_MAXCPU). From 14.0 (release notes,
-# ee98f99d7a68) the limit is the loader tunable hw.vmm.maxcpu, by default the host's CPU count.
-TOPOLOGY_SINCE = (13, 0)
+# -c [[cpus=]n][,sockets=n][,cores=n][,threads=n]: D9930, first released in 12.0 (see the module
+# docstring). bhyve(8) of 13.0 says "The current maximum number of guest virtual CPUs is 16"
+# (VM_MAXCPU). From 14.0 (release notes, ee98f99d7a68) the limit is the loader tunable
+# hw.vmm.maxcpu, by default the host's CPU count.
+TOPOLOGY_SINCE = (12, 0)
 MAXCPU_TUNABLE_SINCE = (14, 0)
 OLD_VM_MAXCPU = 16
 
