@@ -59,7 +59,7 @@ from harness.backends.bhyve.caps import BhyveCaps, parse_release
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
-from tests.doubles_bhyve import PCI_HELP_NO_NVME, SAMPLES, canned_runner
+from tests.doubles_bhyve import PCI_HELP_NO_NVME, SAMPLES, SNAPSHOT_BUILD, canned_runner
 
 NAME, UUID = "refvm-abc-1", "00000000-0000-4000-8000-000000000001"
 BHYVE, BHYVECTL, BHYVELOAD, IFCONFIG = ("/usr/sbin/bhyve", "/usr/sbin/bhyvectl",
@@ -302,7 +302,8 @@ def test_probe_reads_each_release(release, want):
     assert {"hostbridge", "lpc", "nvme", "virtio-blk", "virtio-net"} <= got.emulations
     assert {"bootrom", "com1", "com2"} <= got.lpc_devices and got.config_options
     assert calls == [["freebsd-version", "-u"], [BHYVE, "-s", "help"], [BHYVE, "-l", "help"],
-                     [BHYVE, "-h"]]
+                     [BHYVE, "-h"], ["bhyvectl", "--help"]]
+    assert not got.snapshot  # GENERIC's bhyve and bhyvectl: no BHYVE_SNAPSHOT
 
 
 def test_probe_falls_back_to_uname_and_to_release_rules():
@@ -376,18 +377,21 @@ def test_the_machine_needs_a_release_cannot_meet_are_named(firmware):
     assert twelve.lacks("vars-file", "uefi") == twelve.caps.vars_reason()
     assert "13.1" in twelve.caps.vars_reason()
     assert backend(firmware, "14.1").lacks("save-restore", "uefi") == (
-        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT:"
-        " its usage lists no -r)")
+        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT: "
+        "bhyve's usage explains no -r; bhyvectl's usage lists no --suspend)")
 
 
 def test_save_restore_needs_a_snapshot_build_and_is_planned_as_suspend_then_r(firmware):
     """bhyve(8)'s -r and bhyvectl's --suspend exist only in BHYVE_SNAPSHOT builds, whose usage
     explains ``-r``; GENERIC's does not, and the scenario is skipped saying so."""
     assert "without snapshot support" in backend(firmware, "14.1").lacks("save-restore", "uefi")
-    sample = SAMPLES["14.1"]
-    usage = sample["usage"] + "       -r: path to checkpoint file\n"
-    snap = backend(firmware, host_caps=caps("14.1", usage=usage))
-    assert snap.caps.snapshot
+    snap = backend(firmware, host_caps=caps("14.1", **SNAPSHOT_BUILD))
+    assert snap.caps.snapshot and snap.lacks("save-restore", "uefi") is None
+    # both halves are needed: a snapshot bhyve with a GENERIC bhyvectl cannot be suspended
+    half = backend(firmware, host_caps=caps("14.1", usage=SNAPSHOT_BUILD["usage"]))
+    assert half.lacks("save-restore", "uefi") == (
+        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT: "
+        "bhyvectl's usage lists no --suspend)")
     spec = refguest("uefi")
     state = spec.workdir / "saved.state"
     suspend, destroy, restore = snap.save_restore_lines(spec, state)

@@ -30,6 +30,11 @@ Facts behind the release rules (checked against the FreeBSD sources):
   created VMs from userland" (D9930), in head from April 2018, so in 12.0-RELEASE (stable/12
   branched from head in October 2018); the pre-13 bhyverun.c already has topology_parse() and
   the usage line ``[-c [[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]]``.
+- Snapshots (BHYVE_SNAPSHOT, not in GENERIC builds): bhyverun.c prints ``-r: path to
+  checkpoint file`` only ``#ifdef BHYVE_SNAPSHOT``, and bhyvectl.c's usage lists
+  ``[--suspend=<filename>]`` only then too; ``bhyvectl --help`` (an unknown option) prints
+  that usage. Both must say so: a bhyve that can restore is no use without a bhyvectl that can
+  suspend.
 """
 from __future__ import annotations
 
@@ -103,6 +108,7 @@ class BhyveCaps:
     lpc_devices: frozenset
     flags: frozenset = frozenset()  # from `bhyve -h`; empty when the usage text was unreadable
     release_text: str = ""
+    bhyvectl_suspend: bool = False  # `bhyvectl --help` lists --suspend=<filename>
     assumed: bool = False  # True: not read from a host (planning on a machine without bhyve)
     notes: tuple = field(default_factory=tuple)
 
@@ -112,10 +118,17 @@ class BhyveCaps:
 
     @property
     def snapshot(self) -> bool:
-        """bhyve built with BHYVE_SNAPSHOT: its usage lists ``-r`` (restore from a checkpoint
-        file) and bhyvectl takes ``--suspend``. Not in GENERIC builds: assumed absent when the
-        usage text cannot be read."""
-        return self._flag("r", False)
+        """bhyve and bhyvectl built with BHYVE_SNAPSHOT: bhyve's usage explains ``-r`` (restore
+        from a checkpoint file) and bhyvectl's lists ``--suspend``. Not in GENERIC builds:
+        absent when either usage text cannot be read."""
+        return "r" in self.flags and self.bhyvectl_suspend
+
+    def snapshot_reason(self) -> str:
+        missing = [what for what, there in (
+            ("bhyve's usage explains no -r", "r" in self.flags),
+            ("bhyvectl's usage lists no --suspend", self.bhyvectl_suspend)) if not there]
+        return (f"bhyve on FreeBSD {self.release_name} was built without snapshot support "
+                f"(BHYVE_SNAPSHOT: {'; '.join(missing)})")
 
     @property
     def acpi_flag(self) -> bool:
@@ -169,7 +182,8 @@ class BhyveCaps:
 
     @classmethod
     def probe(cls, runner: Runner = run_quietly, bhyve: str = "bhyve",
-              freebsd_version: str = "freebsd-version", uname: str = "uname") -> "BhyveCaps":
+              freebsd_version: str = "freebsd-version", uname: str = "uname",
+              bhyvectl: str = "bhyvectl") -> "BhyveCaps":
         """Ask the host. Raises InfraError naming the command that failed."""
         status, release_text = runner([freebsd_version, "-u"])
         if status != 0 or not release_text.strip():
@@ -184,8 +198,10 @@ class BhyveCaps:
         flags = parse_usage_flags(usage)
         notes = () if flags else ("`bhyve -h` printed no usage text; flags assumed from the "
                                   "release",)
+        _, ctl_usage = runner([bhyvectl, "--help"])  # usage(): exit 1, text on stderr
         return cls(release=parse_release(release_text), emulations=emulations, lpc_devices=lpc,
-                   flags=flags, release_text=release_text, notes=notes)
+                   flags=flags, release_text=release_text, notes=notes,
+                   bhyvectl_suspend="--suspend=" in ctl_usage)
 
     @staticmethod
     def _names(runner: Runner, argv: list, what: str) -> frozenset:
