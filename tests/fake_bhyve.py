@@ -37,6 +37,9 @@ double's own, only their names, the order of events and the exits are bhyve's):
 - `bhyve ... -r FILE NAME` reads the three files, refuses other -s/-l options than the
   snapshot's (bhyve(8): they must match) and prints the saved console line again: the guest
   goes on where it was.
+- a vars file given by `-l bootrom,CODE,VARS` under one page (4096 bytes) or over 16 MiB, or
+  with CODE over 16 MiB together, is refused as bootrom.c does: "Invalid bootrom variable size
+  N" (or "... aggregate size N") on stderr, exit 4, before the guest prints anything.
 """
 import fcntl
 import json
@@ -46,6 +49,9 @@ import signal
 import socket
 import sys
 import time
+
+BOOTROM_SIZE = 16 << 20  # bootrom.c: "#define BOOTROM_SIZE (16 * 1024 * 1024)"
+PAGE_SIZE = 4096
 
 
 def console_path(prog, argv):
@@ -101,6 +107,8 @@ def main():
     snapshots = control.get("snapshot", True)
     if prog == "bhyvectl" and any(a.startswith("--suspend=") for a in argv):
         suspend(control, argv, snapshots)
+    if prog == "bhyve":
+        check_bootrom(argv)
     path = console_path(prog, argv)
     line = f"{prog}: {control['console']} (run {earlier + 1})" if control.get("console") else ""
     if prog == "bhyve" and "-r" in argv:
@@ -126,6 +134,21 @@ def option_values(argv, flag):
 
 def devices(argv):
     return {"-s": option_values(argv, "-s"), "-l": option_values(argv, "-l")}
+
+
+def check_bootrom(argv):
+    """bootrom.c bootrom_loadrom's size checks, with its words."""
+    for value in option_values(argv, "-l"):
+        parts = value.split(",")
+        if parts[0] != "bootrom" or len(parts) < 3:
+            continue
+        rom, var = os.path.getsize(parts[1]), os.path.getsize(parts[2])
+        if var > BOOTROM_SIZE or (var != 0 and var < PAGE_SIZE):
+            print(f"Invalid bootrom variable size {var}", file=sys.stderr)
+            sys.exit(4)
+        if rom + var > BOOTROM_SIZE:
+            print(f"Invalid bootrom and variable aggregate size {rom + var}", file=sys.stderr)
+            sys.exit(4)
 
 
 def memory_bytes(argv):

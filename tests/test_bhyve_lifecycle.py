@@ -27,10 +27,11 @@ from harness.backends.bhyve.argv import (BRIDGE_PLACEHOLDER, bridge_addresses, n
                                          state_files, tap_names)
 from harness.backends.bhyve.caps import BhyveCaps, run_quietly
 from harness.catalog import load_guests, load_scenarios, select_scenarios
-from harness.errors import InfraError
+from harness.errors import GuestFailure, InfraError
 from harness.matrix import Case, skip_reason
 from harness.process import stop
 from harness.runner import Run
+from harness.steps import nvram
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
 from tests.doubles_bhyve import SAMPLES, SNAPSHOT_BUILD, FakeHost, canned_runner
@@ -62,7 +63,7 @@ def make_backend(host: FakeHost, tmp_path: Path, sample: dict = SAMPLES["14.1"],
                  **options) -> BhyveBackend:
     code, template = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
     code.write_bytes(b"c" * 4096)
-    template.write_bytes(b"v" * 1024)
+    template.write_bytes(b"v" * 8192)  # bhyve refuses a vars file under one page
     caps = BhyveCaps.probe(canned_runner(sample), "bhyve", "freebsd-version", "uname")
     return BhyveBackend(programs=host.programs, caps=caps, stop_grace=2.0,
                         nmdm_pattern=str(tmp_path / "nmdm{unit}.fifo"),
@@ -119,7 +120,7 @@ def test_power_off(host, tmp_path):
     info = machine.wait_exit(10)
     assert (info.kind, info.code) == ("poweroff", 1)
     assert "bhyve: FreeBSD/amd64 (guest) login: (run 1)" in read_console(console)
-    assert (spec.workdir / "uefi-vars.fd").read_bytes() == b"v" * 1024  # private vars copy
+    assert (spec.workdir / "uefi-vars.fd").read_bytes() == b"v" * 8192  # private vars copy
     machine.destroy()
     # the stale VM is destroyed first, the VM again at the end
     assert host.calls() == [destroy_call(), bhyve_call(backend, spec), destroy_call()]
@@ -397,7 +398,7 @@ def test_a_restart_relaunches_the_same_vm_on_its_own_vars_file_and_disk_copy(hos
     machine, _ = boot(backend, spec)
     assert machine.wait_exit(10).kind == "poweroff"
     machine.destroy()
-    spec.vars_path.write_bytes(b"w" * 1024)  # what the guest's firmware wrote
+    spec.vars_path.write_bytes(b"w" * 8192)  # what the guest's firmware wrote
     copy = next(spec.workdir.glob("private-0-*"))
     copy.write_bytes(b"g" * 4096)  # what the guest wrote to its root file system
     again = backend.command_lines(spec, again=True)
@@ -410,7 +411,7 @@ def test_a_restart_relaunches_the_same_vm_on_its_own_vars_file_and_disk_copy(hos
     machine.resume()
     assert machine.wait_exit(10).kind == "poweroff"
     machine.destroy()
-    assert spec.vars_path.read_bytes() == b"w" * 1024 and copy.read_bytes() == b"g" * 4096
+    assert spec.vars_path.read_bytes() == b"w" * 8192 and copy.read_bytes() == b"g" * 4096
     assert (spec.logdir / "command-again.txt").is_file()
 
 
@@ -581,3 +582,55 @@ def test_a_bhyve_without_snapshots_skips_save_restore_with_the_reason(host, tmp_
     with pytest.raises(InfraError, match="unrecognized option `--suspend="):
         machine.save(tmp_path / "w" / "saved.state", timeout=2)
     machine.destroy()
+
+
+# nvram-persist's wrong-size vars file: bhyve's refusal is its exit at start ------------------
+def scenario_vars_size() -> int:
+    """The size nvram-persist's vars_size_refused hands the hypervisor."""
+    scenario, = select_scenarios(load_scenarios(), ["nvram-persist"])
+    return next(step.args["size"] for step in scenario.steps if step.kind == "vars_size_refused")
+
+
+@pytest.mark.parametrize("size, accepted", [(scenario_vars_size(), False), (65537, True)])
+def test_bhyve_refuses_a_vars_file_under_a_page_and_the_step_records_its_words(
+        host, tmp_path, monkeypatch, size, accepted):
+    """bootrom.c refuses a vars file under one page ("Invalid bootrom variable size N", exit
+    4) but maps 65537 bytes as they are. The step sees bhyve's exit at start as the refusal
+    (bhyve's start and resume only spawn a thread, so no exception comes), with its stderr."""
+    import harness.runner as runner_module
+
+    host.set(exits={"bhyve": [1, 1]}, console="login:")
+    backend = make_backend(host, tmp_path)
+    spec = make_spec(tmp_path)
+    machine, console = boot(backend, spec)
+    assert machine.wait_exit(10).kind == "poweroff"
+    monkeypatch.setattr(runner_module, "driver_for", lambda *_: None)
+    monkeypatch.setattr(runner_module, "family", lambda _name: None)
+    monkeypatch.setattr(nvram, "REFUSAL_SECONDS", 5.0)
+
+    def new_console(_case, new_machine, _log):
+        reopen_console(backend, spec)
+        return new_machine.open_console("com1")
+
+    vm = SimpleNamespace(spec=spec, machine=machine, console=console, backend=backend,
+                         case=SimpleNamespace(guest=SimpleNamespace(family="freebsd")),
+                         log=SimpleNamespace(note=lambda _text: None), restarts=0,
+                         runner=None)
+    vm.runner = SimpleNamespace(restart=lambda v: Run.restart(
+        SimpleNamespace(_console=new_console), v))
+    recorded = {}
+    ctx = SimpleNamespace(vm=vm, record=recorded.__setitem__)
+    try:
+        if accepted:
+            with pytest.raises(GuestFailure, match="started the VM with a 65537-byte vars file "
+                                                   "and it ended as poweroff"):
+                nvram.vars_size_refused(ctx, {"size": size})
+        else:
+            nvram.vars_size_refused(ctx, {"size": size})
+            assert recorded == {"hypervisor_refused": "bhyve: bhyve exited due to an error: "
+                                                      f"Invalid bootrom variable size {size}"}
+            assert vm.machine.poll().code == 4
+    finally:
+        vm.machine.destroy()
+        vm.console.close()
+    assert spec.vars_path.stat().st_size == 0  # never left half right
