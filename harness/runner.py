@@ -247,13 +247,15 @@ class Run:
     def save_restore(self, vm: BootedVM) -> dict:
         """Suspend ``vm`` to a file and restore it into a new hypervisor process; the guest's
         driver goes on where it was (logged in, at its shell) on the new console. Returns
-        the figures: the state file's size and the suspend and resume seconds."""
+        the figures: the state's size (all the files the suspend wrote: bhyve writes three)
+        and the suspend and resume seconds."""
         state = vm.spec.workdir / "saved.state"
         started = time.monotonic()
-        vm.machine.save(state)
+        files = vm.machine.save(state) or [state]
         suspended = time.monotonic() - started
+        size = sum(path.stat().st_size for path in files)
         run_all(vm.console.close, vm.machine.destroy)
-        vm.log.note(f"suspended to {state.name} ({state.stat().st_size} bytes) in "
+        vm.log.note(f"suspended to {', '.join(path.name for path in files)} ({size} bytes) in "
                     f"{suspended:.1f}s; restoring into a new process")
         started = time.monotonic()
         machine = vm.backend.restore(vm.spec, state)
@@ -261,7 +263,7 @@ class Run:
         vm.console = self._console(vm.case, machine, vm.log)
         vm.guest.console = vm.console
         machine.resume()
-        return {"state_bytes": state.stat().st_size, "suspend_seconds": round(suspended, 2),
+        return {"state_bytes": size, "suspend_seconds": round(suspended, 2),
                 "resume_seconds": round(time.monotonic() - started, 2)}
 
     def run_steps(self, case: Case, vm: BootedVM, record: Callable[[str, object], None],

@@ -19,6 +19,8 @@ Where each sample comes from (FreeBSD sources; see also the backend's module doc
   stable/14-era text, which also has -D, -k, -K, -o). 15.0: amd64/bhyverun_machdep.c
   bhyve_usage(), whose synopsis is [-aCDeHhPSuWwxY] and which has no -A line.
 - `freebsd-version -u`: freebsd-version(1) prints e.g. 14.1-RELEASE-p6.
+- `bhyvectl --help`: bhyvectl.c usage() (exit 1); SNAPSHOT_BUILD is the pair of usage texts
+  of a BHYVE_SNAPSHOT build (both print their snapshot options only #ifdef BHYVE_SNAPSHOT).
 """
 from __future__ import annotations
 
@@ -75,6 +77,23 @@ USAGE_15 = (
     "             [-p vcpu:hostcpu] [-r file] [-s pci] [-U uuid] vmname\n"
     "       -a: local apic is in xAPIC mode (deprecated)\n" + _USAGE_COMMON)
 
+# bhyvectl.c usage(), its first lines (the rest is register get/set options): a GENERIC build,
+# and one with BHYVE_SNAPSHOT, whose usage adds --checkpoint and --suspend after --destroy. The
+# snapshot bhyve's usage (bhyverun.c) adds "-r: path to checkpoint file" after -p.
+BHYVECTL_USAGE = ("Usage: bhyvectl --vm=<vmname>\n"
+                  "       [--cpu=<vcpu_number>]\n"
+                  "       [--create]\n"
+                  "       [--destroy]\n"
+                  "       [--get-all]\n"
+                  "       [--get-stats]\n")
+BHYVECTL_USAGE_SNAPSHOT = BHYVECTL_USAGE.replace(
+    "       [--destroy]\n",
+    "       [--destroy]\n       [--checkpoint=<filename>]\n       [--suspend=<filename>]\n")
+USAGE_SNAPSHOT = USAGE_WITH_A.replace(
+    "       -p: pin 'vcpu' to 'hostcpu'\n",
+    "       -p: pin 'vcpu' to 'hostcpu'\n       -r: path to checkpoint file\n")
+SNAPSHOT_BUILD = {"usage": USAGE_SNAPSHOT, "bhyvectl": BHYVECTL_USAGE_SNAPSHOT}
+
 SAMPLES = {
     "13.2": {"version": "13.2-RELEASE-p11\n", "pci": PCI_HELP, "lpc": LPC_HELP_OLD,
              "usage": USAGE_WITH_A},
@@ -96,6 +115,8 @@ def canned_runner(sample: dict, calls: list | None = None, freebsd_version_fails
                 else (0, sample["version"])
         if tool == "uname":
             return 0, sample["version"]
+        if tool == "bhyvectl" and args == ["--help"]:  # usage(): exit 1
+            return 1, sample.get("bhyvectl", BHYVECTL_USAGE)
         if args == ["-s", "help"]:
             return 0, sample["pci"]
         if args == ["-l", "help"]:
@@ -120,6 +141,8 @@ class FakeHost:
             (self.bin / name).symlink_to(FAKE)
         self.control = root / "control.json"
         self.log = root / "calls.jsonl"
+        self.run_dir = root / "run"  # the running fake bhyve's snapshot sockets
+        self.run_dir.mkdir()
         self.set(exits={}, console="fake guest console")
 
     @property
@@ -130,9 +153,10 @@ class FakeHost:
     def set(self, **control) -> None:
         """exits: {"bhyve": [0, 1], "ifconfig:create": [1], ...}; console: text bhyve prints;
         hang: bhyve waits for SIGTERM (then exits 1, an ACPI power-off) instead of exiting;
-        bridge: the name `ifconfig bridge create` prints (default bridge7)."""
+        bridge: the name `ifconfig bridge create` prints (default bridge7); snapshot: False
+        for a bhyve built without BHYVE_SNAPSHOT; checkpoint_fails: the checkpoint fails."""
         data = {"log": str(self.log), "exits": {}, "console": "", "hang": False,
-                "bridge": "bridge7"}
+                "bridge": "bridge7", "run_dir": str(self.run_dir)}
         data.update(control)
         self.control.write_text(json.dumps(data))
 

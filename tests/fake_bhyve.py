@@ -17,16 +17,41 @@ environment variable FAKE_BHYVE_CONTROL says:
              "SIGTERM  Trigger ACPI poweroff for a VM")
     bridge   what a successful `ifconfig bridge create` prints (ifconfig(8): "the new device
              name is printed to standard output"); default "bridge7"
+    run_dir  where a running (hanging) bhyve listens for bhyvectl's snapshot requests, as
+             bhyve's checkpoint thread does on a socket under /var/run/bhyve
+    snapshot false: a GENERIC build: bhyvectl refuses --suspend and bhyve refuses -r as their
+             getopt would (default true: a BHYVE_SNAPSHOT build)
+    checkpoint_fails  the checkpoint fails: bhyve says so and keeps running, as snapshot.c's
+             handle_message does
 
 bhyve's console is the path after "-l com1,"; bhyveload's the one after "-c". Tests give the
 backend a FIFO there instead of /dev/nmdmNA (nmdm is FreeBSD-only).
+
+Snapshots, as bhyve's snapshot.c and bhyvectl.c do them (simulated: the files' contents are the
+double's own, only their names, the order of events and the exits are bhyve's):
+- `bhyvectl --vm=NAME --suspend=FILE` sends the request on NAME's socket and exits 0 at once;
+  with no such socket it fails as bhyvectl does ("Connect to VM socket failed").
+- the running bhyve writes FILE.kern (here: the -s and -l options it ran with), FILE (the
+  guest's memory: here a JSON header with the last console line, the file as long as -m, with
+  a hole) and FILE.meta (JSON: vmname, ncpus, memsize), then exits 0 (vm_destroy; exit(0)).
+- `bhyve ... -r FILE NAME` reads the three files, refuses other -s/-l options than the
+  snapshot's (bhyve(8): they must match) and prints the saved console line again: the guest
+  goes on where it was.
+- a vars file given by `-l bootrom,CODE,VARS` under one page (4096 bytes) or over 16 MiB, or
+  with CODE over 16 MiB together, is refused as bootrom.c does: "Invalid bootrom variable size
+  N" (or "... aggregate size N") on stderr, exit 4, before the guest prints anything.
 """
 import fcntl
 import json
 import os
+import select
 import signal
+import socket
 import sys
 import time
+
+BOOTROM_SIZE = 16 << 20  # bootrom.c: "#define BOOTROM_SIZE (16 * 1024 * 1024)"
+PAGE_SIZE = 4096
 
 
 def console_path(prog, argv):
@@ -79,14 +104,138 @@ def main():
                 print(f"\tdescription: {interfaces[name]}")
             print("\toptions=80000<LINKSTATE>")
 
+    snapshots = control.get("snapshot", True)
+    if prog == "bhyvectl" and any(a.startswith("--suspend=") for a in argv):
+        suspend(control, argv, snapshots)
+    if prog == "bhyve":
+        check_bootrom(argv)
     path = console_path(prog, argv)
-    if path and control.get("console"):
-        say(path, f"{prog}: {control['console']} (run {earlier + 1})\r\n")
+    line = f"{prog}: {control['console']} (run {earlier + 1})" if control.get("console") else ""
+    if prog == "bhyve" and "-r" in argv:
+        if not snapshots:
+            print("bhyve: illegal option -- r", file=sys.stderr)
+            sys.exit(1)
+        line = "resumed: " + restore(argv)["console"]
+    if path and line:
+        say(path, line + "\r\n")
     if prog == "bhyve" and control.get("hang"):
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        serve(control, argv, line)
+    sys.exit(code)
+
+
+def vm_name(argv):
+    return argv[-1]
+
+
+def option_values(argv, flag):
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+def devices(argv):
+    return {"-s": option_values(argv, "-s"), "-l": option_values(argv, "-l")}
+
+
+def check_bootrom(argv):
+    """bootrom.c bootrom_loadrom's size checks, with its words."""
+    for value in option_values(argv, "-l"):
+        parts = value.split(",")
+        if parts[0] != "bootrom" or len(parts) < 3:
+            continue
+        rom, var = os.path.getsize(parts[1]), os.path.getsize(parts[2])
+        if var > BOOTROM_SIZE or (var != 0 and var < PAGE_SIZE):
+            print(f"Invalid bootrom variable size {var}", file=sys.stderr)
+            sys.exit(4)
+        if rom + var > BOOTROM_SIZE:
+            print(f"Invalid bootrom and variable aggregate size {rom + var}", file=sys.stderr)
+            sys.exit(4)
+
+
+def memory_bytes(argv):
+    size = option_values(argv, "-m")[0]
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(size[:-1]) * units[size[-1].upper()] if size[-1].isalpha() else int(size) << 20
+
+
+def suspend(control, argv, snapshots):
+    """bhyvectl: hand the request to the VM's bhyve and return, as bhyvectl does."""
+    target = next(a.split("=", 1)[1] for a in argv if a.startswith("--suspend="))
+    if not snapshots:
+        print(f"bhyvectl: unrecognized option `--suspend={target}'", file=sys.stderr)
+        sys.exit(1)
+    name = next(a.split("=", 1)[1] for a in argv if a.startswith("--vm="))
+    os.chdir(control["run_dir"])  # short socket paths, like /var/run/bhyve/NAME
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(name)
+        except OSError as err:
+            print(f"Connect to VM socket failed: {err.strerror}", file=sys.stderr)
+            sys.exit(1)
+        sock.send(json.dumps({"cmd": "checkpoint", "filename": target,
+                              "suspend": True}).encode())
+    sys.exit(0)
+
+
+def serve(control, argv, line):
+    """A running guest: wait for SIGTERM (an ACPI power-off) or a snapshot request."""
+    run_dir = control.get("run_dir")
+    if not run_dir:
         while True:
             time.sleep(0.1)
-    sys.exit(code)
+    os.makedirs(run_dir, exist_ok=True)
+    os.chdir(run_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if os.path.exists(vm_name(argv)):
+        os.unlink(vm_name(argv))
+    sock.bind(vm_name(argv))
+    try:
+        while True:
+            if not select.select([sock], [], [], 0.1)[0]:
+                continue
+            request = json.loads(sock.recv(65536))
+            if control.get("checkpoint_fails"):
+                print("Unable to perform the requested operation", file=sys.stderr)
+                continue
+            checkpoint(argv, request["filename"], line)
+            if request["suspend"]:
+                sys.exit(0)
+    finally:
+        sock.close()
+        os.unlink(vm_name(argv))
+
+
+def checkpoint(argv, target, line):
+    """snapshot.c vm_checkpoint's files, in its order: FILE.kern, FILE, FILE.meta."""
+    with open(target + ".kern", "w") as kern:
+        json.dump({"refvm test double": "vmm.ko and device state", "devices": devices(argv)},
+                  kern)
+    memsize = memory_bytes(argv)
+    with open(target, "wb") as memory:
+        memory.write(json.dumps({"console": line}).encode() + b"\n")
+        memory.truncate(memsize)
+    with open(target + ".meta", "w") as meta:
+        json.dump({"basic metadata": {"vmname": vm_name(argv), "memsize": memsize,
+                                      "ncpus": option_values(argv, "-c")[0]}}, meta)
+
+
+def restore(argv):
+    """bhyve -r FILE: the guest's state back from the three files."""
+    target = option_values(argv, "-r")[0]
+    try:
+        with open(target + ".meta") as meta:
+            json.load(meta)
+        with open(target + ".kern") as kern:
+            saved = json.load(kern)["devices"]
+        with open(target, "rb") as memory:
+            state = json.loads(memory.readline())
+    except (OSError, ValueError) as err:
+        print(f"(refvm test double) cannot restore from {target}: {err}", file=sys.stderr)
+        sys.exit(4)
+    if saved != devices(argv):
+        print("(refvm test double) the -s and -l options differ from the snapshot's",
+              file=sys.stderr)
+        sys.exit(4)
+    return state
 
 
 if __name__ == "__main__":

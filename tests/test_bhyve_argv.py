@@ -59,7 +59,7 @@ from harness.backends.bhyve.caps import BhyveCaps, parse_release
 from harness.errors import InfraError
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
-from tests.doubles_bhyve import PCI_HELP_NO_NVME, SAMPLES, canned_runner
+from tests.doubles_bhyve import PCI_HELP_NO_NVME, SAMPLES, SNAPSHOT_BUILD, canned_runner
 
 NAME, UUID = "refvm-abc-1", "00000000-0000-4000-8000-000000000001"
 BHYVE, BHYVECTL, BHYVELOAD, IFCONFIG = ("/usr/sbin/bhyve", "/usr/sbin/bhyvectl",
@@ -302,7 +302,8 @@ def test_probe_reads_each_release(release, want):
     assert {"hostbridge", "lpc", "nvme", "virtio-blk", "virtio-net"} <= got.emulations
     assert {"bootrom", "com1", "com2"} <= got.lpc_devices and got.config_options
     assert calls == [["freebsd-version", "-u"], [BHYVE, "-s", "help"], [BHYVE, "-l", "help"],
-                     [BHYVE, "-h"]]
+                     [BHYVE, "-h"], ["bhyvectl", "--help"]]
+    assert not got.snapshot  # GENERIC's bhyve and bhyvectl: no BHYVE_SNAPSHOT
 
 
 def test_probe_falls_back_to_uname_and_to_release_rules():
@@ -348,8 +349,9 @@ def test_a_run_without_bhyve_skips_every_case_with_the_reason(tmp_path):
 
 
 def test_cpu_topology_and_the_vcpu_limit_follow_each_release(firmware):
-    """bhyve(8) 13.0: -c cpus=,sockets=,cores=,threads=, at most 16 vCPUs (VM_MAXCPU); 14.0:
-    the host's hw.vmm.maxcpu. Older releases take no topology: refused with the reason."""
+    """-c cpus=,sockets=,cores=,threads= came with 12.0 (D9930, in head from April 2018);
+    at most 16 vCPUs (VM_MAXCPU) before 14.0, then the host's hw.vmm.maxcpu. Older releases
+    take no topology: refused with the reason."""
     spec = replace(refguest(firmware), cpus=8, topology=(1, 4, 2))
     bhyve = backend(firmware, "13.2").command_lines(spec)[-1]
     assert bhyve[bhyve.index("-c") + 1] == "cpus=8,sockets=1,cores=4,threads=2"
@@ -357,10 +359,15 @@ def test_cpu_topology_and_the_vcpu_limit_follow_each_release(firmware):
     assert thirteen.max_vcpus() == (16, "VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11")
     assert thirteen.vcpu_problem(17, None) == (
         "17 vCPUs is above the maximum of 16 (VM_MAXCPU of bhyve on FreeBSD 13.2-RELEASE-p11)")
-    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 4)))
-    assert twelve.vcpu_problem(4, (2, 2, 1)) == (
-        "bhyve on FreeBSD 12.4 takes no CPU topology (-c sockets=,cores=,threads= is "
-        "documented from 13.0)")
+    twelve = backend(firmware, host_caps=BhyveCaps.for_release((12, 0)))
+    assert twelve.vcpu_problem(4, (2, 2, 1)) is None
+    assert twelve.command_lines(replace(spec, cpus=4, topology=(2, 2, 1)))[-1][2] == \
+        "cpus=4,sockets=2,cores=2,threads=1"
+    eleven = backend(firmware, host_caps=BhyveCaps.for_release((11, 4)))
+    assert eleven.vcpu_problem(4, (2, 2, 1)) == (
+        "bhyve on FreeBSD 11.4 takes no CPU topology (-c sockets=,cores=,threads= came with "
+        "FreeBSD 12.0)")
+    assert eleven.vcpu_problem(4, None) is None  # a plain count works everywhere
     assert "hw.vmm.maxcpu" in backend(firmware, "14.1").max_vcpus()[1]
 
 
@@ -370,18 +377,21 @@ def test_the_machine_needs_a_release_cannot_meet_are_named(firmware):
     assert twelve.lacks("vars-file", "uefi") == twelve.caps.vars_reason()
     assert "13.1" in twelve.caps.vars_reason()
     assert backend(firmware, "14.1").lacks("save-restore", "uefi") == (
-        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT:"
-        " its usage lists no -r)")
+        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT: "
+        "bhyve's usage explains no -r; bhyvectl's usage lists no --suspend)")
 
 
 def test_save_restore_needs_a_snapshot_build_and_is_planned_as_suspend_then_r(firmware):
     """bhyve(8)'s -r and bhyvectl's --suspend exist only in BHYVE_SNAPSHOT builds, whose usage
     explains ``-r``; GENERIC's does not, and the scenario is skipped saying so."""
     assert "without snapshot support" in backend(firmware, "14.1").lacks("save-restore", "uefi")
-    sample = SAMPLES["14.1"]
-    usage = sample["usage"] + "       -r: path to checkpoint file\n"
-    snap = backend(firmware, host_caps=caps("14.1", usage=usage))
-    assert snap.caps.snapshot
+    snap = backend(firmware, host_caps=caps("14.1", **SNAPSHOT_BUILD))
+    assert snap.caps.snapshot and snap.lacks("save-restore", "uefi") is None
+    # both halves are needed: a snapshot bhyve with a GENERIC bhyvectl cannot be suspended
+    half = backend(firmware, host_caps=caps("14.1", usage=SNAPSHOT_BUILD["usage"]))
+    assert half.lacks("save-restore", "uefi") == (
+        "bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support (BHYVE_SNAPSHOT: "
+        "bhyvectl's usage lists no --suspend)")
     spec = refguest("uefi")
     state = spec.workdir / "saved.state"
     suspend, destroy, restore = snap.save_restore_lines(spec, state)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,13 +23,18 @@ from harness import firmware as fw
 from harness.backends.bhyve import backend as bhyve
 from harness.backends.bhyve.backend import BhyveBackend, address_is_local, exit_info
 from harness.backends.bhyve.ifaces import mark_for
-from harness.backends.bhyve.argv import BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair, tap_names
+from harness.backends.bhyve.argv import (BRIDGE_PLACEHOLDER, bridge_addresses, nmdm_pair,
+                                         state_files, tap_names)
 from harness.backends.bhyve.caps import BhyveCaps, run_quietly
-from harness.errors import InfraError
+from harness.catalog import load_guests, load_scenarios, select_scenarios
+from harness.errors import GuestFailure, InfraError
+from harness.matrix import Case, skip_reason
 from harness.process import stop
+from harness.runner import Run
+from harness.steps import nvram
 from harness.vmspec import Disk, Nic, SerialPort, VmSpec
 
-from tests.doubles_bhyve import SAMPLES, FakeHost, canned_runner
+from tests.doubles_bhyve import SAMPLES, SNAPSHOT_BUILD, FakeHost, canned_runner
 
 NAME = "refvm-life-1"
 
@@ -52,11 +59,12 @@ def host(tmp_path, monkeypatch) -> FakeHost:
     return fake
 
 
-def make_backend(host: FakeHost, tmp_path: Path, **options) -> BhyveBackend:
+def make_backend(host: FakeHost, tmp_path: Path, sample: dict = SAMPLES["14.1"],
+                 **options) -> BhyveBackend:
     code, template = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
     code.write_bytes(b"c" * 4096)
-    template.write_bytes(b"v" * 1024)
-    caps = BhyveCaps.probe(canned_runner(SAMPLES["14.1"]), "bhyve", "freebsd-version", "uname")
+    template.write_bytes(b"v" * 8192)  # bhyve refuses a vars file under one page
+    caps = BhyveCaps.probe(canned_runner(sample), "bhyve", "freebsd-version", "uname")
     return BhyveBackend(programs=host.programs, caps=caps, stop_grace=2.0,
                         nmdm_pattern=str(tmp_path / "nmdm{unit}.fifo"),
                         uefi=fw.FirmwareCandidates("uefi", "test", (fw.UefiPair(code, template),)),
@@ -88,6 +96,14 @@ def read_console(console, idle: float = 0.5) -> str:
     return data.decode()
 
 
+def wait_console(console, text: str, timeout: float = 15.0) -> str:
+    """What the console shows until ``text`` is in it (a busy host starts programs slowly)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        seen += read_console(console, 0.2)
+    return seen
+
+
 def destroy_call():
     return ["bhyvectl", f"--vm={NAME}", "--destroy"]
 
@@ -104,7 +120,7 @@ def test_power_off(host, tmp_path):
     info = machine.wait_exit(10)
     assert (info.kind, info.code) == ("poweroff", 1)
     assert "bhyve: FreeBSD/amd64 (guest) login: (run 1)" in read_console(console)
-    assert (spec.workdir / "uefi-vars.fd").read_bytes() == b"v" * 1024  # private vars copy
+    assert (spec.workdir / "uefi-vars.fd").read_bytes() == b"v" * 8192  # private vars copy
     machine.destroy()
     # the stale VM is destroyed first, the VM again at the end
     assert host.calls() == [destroy_call(), bhyve_call(backend, spec), destroy_call()]
@@ -382,7 +398,7 @@ def test_a_restart_relaunches_the_same_vm_on_its_own_vars_file_and_disk_copy(hos
     machine, _ = boot(backend, spec)
     assert machine.wait_exit(10).kind == "poweroff"
     machine.destroy()
-    spec.vars_path.write_bytes(b"w" * 1024)  # what the guest's firmware wrote
+    spec.vars_path.write_bytes(b"w" * 8192)  # what the guest's firmware wrote
     copy = next(spec.workdir.glob("private-0-*"))
     copy.write_bytes(b"g" * 4096)  # what the guest wrote to its root file system
     again = backend.command_lines(spec, again=True)
@@ -395,7 +411,7 @@ def test_a_restart_relaunches_the_same_vm_on_its_own_vars_file_and_disk_copy(hos
     machine.resume()
     assert machine.wait_exit(10).kind == "poweroff"
     machine.destroy()
-    assert spec.vars_path.read_bytes() == b"w" * 1024 and copy.read_bytes() == b"g" * 4096
+    assert spec.vars_path.read_bytes() == b"w" * 8192 and copy.read_bytes() == b"g" * 4096
     assert (spec.logdir / "command-again.txt").is_file()
 
 
@@ -420,3 +436,201 @@ def test_a_rebooting_vm_that_triple_faults_ends_there_named_as_such(host, tmp_pa
     assert str(info).startswith("triple-fault (bhyve: the guest triple-faulted after 1 "
                                 "guest reboot")
     assert [c[0] for c in host.calls()].count("bhyve") == 2  # the first boot, one relaunch
+
+
+# save-restore: bhyvectl --suspend, then bhyve -r (the fake plays snapshot.c's side) ----------
+def snapshot_backend(host, tmp_path, **options) -> BhyveBackend:
+    """A host whose bhyve and bhyvectl were built with BHYVE_SNAPSHOT (their usage texts)."""
+    return make_backend(host, tmp_path, dict(SAMPLES["14.1"], **SNAPSHOT_BUILD), **options)
+
+
+def reopen_console(backend, spec):
+    """A new nmdm B side for the next bhyve (here: the FIFO again, emptied)."""
+    fifo = nmdm_pair(spec.name, "com1", backend.nmdm_pattern)[1]
+    os.unlink(fifo)
+    os.mkfifo(fifo)
+
+
+@pytest.mark.parametrize("firmware", ["uefi", "bhyveload"])
+def test_suspend_then_restore_relaunches_with_the_exact_argv_and_removes_its_files(
+        host, tmp_path, firmware):
+    """save(): bhyvectl asks, bhyve writes FILE, FILE.kern, FILE.meta and exits 0 (not a
+    reboot: never relaunched, even for a VM that survives reboots). restore(): the VM's own
+    command line plus -r, no bhyveload, its bridge and tap made again; the guest goes on with
+    the console it had. Its destroy() removes the three files."""
+    host.set(hang=True, console="FreeBSD/amd64 (guest) login:")
+    backend = snapshot_backend(host, tmp_path)
+    spec = make_spec(tmp_path, firmware=firmware, survive_reboot=True,
+                     nics=(Nic(mac="52:54:00:00:00:07"),))
+    tap, = tap_names(spec)
+    machine, console = boot(backend, spec)
+    text = "bhyve: FreeBSD/amd64 (guest) login: (run 1)"
+    assert text in wait_console(console, text)
+    state = spec.workdir / "saved.state"
+    files = machine.save(state)
+    assert files == [state, spec.workdir / "saved.state.kern", spec.workdir / "saved.state.meta"]
+    assert all(path.is_file() for path in files)
+    assert state.stat().st_size == 256 << 20  # the guest's memory (-m 256M)
+    info = machine.poll()
+    assert (info.kind, info.code) == ("suspended", 0) and machine.resets() == 0
+    machine.destroy()
+    console.close()
+    before = len(host.calls())
+
+    reopen_console(backend, spec)
+    restored = backend.restore(spec, state)
+    console = restored.open_console("com1")
+    restored.resume()
+    assert "resumed: " + text in wait_console(console, "resumed: " + text)
+    assert restored.poll() is None  # running on from the snapshot
+    restored.destroy()
+    console.close()
+    assert not any(path.exists() for path in files)
+
+    plan = backend.launch_plan(spec)
+    bhyve_argv = ["bhyve"] + plan.bhyve[1:]
+    restore_argv = bhyve_argv[:-1] + ["-r", str(state), NAME]
+    mark = mark_for(spec.workdir)
+    network = [["ifconfig", tap], ["ifconfig", "bridge", "create", "description", mark],
+               ["ifconfig", "bridge7", "inet", HOST_CIDR],
+               ["ifconfig", tap, "create", "description", mark],
+               ["ifconfig", "bridge7", "addm", tap], ["ifconfig", tap, "up"],
+               ["ifconfig", "bridge7", "up"]]
+    teardown = [destroy_call(), ["ifconfig", tap, "destroy"], ["ifconfig", "bridge7", "destroy"]]
+    loader = [["bhyveload"] + plan.loader[1:]] if firmware == "bhyveload" else []
+    assert host.calls()[:before] == [destroy_call(), *network, *loader, bhyve_argv,
+                                     ["bhyvectl", f"--vm={NAME}", f"--suspend={state}"],
+                                     *teardown]
+    assert host.calls()[before:] == [destroy_call(), *network, restore_argv, *teardown]
+    shown = (spec.logdir / "command-restore.txt").read_text()
+    assert shlex.join(backend.save_restore_lines(spec, state)[-1]) in shown
+    assert "bhyveload" not in shown
+
+
+def test_the_run_records_the_state_size_and_times_of_a_bhyve_save_restore(host, tmp_path,
+                                                                           monkeypatch):
+    """Run.save_restore over the bhyve machine: the state's size is all three files', the
+    suspend and resume seconds are measured; the new console replaces the old one."""
+    host.set(hang=True, console="login:")
+    backend = snapshot_backend(host, tmp_path)
+    spec = make_spec(tmp_path)
+    machine, console = boot(backend, spec)
+    wait_console(console, "login:")
+    notes = []
+    vm = SimpleNamespace(spec=spec, machine=machine, console=console, backend=backend,
+                         case=None, log=SimpleNamespace(note=notes.append),
+                         guest=SimpleNamespace(console=None))
+
+    def new_console(_case, new_machine, _log):
+        reopen_console(backend, spec)
+        return new_machine.open_console("com1")
+
+    figures = Run.save_restore(SimpleNamespace(_console=new_console), vm)
+    files = state_files(spec.workdir / "saved.state")
+    assert figures["state_bytes"] == sum(path.stat().st_size for path in files) > 256 << 20
+    assert figures["suspend_seconds"] > 0 and figures["resume_seconds"] >= 0
+    assert vm.machine is not machine and vm.guest.console is vm.console
+    assert "resumed: bhyve: login: (run 1)" in wait_console(vm.console, "resumed:")
+    assert "suspended to saved.state, saved.state.kern, saved.state.meta" in notes[0]
+    vm.machine.destroy()
+    vm.console.close()
+    assert not any(path.exists() for path in files)
+
+
+def test_a_failed_checkpoint_is_an_infra_error_and_leaves_the_vm_running(host, tmp_path):
+    host.set(hang=True, checkpoint_fails=True)
+    backend = snapshot_backend(host, tmp_path)
+    spec = make_spec(tmp_path)
+    machine, _ = boot(backend, spec)
+    time.sleep(0.5)
+    state = spec.workdir / "saved.state"
+    with pytest.raises(InfraError, match="did not suspend .* still running after 2s.*"
+                                         "Unable to perform the requested operation"):
+        machine.save(state, timeout=2)
+    assert machine.poll() is None and not any(p.exists() for p in state_files(state))
+    machine.destroy()
+    assert machine.poll().kind == "poweroff"  # SIGTERM, not a "suspended" exit
+
+
+def test_a_suspend_never_overwrites_a_file_it_did_not_make(host, tmp_path):
+    host.set(hang=True)
+    machine, _ = boot(snapshot_backend(host, tmp_path), make_spec(tmp_path))
+    time.sleep(0.5)
+    kern = tmp_path / "w" / "saved.state.kern"
+    kern.write_text("someone's")
+    with pytest.raises(InfraError, match="saved.state.kern already exists"):
+        machine.save(tmp_path / "w" / "saved.state")
+    assert kern.read_text() == "someone's" and machine.poll() is None
+    machine.destroy()
+    assert not any(c[0] == "bhyvectl" and "--suspend" in c[1] for c in host.calls())
+
+
+def test_a_bhyve_without_snapshots_skips_save_restore_with_the_reason(host, tmp_path):
+    """GENERIC: neither usage text shows snapshot options. The scenario is skipped with the
+    reason; were it driven anyway, bhyvectl would refuse --suspend (the fake's GENERIC mode)."""
+    backend = make_backend(host, tmp_path)  # 14.1's GENERIC usage texts
+    reason = ("bhyve on FreeBSD 14.1-RELEASE-p6 was built without snapshot support "
+              "(BHYVE_SNAPSHOT: bhyve's usage explains no -r; bhyvectl's usage lists no "
+              "--suspend)")
+    assert backend.lacks("save-restore", "uefi") == reason
+    guest, = load_guests(["refguest"])
+    scenario, = select_scenarios(load_scenarios(), ["save-restore"])
+    assert skip_reason(Case(scenario, guest, "uefi", "bhyve"), backend).endswith(reason)
+    host.set(hang=True, snapshot=False)
+    machine, _ = boot(backend, make_spec(tmp_path))
+    time.sleep(0.5)
+    with pytest.raises(InfraError, match="unrecognized option `--suspend="):
+        machine.save(tmp_path / "w" / "saved.state", timeout=2)
+    machine.destroy()
+
+
+# nvram-persist's wrong-size vars file: bhyve's refusal is its exit at start ------------------
+def scenario_vars_size() -> int:
+    """The size nvram-persist's vars_size_refused hands the hypervisor."""
+    scenario, = select_scenarios(load_scenarios(), ["nvram-persist"])
+    return next(step.args["size"] for step in scenario.steps if step.kind == "vars_size_refused")
+
+
+@pytest.mark.parametrize("size, accepted", [(scenario_vars_size(), False), (65537, True)])
+def test_bhyve_refuses_a_vars_file_under_a_page_and_the_step_records_its_words(
+        host, tmp_path, monkeypatch, size, accepted):
+    """bootrom.c refuses a vars file under one page ("Invalid bootrom variable size N", exit
+    4) but maps 65537 bytes as they are. The step sees bhyve's exit at start as the refusal
+    (bhyve's start and resume only spawn a thread, so no exception comes), with its stderr."""
+    import harness.runner as runner_module
+
+    host.set(exits={"bhyve": [1, 1]}, console="login:")
+    backend = make_backend(host, tmp_path)
+    spec = make_spec(tmp_path)
+    machine, console = boot(backend, spec)
+    assert machine.wait_exit(10).kind == "poweroff"
+    monkeypatch.setattr(runner_module, "driver_for", lambda *_: None)
+    monkeypatch.setattr(runner_module, "family", lambda _name: None)
+    monkeypatch.setattr(nvram, "REFUSAL_SECONDS", 5.0)
+
+    def new_console(_case, new_machine, _log):
+        reopen_console(backend, spec)
+        return new_machine.open_console("com1")
+
+    vm = SimpleNamespace(spec=spec, machine=machine, console=console, backend=backend,
+                         case=SimpleNamespace(guest=SimpleNamespace(family="freebsd")),
+                         log=SimpleNamespace(note=lambda _text: None), restarts=0,
+                         runner=None)
+    vm.runner = SimpleNamespace(restart=lambda v: Run.restart(
+        SimpleNamespace(_console=new_console), v))
+    recorded = {}
+    ctx = SimpleNamespace(vm=vm, record=recorded.__setitem__)
+    try:
+        if accepted:
+            with pytest.raises(GuestFailure, match="started the VM with a 65537-byte vars file "
+                                                   "and it ended as poweroff"):
+                nvram.vars_size_refused(ctx, {"size": size})
+        else:
+            nvram.vars_size_refused(ctx, {"size": size})
+            assert recorded == {"hypervisor_refused": "bhyve: bhyve exited due to an error: "
+                                                      f"Invalid bootrom variable size {size}"}
+            assert vm.machine.poll().code == 4
+    finally:
+        vm.machine.destroy()
+        vm.console.close()
+    assert spec.vars_path.stat().st_size == 0  # never left half right

@@ -76,7 +76,7 @@ def test_a_scenario_asks_for_machine_capabilities_and_firmware_not_for_a_backend
     assert skip_reason(Case(needs, case_of("boot").guest, "uefi", "bhyve"), bhyve) == (
         "scenario boot needs to suspend a running VM to a file and restore it in a new "
         "process: bhyve on FreeBSD 14.1 was built without snapshot support (BHYVE_SNAPSHOT: "
-        "its usage lists no -r)")
+        "bhyve's usage explains no -r; bhyvectl's usage lists no --suspend)")
     vars_file = replace(scenario, needs=("vars-file",))
     assert skip_reason(Case(vars_file, case_of("boot").guest, "csm", "qemu"), backend) == (
         "scenario boot needs to keep UEFI variables in a file apart from the firmware ROM: "

@@ -14,7 +14,8 @@ from ..vmspec import VmSpec
 @dataclass(frozen=True)
 class ExitInfo:
     """How a hypervisor run ended, in words a person reads in a CI report. ``kind`` is one of
-    poweroff, reboot, halt, triple-fault, panic, error, killed."""
+    poweroff, reboot, halt, triple-fault, panic, error, killed, suspended (bhyve exits after
+    writing a snapshot)."""
 
     kind: str
     code: int | None
@@ -76,8 +77,9 @@ class Machine(abc.ABC):
         after one, so 0."""
         return None
 
-    def save(self, state) -> None:
-        """Suspend the running VM into the file ``state`` (the ``save-restore`` need)."""
+    def save(self, state) -> list | None:
+        """Suspend the running VM into the file ``state`` (the ``save-restore`` need). Returns
+        every file the suspend wrote when that is more than ``state`` (bhyve), else None."""
         raise NotImplementedError(f"{type(self).__name__} cannot save a VM")
 
     @abc.abstractmethod

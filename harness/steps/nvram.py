@@ -145,6 +145,11 @@ def host_vars(path) -> dict:
     return found
 
 
+# How long a hypervisor that started may take to refuse the vars file: bhyve reads it
+# (bootrom.c bootrom_loadrom) while it sets the VM up, before any vCPU runs.
+REFUSAL_SECONDS = 30.0
+
+
 @register("vars_size_refused", s.Map({
     "size": s.F(s.Size(minimum=1, maximum=64 << 20), required=True,
                 doc="the wrong size given to the hypervisor, bypassing refvm's own check"),
@@ -152,7 +157,11 @@ def host_vars(path) -> dict:
 def vars_size_refused(ctx, args):
     """Opt-in: hand the hypervisor a vars file of the wrong size (refvm itself refuses one)
     and start the VM again: the hypervisor must refuse before the guest runs; its words are
-    recorded. The step ends the VM's life: put it last."""
+    recorded. The step ends the VM's life: put it last.
+
+    QEMU refuses while it starts (the restart raises). bhyve's start only prepares the host
+    and resume() spawns bhyve, so its refusal is bhyve exiting with its own error status (4)
+    at once: an "error" exit within REFUSAL_SECONDS counts, with what bhyve printed."""
     if ctx.vm.machine.poll() is None:
         raise GuestFailure("vars_size_refused restarts the VM: put it after poweroff")
     path = ctx.vm.spec.vars_path
@@ -160,11 +169,25 @@ def vars_size_refused(ctx, args):
         f.truncate(args["size"])
     ctx.vm.log.note(f"vars file cut to {args['size']} bytes on purpose")
     try:
-        ctx.vm.runner.restart(ctx.vm)
-    except InfraError as err:
-        words = [line for line in str(err).splitlines() if "bytes" in line or "size" in line]
-        ctx.record("hypervisor_refused", (words or [str(err)])[-1].strip()[:300])
-        return
+        try:
+            ctx.vm.runner.restart(ctx.vm)
+        except InfraError as err:
+            ctx.record("hypervisor_refused", refusal_words(str(err)))
+            return
+        info = ctx.vm.machine.wait_exit(REFUSAL_SECONDS)
     finally:
         os.truncate(path, 0)  # never a half-right vars file left behind for anything else
-    raise GuestFailure(f"the hypervisor started the VM with a {args['size']}-byte vars file")
+    if info is not None and info.kind == "error":
+        ctx.record("hypervisor_refused", refusal_words(info.detail))
+        return
+    raise GuestFailure(f"the hypervisor started the VM with a {args['size']}-byte vars file"
+                       + (f" and it ended as {info}" if info else
+                          f" and it was still running {REFUSAL_SECONDS:.0f}s later"))
+
+
+def refusal_words(text: str) -> str:
+    """The hypervisor's line about the size (QEMU: "... has invalid size N" / "its size must
+    be ...", bhyve: "Invalid bootrom variable size N"), else the whole message."""
+    lines = [part.strip() for line in text.splitlines() for part in line.split(" | ")]
+    words = [line for line in lines if "bytes" in line or "size" in line]
+    return (words[-1] if words else text.strip())[:300]

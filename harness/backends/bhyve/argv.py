@@ -172,7 +172,7 @@ def nic_device(nic: Nic, tap: str) -> str:
 
 
 def cpu_setting(spec: VmSpec) -> str:
-    """bhyve -c: the count, or ``cpus=N,sockets=S,cores=C,threads=T`` (bhyve(8) 13.0+)."""
+    """bhyve -c: the count, or ``cpus=N,sockets=S,cores=C,threads=T`` (FreeBSD 12.0+)."""
     if spec.topology is None:
         return str(spec.cpus)
     sockets, cores, threads = spec.topology
@@ -238,13 +238,24 @@ def bhyveload_argv(bhyveload: str, spec: VmSpec, nmdm_pattern: str = NMDM_PATTER
 
 
 def suspend_argv(bhyvectl: str, name: str, state: Path) -> list[str]:
-    """bhyvectl(8) (snapshot builds): ``--suspend=FILE`` checkpoints the VM into FILE (and
-    FILE.meta, FILE.kern) and ends it."""
+    """bhyvectl (BHYVE_SNAPSHOT builds; usage ``[--suspend=<filename>]``): asks the VM's bhyve
+    to checkpoint into FILE, FILE.kern and FILE.meta, then to exit (see state_files)."""
     return [bhyvectl, f"--vm={name}", f"--suspend={state}"]
 
 
+def state_files(state: Path) -> list[Path]:
+    """What a suspend writes (snapshot.c vm_checkpoint): FILE, the guest's memory; FILE.kern,
+    vmm.ko's and the devices' state; FILE.meta, JSON metadata (vCPUs, memory size, name)."""
+    state = Path(state)
+    return [state, state.with_name(state.name + ".kern"), state.with_name(state.name + ".meta")]
+
+
 def restore_argv(bhyve: list[str], state: Path) -> list[str]:
-    """bhyve(8) ``-r file``: "Resume a guest from a snapshot", the same devices as saved."""
+    """bhyve(8) ``-r file``: "Resume a guest from a snapshot. The guest memory contents are
+    restored from file, and the guest device and vCPU state are restored from the file
+    file.kern"; "the configuration of devices in the new VM [must] match the VM from which the
+    snapshot was taken by specifying the same -s and -l options" (the vCPU count and memory
+    size come from the snapshot). So: the VM's own command line with -r before its name."""
     return bhyve[:-1] + ["-r", str(state), bhyve[-1]]
 
 

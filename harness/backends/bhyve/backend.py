@@ -29,12 +29,12 @@ from pathlib import Path
 from ... import firmware as fw
 from ...cleanup import run_all
 from ...errors import InfraError, Unsupported
-from ...process import spawn, stop, tail_text
+from ...process import spawn, stop
 from ...hostdata import sparse_copy
 from ...vmspec import VmSpec, private_copies
 from ..base import Backend, ExitInfo, Machine
 from .argv import (BRIDGE_PLACEHOLDER, NMDM_PATTERN, Bootrom, bhyve_argv, bhyveload_argv,
-                   restore_argv, suspend_argv,
+                   restore_argv, state_files, suspend_argv,
                    bridge_address_argv, bridge_addresses, bridge_create_argv,
                    bridge_destroy_argv, bridge_up_argv, destroy_argv, network_argvs,
                    nmdm_pair, problems, tap_create_argvs, tap_destroy_argv, tap_names)
@@ -131,8 +131,9 @@ class LaunchPlan:
 class BhyveBackend(Backend):
     name = "bhyve"
     firmwares = ("uefi", "csm", "bhyveload")
-    # restart: the same files relaunched; reboot: relaunched on exit 0 (bhyve(8)'s contract).
-    needs = ("restart", "reboot", "vars-file", "ssh")
+    # restart: the same files relaunched; reboot: relaunched on exit 0 (bhyve(8)'s contract);
+    # save-restore: bhyvectl --suspend, then bhyve -r, where bhyve was built with snapshots.
+    needs = ("restart", "reboot", "save-restore", "vars-file", "ssh")
 
     def __init__(self, programs: Programs = Programs(), caps: BhyveCaps | None = None,
                  nmdm_pattern: str = NMDM_PATTERN, csm_firmware: Path | None = None,
@@ -165,7 +166,8 @@ class BhyveBackend(Backend):
         if self._caps is None:
             if bhyve_present(self.programs.bhyve):
                 p = self.programs
-                self._caps = BhyveCaps.probe(run_quietly, p.bhyve, p.freebsd_version, p.uname)
+                self._caps = BhyveCaps.probe(run_quietly, p.bhyve, p.freebsd_version, p.uname,
+                                             p.bhyvectl)
             else:
                 self._caps = BhyveCaps.for_release(
                     self.plan_release, f"{self.programs.bhyve} not found on this host")
@@ -179,7 +181,8 @@ class BhyveBackend(Backend):
         flags = ", ".join(f"-{f} {'yes' if on else 'no'}" for f, on in
                           (("A", caps.acpi_flag), ("D", caps.destroy_flag)))
         return (f"bhyve on FreeBSD {caps.release_name}: {len(caps.emulations)} PCI emulations, "
-                f"{flags}, UEFI vars file {'yes' if caps.bootrom_vars else 'no'}")
+                f"{flags}, UEFI vars file {'yes' if caps.bootrom_vars else 'no'}, "
+                f"snapshots {'yes' if caps.snapshot else 'no'}")
 
     def unsupported(self, spec_firmware: str) -> str | None:
         why = super().unsupported(spec_firmware)
@@ -198,12 +201,8 @@ class BhyveBackend(Backend):
         return None
 
     def lacks(self, need: str, firmware: str) -> str | None:
-        if need == "save-restore":
-            if not self.caps.snapshot:
-                return (f"bhyve on FreeBSD {self.caps.release_name} was built without "
-                        f"snapshot support (BHYVE_SNAPSHOT: its usage lists no -r)")
-            return ("refvm's bhyve backend plans bhyvectl --suspend and bhyve -r "
-                    "(save_restore_lines) but does not drive them yet")
+        if need == "save-restore" and not self.caps.snapshot:
+            return self.caps.snapshot_reason()
         why = super().lacks(need, firmware)
         if why is None and need == "vars-file" and not self.caps.bootrom_vars:
             why = self.caps.vars_reason()
@@ -215,6 +214,32 @@ class BhyveBackend(Backend):
         plan = self.launch_plan(spec)
         return [suspend_argv(self.programs.bhyvectl, spec.name, state), plan.destroy,
                 restore_argv(plan.bhyve, state)]
+
+    def restore(self, spec: VmSpec, state: Path) -> "BhyveMachine":
+        """A new bhyve for ``spec``'s VM resumed from ``state`` (BhyveMachine.save made it):
+        bhyve(8) ``-r``, "the configuration of devices in the new VM [must] match the VM from
+        which the snapshot was taken by specifying the same -s and -l options", so the command
+        line is the VM's own (same disks, taps, nmdm A sides, bootrom and vars file) plus -r;
+        no bhyveload: the guest's memory comes from the file. The bridge and taps, removed
+        with the suspended machine, are made again first. Like start(), it runs at resume().
+        The machine owns the state files from then on and removes them in destroy()."""
+        if self.caps.assumed:
+            raise InfraError(f"cannot restore bhyve VMs here: {'; '.join(self.caps.notes)}")
+        plan = self.launch_plan(spec)
+        lines = [restore_argv(argv, state) if argv == plan.bhyve else argv
+                 for argv in self.command_lines(spec, again=True) if argv != plan.loader]
+        (spec.logdir / "command-restore.txt").write_text(
+            "".join(shlex.join(argv) + "\n" for argv in lines))
+        machine = BhyveMachine(spec, plan, self.programs,
+                               relaunch_on_reboot=self.relaunch_on_reboot
+                               or spec.survive_reboot,
+                               stop_grace=self.stop_grace, restore_from=Path(state))
+        try:
+            machine.prepare()
+        except BaseException:
+            machine.destroy()
+            raise
+        return machine
 
     @functools.cached_property
     def _max_vcpus(self) -> tuple[int, str]:
@@ -242,7 +267,7 @@ class BhyveBackend(Backend):
         why = super().vcpu_problem(cpus, topology)
         if why is None and topology and self.caps.release < TOPOLOGY_SINCE:
             why = (f"bhyve on FreeBSD {self.caps.release_name} takes no CPU topology (-c "
-                   f"sockets=,cores=,threads= is documented from "
+                   f"sockets=,cores=,threads= came with FreeBSD "
                    f"{TOPOLOGY_SINCE[0]}.{TOPOLOGY_SINCE[1]})")
         return why
 
@@ -375,8 +400,15 @@ class BhyveMachine(Machine):
     nvme_model = "bhyve-NVMe"  # pci_nvme.c pci_nvme_init_ctrldata: cd->mn "bhyve-NVMe"
 
     def __init__(self, spec: VmSpec, plan: LaunchPlan, programs: Programs,
-                 relaunch_on_reboot: bool = False, stop_grace: float = 5.0):
+                 relaunch_on_reboot: bool = False, stop_grace: float = 5.0,
+                 restore_from: Path | None = None):
+        """``restore_from``: the first bhyve resumes the VM from this BhyveMachine.save() file
+        (``-r``, no bhyveload); a guest reboot after it boots afresh, as any reboot does."""
         self.spec, self.plan, self.programs = spec, plan, programs
+        self.restore_from = restore_from
+        self._suspending = False  # save() asked bhyve to checkpoint and exit
+        self._suspend_to: Path | None = None
+        self._child_from = 0  # where the running program's output starts in the log
         self.relaunch_on_reboot = relaunch_on_reboot
         self.stop_grace = stop_grace
         self.log_path = spec.logdir / "bhyve.log"
@@ -504,6 +536,43 @@ class BhyveMachine(Machine):
         """Guest reboots, each a bhyve exit 0 the harness relaunched."""
         return self.reboots
 
+    def save(self, state: Path, timeout: float = 300.0) -> list[Path]:
+        """Suspend the running VM into ``state``: ``bhyvectl --vm=NAME --suspend=FILE``.
+
+        bhyvectl only hands the request to bhyve's checkpoint thread (a datagram on bhyve's
+        socket under /var/run/bhyve) and returns; bhyve then writes the guest's memory to FILE,
+        the kernel and device state to FILE.kern and JSON metadata to FILE.meta
+        (snapshot.c vm_checkpoint), destroys the VM and exits 0. So the suspend is done when
+        bhyve has exited 0 with the three files there; that exit 0 is not a guest reboot and
+        is never relaunched. A checkpoint that fails leaves bhyve running ("Unable to perform
+        the requested operation"): an InfraError with bhyve's words, and the files it
+        half-wrote removed. Returns the three files (the restore needs them all)."""
+        files = state_files(state)
+        there = [path for path in files if path.exists()]
+        if there:
+            raise InfraError(f"{there[0]} already exists: refvm suspends a VM only into files "
+                             f"it makes, and leaves that one alone")
+        with self._lock:
+            if self._proc is None or self._done.is_set():
+                raise InfraError(f"{self.spec.name}: bhyve is not running, nothing to suspend")
+            self._suspending, self._suspend_to = True, Path(state)
+        try:
+            self._call(suspend_argv(self.programs.bhyvectl, self.spec.name, state), must=True)
+            info = self.wait_exit(timeout)
+            missing = [path.name for path in files if not path.is_file()]
+            if info is None or info.kind != "suspended" or missing:
+                raise InfraError(
+                    f"bhyve did not suspend {self.spec.name} into {state}: "
+                    + (f"still running after {timeout:.0f}s" if info is None else str(info))
+                    + (f"; missing {', '.join(missing)}" if missing else "")
+                    + f"; bhyve said: {self._child_output() or 'nothing'}")
+        except BaseException:
+            self._suspending = False
+            for path in files:  # none was there before: this suspend made them
+                path.unlink(missing_ok=True)
+            raise
+        return files
+
     def poll(self) -> ExitInfo | None:
         return self._exit if self._done.is_set() else None
 
@@ -527,11 +596,14 @@ class BhyveMachine(Machine):
         taps, self._taps = self._taps[::-1], []  # the last made first
         bridge, self.bridge = self.bridge, None
         consoles, self._consoles = self._consoles, []
+        restored = state_files(self.restore_from) if self.restore_from else []
         run_all(lambda: self._stop_bhyve(proc),
                 lambda: self._run(self.plan.destroy),  # vmrun.sh: "Cleanup /dev/vmm entry"
                 *[functools.partial(self._run, tap_destroy_argv(ifconfig, tap)) for tap in taps],
                 lambda: bridge and self._run(bridge_destroy_argv(ifconfig, bridge)),
-                *[stream.close for stream in consoles])
+                *[stream.close for stream in consoles],
+                # the suspended state it resumed from: refvm's save() made these files
+                *[functools.partial(path.unlink, missing_ok=True) for path in restored])
 
     def _stop_bhyve(self, proc) -> None:
         if proc is not None:
@@ -541,24 +613,31 @@ class BhyveMachine(Machine):
 
     # The programs, in order ------------------------------------------------------------------
     def _supervise(self) -> None:
-        """bhyveload then bhyve; again after a guest reboot when asked (vmrun.sh's loop)."""
+        """bhyveload then bhyve; again after a guest reboot when asked (vmrun.sh's loop). A
+        restored machine starts with ``bhyve -r`` and no loader; a reboot boots afresh."""
+        resuming = self.restore_from is not None
         while True:
-            if self.plan.loader:
+            if self.plan.loader and not resuming:
                 code = self._run_child(self.plan.loader)
                 if code is None:
                     return
                 if code != 0:
                     return self._finish(ExitInfo(
                         "error", code, f"bhyveload exited {code}: "
-                        + tail_text(self.log_path, 3).replace("\n", " | ")))
-            code = self._run_child(self.plan.bhyve)
+                        + self._child_output().replace("\n", " | ")))
+            code = self._run_child(restore_argv(self.plan.bhyve, self.restore_from)
+                                   if resuming else self.plan.bhyve)
+            resuming = False
             if code is None:
                 return
+            if code == 0 and self._suspending:
+                return self._finish(ExitInfo("suspended", 0, f"bhyve: suspended to "
+                                             f"{self._suspend_to} (bhyvectl --suspend)"))
             if code == 0 and self.relaunch_on_reboot and not self._stopping:
                 self.reboots += 1
                 self._note(f"guest reboot {self.reboots}: relaunching")
                 continue
-            return self._finish(exit_info(code, self.reboots, tail_text(self.log_path, 3)))
+            return self._finish(exit_info(code, self.reboots, self._child_output()))
 
     def _run_child(self, argv: list) -> int | None:
         """Run one program to its end; None if destroy() came first."""
@@ -567,6 +646,7 @@ class BhyveMachine(Machine):
                 self._finish(ExitInfo("killed", None, "stopped by the harness"))
                 return None
             try:
+                self._child_from = self._log_size()
                 self._proc = spawn(argv, self.log_path)
             except OSError as err:
                 self._finish(ExitInfo("error", None, f"cannot run {argv[0]}: {err}"))
@@ -579,6 +659,25 @@ class BhyveMachine(Machine):
                              ExitInfo("killed", code, "stopped by the harness"))
                 return None
         return code
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _child_output(self, lines: int = 5) -> str:
+        """The last lines the current (or last) program wrote, its stderr included: the log
+        from where it started, without refvm's own notes (another thread's bhyvectl call)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._child_from)
+                text = log.read()[-16384:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+        own = [line.rstrip("\r") for line in text.splitlines()
+               if line.strip() and not line.startswith("[refvm ")]
+        return "\n".join(own[-lines:])
 
     def _finish(self, info: ExitInfo) -> None:
         if not self._done.is_set():

@@ -26,6 +26,15 @@ Facts behind the release rules (checked against the FreeBSD sources):
   the 2018 getopt string (abehuwxACHIPSWY); without a usage text we assume 13.0+.
 - ``-o`` / bhyve_config(5) (config variables, and with them ``ser=`` on virtio-blk, which
   pci_virtio_block.c reads as config node "ser"): 13.1+ without a usage text.
+- ``-c cpus=,sockets=,cores=,threads=``: "Add the ability to control the CPU topology of
+  created VMs from userland" (D9930), in head from April 2018, so in 12.0-RELEASE (stable/12
+  branched from head in October 2018); the pre-13 bhyverun.c already has topology_parse() and
+  the usage line ``[-c [[cpus=]numcpus][,sockets=n][,cores=n][,threads=n]]``.
+- Snapshots (BHYVE_SNAPSHOT, not in GENERIC builds): bhyverun.c prints ``-r: path to
+  checkpoint file`` only ``#ifdef BHYVE_SNAPSHOT``, and bhyvectl.c's usage lists
+  ``[--suspend=<filename>]`` only then too; ``bhyvectl --help`` (an unknown option) prints
+  that usage. Both must say so: a bhyve that can restore is no use without a bhyvectl that can
+  suspend.
 """
 from __future__ import annotations
 
@@ -41,10 +50,11 @@ VARS_FILE_SINCE = (13, 1)
 ACPI_FLAG_UNTIL = (15, 0)  # first release whose bhyve(8) no longer lists -A
 DESTROY_FLAG_SINCE = (13, 0)
 CONFIG_OPTIONS_SINCE = (13, 1)
-# bhyve(8) of 13.0 documents -c [[cpus=]n][,sockets=n][,cores=n][,threads=n] and "The current
-# maximum number of guest virtual CPUs is 16" (VM_MAXCPU). From 14.0 (release notes,
-# ee98f99d7a68) the limit is the loader tunable hw.vmm.maxcpu, by default the host's CPU count.
-TOPOLOGY_SINCE = (13, 0)
+# -c [[cpus=]n][,sockets=n][,cores=n][,threads=n]: D9930, first released in 12.0 (see the module
+# docstring). bhyve(8) of 13.0 says "The current maximum number of guest virtual CPUs is 16"
+# (VM_MAXCPU). From 14.0 (release notes, ee98f99d7a68) the limit is the loader tunable
+# hw.vmm.maxcpu, by default the host's CPU count.
+TOPOLOGY_SINCE = (12, 0)
 MAXCPU_TUNABLE_SINCE = (14, 0)
 OLD_VM_MAXCPU = 16
 
@@ -98,6 +108,7 @@ class BhyveCaps:
     lpc_devices: frozenset
     flags: frozenset = frozenset()  # from `bhyve -h`; empty when the usage text was unreadable
     release_text: str = ""
+    bhyvectl_suspend: bool = False  # `bhyvectl --help` lists --suspend=<filename>
     assumed: bool = False  # True: not read from a host (planning on a machine without bhyve)
     notes: tuple = field(default_factory=tuple)
 
@@ -107,10 +118,17 @@ class BhyveCaps:
 
     @property
     def snapshot(self) -> bool:
-        """bhyve built with BHYVE_SNAPSHOT: its usage lists ``-r`` (restore from a checkpoint
-        file) and bhyvectl takes ``--suspend``. Not in GENERIC builds: assumed absent when the
-        usage text cannot be read."""
-        return self._flag("r", False)
+        """bhyve and bhyvectl built with BHYVE_SNAPSHOT: bhyve's usage explains ``-r`` (restore
+        from a checkpoint file) and bhyvectl's lists ``--suspend``. Not in GENERIC builds:
+        absent when either usage text cannot be read."""
+        return "r" in self.flags and self.bhyvectl_suspend
+
+    def snapshot_reason(self) -> str:
+        missing = [what for what, there in (
+            ("bhyve's usage explains no -r", "r" in self.flags),
+            ("bhyvectl's usage lists no --suspend", self.bhyvectl_suspend)) if not there]
+        return (f"bhyve on FreeBSD {self.release_name} was built without snapshot support "
+                f"(BHYVE_SNAPSHOT: {'; '.join(missing)})")
 
     @property
     def acpi_flag(self) -> bool:
@@ -164,7 +182,8 @@ class BhyveCaps:
 
     @classmethod
     def probe(cls, runner: Runner = run_quietly, bhyve: str = "bhyve",
-              freebsd_version: str = "freebsd-version", uname: str = "uname") -> "BhyveCaps":
+              freebsd_version: str = "freebsd-version", uname: str = "uname",
+              bhyvectl: str = "bhyvectl") -> "BhyveCaps":
         """Ask the host. Raises InfraError naming the command that failed."""
         status, release_text = runner([freebsd_version, "-u"])
         if status != 0 or not release_text.strip():
@@ -179,8 +198,10 @@ class BhyveCaps:
         flags = parse_usage_flags(usage)
         notes = () if flags else ("`bhyve -h` printed no usage text; flags assumed from the "
                                   "release",)
+        _, ctl_usage = runner([bhyvectl, "--help"])  # usage(): exit 1, text on stderr
         return cls(release=parse_release(release_text), emulations=emulations, lpc_devices=lpc,
-                   flags=flags, release_text=release_text, notes=notes)
+                   flags=flags, release_text=release_text, notes=notes,
+                   bhyvectl_suspend="--suspend=" in ctl_usage)
 
     @staticmethod
     def _names(runner: Runner, argv: list, what: str) -> frozenset:
