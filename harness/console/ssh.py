@@ -9,8 +9,11 @@ Rules that make it a conformance transport rather than a convenience:
 - the guest's host key must be the one recorded for its image: paramiko's ``RejectPolicy``
   with only that key known, never ``AutoAddPolicy``;
 - not getting a connection (refused, timed out, wrong host key, key not accepted) is an
-  infrastructure error with the reason; a connection that dies under a command (sshd killed,
-  the guest gone) is a guest failure.
+  infrastructure error with the reason; a connection that dies once made (under a command, an
+  upload, a download or SFTP: sshd killed, the guest gone) is a guest failure with the reason;
+- the serial console is watched for the whole of every command and transfer (``watch``, the
+  guest-OS driver's), and nothing waits without a deadline: a guest that panics mid-transfer
+  is a guest failure quoting the panic, one that stops taking data a timeout.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import base64
 import hashlib
 import io
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -30,6 +34,11 @@ from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption
 from ..errors import GuestFailure, InfraError
 
 CHUNK = 1 << 16
+WATCH_SECONDS = 0.05  # the console is read this long per turn while a transfer runs
+POLL_SECONDS = 0.5  # a transfer thread blocked in paramiko looks this often if it was called off
+JOIN_SECONDS = 5.0  # how long a called-off transfer thread is waited for (it is a daemon)
+# What paramiko raises when the connection ends under it (socket.timeout is an OSError too).
+LOST = (EOFError, OSError, paramiko.SSHException)
 
 
 class SshRefused(InfraError):
@@ -105,17 +114,73 @@ class SshChannel:
         self.client = client
         self.where = where
 
-    def _exec(self, command: str) -> paramiko.Channel:
+    def _transport(self) -> paramiko.Transport:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise GuestFailure(f"SSH {self.where}: the connection is gone (sshd died or the "
                                "guest went down)")
+        return transport
+
+    def _lost(self, err: BaseException, what: str) -> GuestFailure:
+        """paramiko's error under ``what`` as a guest failure: the connection was made, so
+        the guest (its sshd, its SFTP server, its kernel) is what failed."""
+        reason = str(err) or type(err).__name__
+        transport = self.client.get_transport()
+        if transport is not None and transport.is_active():  # e.g. SFTP: no such file
+            return GuestFailure(f"SSH {self.where}: {what} failed: {reason}")
+        return GuestFailure(f"SSH {self.where}: the connection was lost during {what}: "
+                            f"{reason} (sshd died or the guest went down)")
+
+    def _exec(self, command: str) -> paramiko.Channel:
+        transport = self._transport()
         try:
             channel = transport.open_session()
             channel.exec_command(command)
-        except (paramiko.SSHException, OSError) as err:
-            raise GuestFailure(f"SSH {self.where}: cannot start {command!r}: {err}") from None
+        except LOST as err:  # EOFError: the transport's saved reason it ended
+            raise GuestFailure(f"SSH {self.where}: cannot start {command!r}: "
+                               f"{err or type(err).__name__}") from None
         return channel
+
+    def _watched(self, work: Callable[[threading.Event], None], what: str, timeout: float,
+                 deadline: float, progress: Callable[[], str] = str) -> None:
+        """Run ``work(stop)``, a transfer that may block inside paramiko, in a thread while
+        this one watches the console (``self.watch``), until it ends or ``deadline``.
+
+        Why a thread: paramiko blocks without bound where a dead guest leaves it (a full
+        send window, a TCP buffer the guest stopped reading, an SFTP reply that never comes),
+        and a blocked caller reads no console. A failure pattern on the console (raised by
+        ``watch``) or the deadline calls the transfer off: the connection is closed, which
+        ends every wait in paramiko, and ``stop`` is set for a thread between calls. A
+        transfer that ends with a lost connection is a guest failure with paramiko's reason."""
+        stop = threading.Event()
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                work(stop)
+            except BaseException as err:  # noqa: BLE001 - judged below, in the caller
+                outcome["error"] = err
+
+        worker = threading.Thread(target=target, name=f"refvm ssh: {what}", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GuestFailure(f"SSH {self.where}: {what} timed out after "
+                                       f"{timeout:.0f} s{progress()} (the guest stopped "
+                                       "taking or giving data)")
+                self.watch(min(WATCH_SECONDS, left))
+        except BaseException:
+            stop.set()
+            self.client.close()
+            worker.join(JOIN_SECONDS)
+            raise
+        error = outcome.get("error")
+        if isinstance(error, LOST):
+            raise self._lost(error, what) from None
+        if error is not None:
+            raise error  # a HarnessError as it is; anything else is a bug, with its traceback
 
     def _finish(self, channel: paramiko.Channel, command: str, deadline: float,
                 sink: Callable[[bytes], None],
@@ -136,6 +201,8 @@ class SshChannel:
                     data = receive(CHUNK)
                 except socket.timeout:
                     continue
+                except LOST as err:  # paramiko's window adjust after a read hit a dead link
+                    raise self._lost(err, repr(command)) from None
                 if data:
                     into(data)
                     got = True
@@ -170,14 +237,41 @@ class SshChannel:
                          time.monotonic() - started)
 
     def send(self, command: str, data_chunks, timeout: float = 600.0) -> SshResult:
-        """Stream ``data_chunks`` (bytes) into ``command``'s stdin, then close it."""
+        """Stream ``data_chunks`` (bytes) into ``command``'s stdin, then close it; ``timeout``
+        covers the whole command. Sent in pieces of at most CHUNK bytes as the guest's send
+        window lets them through, with the console watched meanwhile (:meth:`_watched`)."""
         started = time.monotonic()
+        deadline = started + timeout
         channel = self._exec(command)
-        for chunk in data_chunks:
-            channel.sendall(chunk)
-        channel.shutdown_write()
+        transport = self._transport()
+        sent = [0]
+
+        def push(stop: threading.Event) -> None:
+            channel.settimeout(POLL_SECONDS)  # a full window is waited for in short turns
+            for chunk in data_chunks:
+                for start in range(0, len(chunk), CHUNK):
+                    piece = chunk[start:start + CHUNK]
+                    while piece:
+                        if stop.is_set():
+                            return
+                        try:
+                            n = channel.send(piece)
+                            if n == 0:
+                                raise EOFError("the channel closed")
+                        except socket.timeout:
+                            continue
+                        except LOST:
+                            if channel.exit_status_ready() and transport.is_active():
+                                return  # the command ended first: _finish gives its status
+                            raise
+                        piece = piece[n:]
+                        sent[0] += n
+            channel.shutdown_write()
+
+        self._watched(push, f"the upload to {command!r}", timeout, deadline,
+                      lambda: f" with {sent[0]} bytes taken")
         out = bytearray()
-        status = self._finish(channel, command, started + timeout, out.extend)
+        status = self._finish(channel, command, deadline, out.extend)
         return SshResult(status, out.decode(errors="replace"), time.monotonic() - started)
 
     def receive(self, command: str, sink: Callable[[bytes], None],
@@ -190,15 +284,68 @@ class SshChannel:
             self.last_errors = errors.decode(errors="replace")[-500:]
         return status
 
-    def put(self, local, remote: str) -> None:
-        """Copy a host file to the guest (SFTP)."""
-        with self.client.open_sftp() as sftp:
-            sftp.put(str(local), remote)
+    def put(self, local, remote: str, timeout: float = 600.0) -> None:
+        """Copy a host file to the guest (SFTP), the console watched meanwhile."""
+        with _HostFile(local, "rb") as source:
+            self._sftp(lambda sftp: sftp.putfo(source, remote),
+                       f"SFTP put of {local} to {remote!r}", timeout)
 
-    def get(self, remote: str, local) -> None:
-        """Copy a guest file to the host (SFTP)."""
-        with self.client.open_sftp() as sftp:
-            sftp.get(remote, str(local))
+    def get(self, remote: str, local, timeout: float = 600.0) -> None:
+        """Copy a guest file to the host (SFTP), the console watched meanwhile."""
+        with _HostFile(local, "wb") as target:
+            # no prefetch: its paramiko thread dies with a traceback of its own when sshd does
+            self._sftp(lambda sftp: sftp.getfo(remote, target, prefetch=False),
+                       f"SFTP get of {remote!r} to {local}", timeout)
+
+    def _sftp(self, transfer, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        transport = self._transport()
+
+        def work(stop: threading.Event) -> None:
+            sftp = transport.open_sftp_client()
+            try:
+                transfer(sftp)
+            finally:
+                sftp.close()
+
+        self._watched(work, what, timeout, deadline)
 
     def close(self) -> None:
         self.client.close()
+
+
+class _HostFile:
+    """A host file an SFTP transfer reads or writes. Its own I/O errors are the host's
+    (InfraError): inside paramiko an OSError would read as the connection lost."""
+
+    def __init__(self, path, mode: str):
+        self.path = path
+        try:
+            self.file = open(path, mode)
+        except OSError as err:
+            raise InfraError(f"host: cannot open {path}: {err.strerror or err}") from None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.file.read(size)
+        except OSError as err:
+            raise InfraError(f"host: cannot read {self.path}: {err.strerror or err}") from None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            raise InfraError(f"host: cannot write {self.path}: {err.strerror or err}") \
+                from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.file.close()  # a write-back error (a full disk) can come only now
+        except OSError as err:
+            if exc[0] is not None:
+                return  # the transfer's own error says more
+            raise InfraError(f"host: cannot write {self.path}: {err.strerror or err}") \
+                from None

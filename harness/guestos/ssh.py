@@ -51,6 +51,13 @@ class SshShell:
         self.channel.close()
 
 
+def console_watch(console_driver):
+    """What the SSH channel calls while it waits on the guest (between reads, between chunks
+    sent): the console driver's own watch, so a panic on the serial console ends an SSH
+    command or transfer as it ends a console command."""
+    return lambda seconds: console_driver.watch(seconds, "the guest while SSH runs")
+
+
 def recorded_host_key(ctx) -> str:
     """The host key the guest must present: its guest file's, else the one the image builder
     recorded beside the cached image."""
@@ -111,7 +118,7 @@ def _connect(ctx, guest, nic: NicAttach) -> SshShell:
     while True:
         try:
             channel = SshChannel(host, port, guest.ssh.user, key, host_key, timeout=20,
-                                 watch=lambda s: console.watch(s, "the guest while SSH runs"))
+                                 watch=console_watch(console))
             break
         except SshRefused:
             raise  # a wrong host key or a refused key is final

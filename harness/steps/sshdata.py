@@ -2,9 +2,11 @@
 
 The host streams random bytes into the guest's ``sha256sum`` and the guest streams random
 bytes back, hashed on their way out (``tee`` into a FIFO that ``sha256sum`` reads: nothing is
-stored, so 256 MiB need no room on the guest's disk); then one file goes each way by SFTP. Every transfer is hashed where it
-starts and where it ends, and the step compares. The serial console is read for panics the
-whole time (harness/console/ssh.py watches it between reads).
+stored, so 256 MiB need no room on the guest's disk); then one file goes each way by SFTP.
+Every transfer is hashed where it starts and where it ends, and the step compares. The serial
+console is read for panics the whole time, and every transfer has a deadline
+(harness/console/ssh.py watches the console between reads and while data is sent); sshd dying
+under any of them is a guest failure.
 """
 from __future__ import annotations
 
@@ -79,9 +81,9 @@ def ssh_transfer(ctx, args):
         local, back = Path(tmp) / "up", Path(tmp) / "down"
         local.write_bytes(os.urandom(args["file_bytes"]))
         up_sha = hashlib.sha256(local.read_bytes()).hexdigest()
-        ssh.put(local, f"{SCRATCH}.file")
+        ssh.put(local, f"{SCRATCH}.file", timeout=ctx.remaining(300))
         there = first_sha256(ctx.guest.run(f"sha256sum < {SCRATCH}.file").output, "sftp put")
-        ssh.get(f"{SCRATCH}.file", back)
+        ssh.get(f"{SCRATCH}.file", back, timeout=ctx.remaining(300))
         ctx.guest.run(f"rm -f {SCRATCH}.file")
         down_sha = hashlib.sha256(back.read_bytes()).hexdigest()
     ctx.record("sftp_sha256", up_sha)
