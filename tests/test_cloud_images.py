@@ -180,7 +180,7 @@ def test_the_plans_attach_the_seed_disc_on_qemu_libvirt_and_bhyve():
     argv = qemu["commands"][-1]
     seed = next(a for a in argv if "cidata.iso" in a)
     assert seed.endswith(",format=raw,if=none,id=disk1,readonly=on")
-    assert argv[argv.index(seed) + 2] == "ide-cd,drive=disk1"
+    assert argv[argv.index(seed) + 2] == "ide-cd,drive=disk1,bus=ide.0"
     assert any(a.endswith(",hostfwd=tcp:127.0.0.1:0-:22") for a in argv)
 
     libvirt = _plan("--backend", "libvirt", "--libvirt-uri", "bhyve:///system")
