@@ -154,3 +154,33 @@ def test_repin_rewrites_refguests_kernel_and_versions_in_place(tmp_path, monkeyp
     # comments survive
     assert [l for l in before.splitlines() if l.lstrip().startswith("#")] == \
            [l for l in after.splitlines() if l.lstrip().startswith("#")]
+
+
+BOOKWORM_POLICY = """Package files:
+ 100 /var/lib/dpkg/status
+     release a=now
+ 500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages
+     release v=12,o=Debian,a=oldstable-security,n=bookworm-security,l=Debian-Security,c=main,b=amd64
+ 500 http://deb.debian.org/debian bookworm-updates/main amd64 Packages
+     release v=12-updates,o=Debian,a=oldstable-updates,n=bookworm-updates,l=Debian,c=main,b=amd64
+ 500 http://deb.debian.org/debian bookworm/main amd64 Packages
+     release v=12.15,o=Debian,a=oldstable,n=bookworm,l=Debian,c=main,b=amd64
+"""
+TRIXIE_TOO = BOOKWORM_POLICY + """ 500 http://deb.debian.org/debian trixie/main amd64 Packages
+     release v=13.2,o=Debian,a=stable,n=trixie,l=Debian,c=main,b=amd64
+"""
+
+
+def test_repin_resolves_only_from_the_recipes_suite(tmp_path, monkeypatch):
+    assert archive.foreign_suites(BOOKWORM_POLICY, "bookworm") == []
+    assert archive.foreign_suites(TRIXIE_TOO, "bookworm") == ["trixie"]
+    for policy, message in ((TRIXIE_TOO, "offer trixie besides bookworm"),
+                            (BOOKWORM_POLICY.replace("bookworm", "trixie"),
+                             "do not offer bookworm")):
+        def apt(argv, policy=policy, **_kw):
+            assert argv == ["apt-cache", "policy"]  # refused before anything is resolved
+            return subprocess.CompletedProcess(argv, 0, policy.encode(), b"")
+        monkeypatch.setattr(archive, "_run", apt)
+        monkeypatch.setattr(archive, "_require_tools", lambda tools: None)
+        with pytest.raises(RecipeError, match=message):
+            archive.resolve(["bash"], tmp_path, "bookworm")

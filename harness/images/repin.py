@@ -99,7 +99,7 @@ def repin_rootfs(recipe_path: Path) -> list[str]:
     except RecipeError:
         old = []  # no lock yet, or one that no longer loads: every package is new
     with tempfile.TemporaryDirectory(prefix="refvm-repin-") as tmp:
-        new = resolve(recipe.include, Path(tmp))
+        new = resolve(recipe.include, Path(tmp), recipe.suite)
     lines = changes(old, new)
     if lines or not recipe.lock_path.exists():
         recipe.lock_path.write_text(lock_text(recipe, new))

@@ -88,10 +88,30 @@ def fetch_all(packages: Iterable[Package], downloads: Path, log: Callable[[str],
     return [downloads / p.filename for p in packages]
 
 
-def resolve(include: Iterable[str], workdir: Path) -> list[Package]:
+def foreign_suites(policy: str, suite: str) -> list[str]:
+    """The suites in ``apt-cache policy`` output other than ``suite`` and its -updates,
+    -security and -backports: apt would resolve from them too (and their versions win)."""
+    mine = {suite, f"{suite}-updates", f"{suite}-security", f"{suite}-backports"}
+    return sorted({name for name in re.findall(r"^\s*release .*\bn=([^,\s]+)", policy,
+                                                re.MULTILINE) if name not in mine})
+
+
+def resolve(include: Iterable[str], workdir: Path, suite: str) -> list[Package]:
     """What apt would install on an empty system for Debian's Essential packages plus
-    ``include`` (no Recommends), with the archive's sha256 of each file."""
+    ``include`` (no Recommends), with the archive's sha256 of each file. apt resolves from
+    this host's sources, so they must be ``suite``'s alone: a trixie host would write trixie's
+    packages into a lock that says bookworm."""
     _require_tools(APT_TOOLS)
+    policy = _run(["apt-cache", "policy"], what="apt-cache policy").stdout.decode(
+        errors="replace")
+    if suite not in re.findall(r"\bn=([^,\s]+)", policy):
+        raise RecipeError(f"this host's apt sources do not offer {suite}: repin on a {suite} "
+                          f"host (or one whose sources list {suite})")
+    others = foreign_suites(policy, suite)
+    if others:
+        raise RecipeError(f"this host's apt sources offer {', '.join(others)} besides "
+                          f"{suite}: apt would mix them into the lock; repin on a host whose "
+                          f"sources list {suite} alone")
     status = workdir / "empty-status"
     status.write_bytes(b"")
     empty = ["-o", f"Dir::State::status={status}", "-o", "Debug::NoLocking=1"]
