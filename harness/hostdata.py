@@ -94,8 +94,9 @@ def sparse_copy(source: Path, dest: Path) -> None:
     size = os.path.getsize(source)
     with open(source, "rb") as src, open(dest, "wb") as out:
         out.truncate(size)
-        for start, end in _data_ranges(src.fileno(), size):
-            start = _kernel_copy(src.fileno(), out.fileno(), start, end)
+        for start, end, known in _data_ranges(src.fileno(), size):
+            if known:
+                start = _kernel_copy(src.fileno(), out.fileno(), start, end)
             src.seek(start)
             out.seek(start)
             while start < end:
@@ -127,9 +128,11 @@ def _kernel_copy(src: int, out: int, start: int, end: int) -> int:
 
 
 def _data_ranges(fd: int, size: int):
-    """(start, end) of each range that may hold data; the whole rest when holes are unknown."""
+    """(start, end, known) of each range that may hold data; ``known`` is False for the whole
+    rest when the file system cannot say where its holes are (then zeros are skipped by
+    reading: a kernel copy of that range would write them all)."""
     if not hasattr(os, "SEEK_DATA"):
-        yield 0, size
+        yield 0, size, False
         return
     offset = 0
     while offset < size:
@@ -137,8 +140,8 @@ def _data_ranges(fd: int, size: int):
             start = os.lseek(fd, offset, os.SEEK_DATA)
         except OSError as err:
             if err.errno != errno.ENXIO:  # ENXIO: only a hole from here on
-                yield offset, size  # the file system cannot say: copy (zeros skipped)
+                yield offset, size, False  # the file system cannot say
             return
         end = os.lseek(fd, start, os.SEEK_HOLE)
-        yield start, end
+        yield start, end, True
         offset = end

@@ -170,7 +170,7 @@ def test_the_reference_guests_matrix_passes_under_qemu(tmp_path):
         assert reboot["scratch_verified_regions"] == "1"  # written before, found after
     assert ran["reboot[refguest-uefi-qemu]"]["efi_var_across_reboots"] == "RefvmReboot kept"
     assert ran["reboot[refguest-csm-qemu]"]["efi_var_across_reboots"] == \
-        "not asked: csm firmware has no UEFI variables"
+        "not asked: csm firmware has no UEFI variable store"
     nvram = ran["nvram-persist[refguest-uefi-qemu]"]
     assert nvram["efi_var_after_restart"] == "refvm-nvram-1"
     assert nvram["boot_current_after_restart"] == nvram["boot_next"]

@@ -142,11 +142,15 @@ def test_a_pools_report_says_which_hypervisor_each_host_ran(tmp_path):
 
 
 def test_a_local_runs_report_has_no_hosts_table_repeating_its_hypervisor(tmp_path):
-    report = _report(tmp_path, [("boot[refguest-csm-qemu]", "pass", "")])
-    report["cases"][0]["properties"]["backend"] = "QEMU 7.2"
-    report["header"]["hosts"] = [{"host": "h1", "describe": "QEMU 7.2"}]
+    header = {"started": 100.0, "finished": 160.0, "host": {"name": "h1", "os": "Debian"},
+              "backend": {"name": "qemu", "describe": "QEMU 7.2", "where": "h1"},
+              "firmware": [], "images": []}
+    cases = [CaseResult("boot[refguest-csm-qemu]", "pass", "", 10.0, {"backend": "QEMU 7.2"})]
+    report = build_report(cases, header, {}, tmp_path)
+    assert report["header"]["hosts"] == [{"host": "h1", "describe": "QEMU 7.2"}]
     write_all(report, tmp_path)
-    assert "ran on" not in (tmp_path / "report.md").read_text()
+    for view in ("report.md", "report.html"):
+        assert "ran on" not in (tmp_path / view).read_text()
 
 
 @pytest.mark.parametrize("target", ["javascript:alert(1)", "../../etc/passwd", "https://x/y"])

@@ -24,7 +24,7 @@ import pytest
 
 from harness.console.log import ConsoleLog
 from harness.console.serial import SerialConsole
-from harness.errors import GuestFailure
+from harness.errors import GuestFailure, InfraError
 from harness.families import family
 from harness.guestos.base import GuestDriver
 from harness.guestos.ssh import console_watch
@@ -112,6 +112,37 @@ def test_a_guest_that_stops_reading_is_a_timeout_at_the_deadline(console):
     assert 3 <= took < 8
 
 
+def test_a_vm_that_exits_mid_upload_fails_at_once_not_at_the_deadline(console):
+    """The console ending (the hypervisor gone) while nothing resets the TCP connection, as on
+    a bhyve bridge: a guest failure saying so, without spinning until the deadline."""
+    watch, guest_console = console
+    stop = threading.Event()
+    with SshdDouble(on_exec=never_reads(stop)) as sshd:
+        channel = sshd.connect(watch=watch)
+        threading.Timer(1.0, guest_console.close).start()
+        started = time.monotonic()
+        cpu = time.process_time()
+        error = outcome_within(20, lambda: channel.send("sha256sum", chunks(256), timeout=60))
+        took, cpu = time.monotonic() - started, time.process_time() - cpu
+        stop.set()
+        channel.close()
+    assert_guest_failure(error, "the serial console ended", "the VM exited")
+    assert took < 10 and cpu < 5
+
+
+def test_a_host_side_read_error_while_sending_is_infra_not_the_guests():
+    def failing_source():
+        yield os.urandom(MB)
+        raise OSError(5, "Input/output error")
+    with SshdDouble(on_exec=hash_stdin()) as sshd:
+        channel = sshd.connect()
+        error = outcome_within(20, lambda: channel.send("sha256sum", failing_source(),
+                                                        timeout=30))
+        channel.close()
+    assert isinstance(error, InfraError) and error.category == "infra", repr(error)
+    assert "Input/output error" in str(error)
+
+
 def hash_stdin(stop_after: int | None = None, status: int = 0):
     """An exec that hashes its stdin (all of it, or the first ``stop_after`` bytes, as a
     command that exits early) and prints the hash, like sha256sum."""
@@ -133,7 +164,7 @@ def test_an_upload_arrives_whole_with_the_console_watched():
     data = [os.urandom(MB + 7) for _ in range(24)]
     turns = []
     with SshdDouble(on_exec=hash_stdin()) as sshd:
-        channel = sshd.connect(watch=lambda seconds: (turns.append(seconds), time.sleep(seconds)))
+        channel = sshd.connect(watch=lambda seconds: turns.append(seconds) or time.sleep(seconds))
         result = channel.send("sha256sum", iter(data), timeout=60)
         channel.close()
     assert result.status == 0

@@ -172,9 +172,9 @@ def test_setup_restarting_in_a_loop_fails_the_install_in_words_not_after_hours()
     assert com1.sent == ["\r"]
 
 
-def test_a_fresh_install_booting_twice_then_logging_on_is_not_a_loop():
+def test_an_install_with_as_many_sac_starts_as_allowed_then_the_marker_is_not_a_loop():
     guest = SimpleNamespace(name="win", windows=SimpleNamespace(install_timeout=14400))
-    com1 = ScriptedConsole([0, 1, 1, None])
-    com2 = ScriptedConsole([None, None, None, 0])
+    com1 = ScriptedConsole([0] + [1] * SAC_BOOTS_MAX + [None])
+    com2 = ScriptedConsole([None] * (SAC_BOOTS_MAX + 1) + [0])
     ticks = iter(range(0, 10**6, 5))
     watch_install(com1, com2, "marker", guest, lambda line: None, clock=lambda: next(ticks))

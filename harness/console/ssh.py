@@ -41,6 +41,21 @@ JOIN_SECONDS = 5.0  # how long a called-off transfer thread is waited for (it is
 LOST = (EOFError, OSError, paramiko.SSHException)
 
 
+def host_chunks(chunks):
+    """``chunks`` as they come, with the host's own failures (a file read, a full disk in the
+    caller's hashing) as infrastructure errors: OSError is also how paramiko says the
+    connection is lost (LOST), which would blame the guest."""
+    source = iter(chunks)
+    while True:
+        try:
+            chunk = next(source)
+        except StopIteration:
+            return
+        except OSError as err:
+            raise InfraError(f"the host could not produce the data to send: {err}") from err
+        yield chunk
+
+
 class SshRefused(InfraError):
     """The guest answered but is not the one expected (host key) or refused the run's key:
     trying again will not help."""
@@ -170,7 +185,7 @@ class SshChannel:
                     raise GuestFailure(f"SSH {self.where}: {what} timed out after "
                                        f"{timeout:.0f} s{progress()} (the guest stopped "
                                        "taking or giving data)")
-                self.watch(min(WATCH_SECONDS, left))
+                self._watch_console(min(WATCH_SECONDS, left), what)
         except BaseException:
             stop.set()
             self.client.close()
@@ -181,6 +196,14 @@ class SshChannel:
             raise self._lost(error, what) from None
         if error is not None:
             raise error  # a HarnessError as it is; anything else is a bug, with its traceback
+
+    def _watch_console(self, seconds: float, what: str) -> None:
+        """The console's watch (a failure pattern there raises); the console ending means the
+        VM is gone: a guest failure now, not a wait for SSH to notice (on a bridge no one
+        resets the TCP connection of a VM that vanished)."""
+        if self.watch(seconds):
+            raise GuestFailure(f"SSH {self.where}: the serial console ended during {what}: the "
+                               "VM exited")
 
     def _finish(self, channel: paramiko.Channel, command: str, deadline: float,
                 sink: Callable[[bytes], None],
@@ -216,7 +239,7 @@ class SshChannel:
                 channel.close()
                 raise GuestFailure(f"SSH {self.where}: {command!r} did not finish in time")
             if not got:
-                self.watch(0.05)
+                self._watch_console(0.05, repr(command))
         if not channel.exit_status_ready():
             raise GuestFailure(f"SSH {self.where}: the connection closed under {command!r} "
                                "without an exit status (sshd died or the guest went down)")
@@ -248,7 +271,7 @@ class SshChannel:
 
         def push(stop: threading.Event) -> None:
             channel.settimeout(POLL_SECONDS)  # a full window is waited for in short turns
-            for chunk in data_chunks:
+            for chunk in host_chunks(data_chunks):
                 for start in range(0, len(chunk), CHUNK):
                     piece = chunk[start:start + CHUNK]
                     while piece:

@@ -12,7 +12,8 @@ What goes in, per VM:
   -6``): the plaintext never reaches the disc; passwordless sudo, so the harness becomes root;
 - the run's SSH public key for that user;
 - an SSH host key made for this VM (the private half only on this disc, in the VM's workdir,
-  removed with it), so the harness checks the host key it expects instead of trusting the first
+  removed with it; `refvm repro` and `--keep-failed` keep a copy readable by its owner only in
+  the case's artifacts, for the lines that start the same VM by hand), so the harness checks the host key it expects instead of trusting the first
   one it is shown; cloud-init's own host keys are deleted and none other is generated. The disc
   is readable by every local user (0644): libvirt's QEMU runs as its own user and must read
   it. The key proves the harness reached the VM it seeded; it is a throwaway key of a test VM,

@@ -39,3 +39,12 @@ def summary_line(report: dict) -> str:
     return (", ".join(f"{count.get(r, 0)} {r}" for r in RESULTS)
             + f"; wall {wall:.1f} s, sum of case times {busy:.1f} s "
               f"({head.get('workers', 1)} worker(s))")
+
+
+def hosts_to_show(head: dict) -> list[dict]:
+    """The header's hosts table, when it says more than its hypervisor line (a local run's one
+    host with the same description: nothing)."""
+    hosts = head.get("hosts") or []
+    if [x.get("describe") for x in hosts] == [head.get("backend", {}).get("describe")]:
+        return []
+    return hosts

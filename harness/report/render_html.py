@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .expectations import sections
 from .figures import describe, transfers
-from .grid import grids, summary_line
+from .grid import grids, hosts_to_show, summary_line
 from .render_md import SAFE_LINK, when
 from .svg import bar_chart
 from .text import h
@@ -52,8 +52,8 @@ def _header(head: dict) -> list[str]:
     for item in head.get("firmware", []):
         out.append(f"<tr><td>{h(item.get('profile'))}</td><td>{h(item.get('path', ''))}</td>"
                    f"<td><code>{h(item.get('sha256') or item.get('error', ''))}</code></td></tr>")
-    hosts = head.get("hosts") or []
-    if hosts and [x.get("describe") for x in hosts] != [head.get("backend", {}).get("describe")]:
+    hosts = hosts_to_show(head)
+    if hosts:
         out.append("</table><table class=hosts><tr><th>ran on</th><th>hypervisor there</th></tr>")
         out += [f"<tr><td>{h(x.get('host'))}</td><td>{h(x.get('describe'), 600)}</td></tr>"
                 for x in hosts]

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from .expectations import sections
 from .figures import describe
-from .grid import grids, summary_line
+from .grid import grids, hosts_to_show, summary_line
 from .text import md
 
 SAFE_LINK = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
@@ -39,8 +39,8 @@ def header_lines(head: dict) -> list[str]:
     for item in head.get("firmware", []):
         lines.append(f"| {md(item.get('profile'))} | {md(item.get('path', ''))} | "
                      f"{md(item.get('sha256') or item.get('error', ''))} |")
-    hosts = head.get("hosts") or []
-    if hosts and [x.get("describe") for x in hosts] != [head.get("backend", {}).get("describe")]:
+    hosts = hosts_to_show(head)
+    if hosts:
         lines += ["", "| ran on | hypervisor there |", "|---|---|"]
         lines += [f"| {md(x.get('host'))} | {md(x.get('describe'), 600)} |" for x in hosts]
     lines += ["", "| guest image | sha256 | on this host |", "|---|---|---|"]

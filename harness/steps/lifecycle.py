@@ -76,6 +76,8 @@ def reboot(ctx, args):
                                f"wrote before the reboots is gone or changed: the vars file "
                                f"did not keep it")
         seconds.append(round(time.monotonic() - started, 1))
+    if marker is not None:
+        ctx.record("efi_var_across_reboots", f"{REBOOT_VAR} kept")
     ctx.record("reboots", args["times"])
     ctx.record("reboot_seconds", " ".join(map(str, seconds)))
     ctx.record("machine_resets", " ".join(map(str, resets_seen)))
@@ -83,20 +85,22 @@ def reboot(ctx, args):
 
 
 def uefi_marker(ctx, boot: str) -> bytes | None:
-    """Under UEFI: write a variable of refvm's own before the reboots (checked after each:
-    the VM's vars file must keep it) and return its value; None where there is no UEFI
-    variable store or no command to reach it, said in the results."""
-    if ctx.vm.spec.firmware != "uefi":
-        ctx.record("efi_var_across_reboots", f"not asked: {ctx.vm.spec.firmware} firmware has "
-                                             f"no UEFI variables")
-        return None
-    if ctx.guest.family.name not in EFI_STEPS(None):
-        ctx.record("efi_var_across_reboots", f"not asked: no UEFI variable commands for "
-                                             f"{ctx.guest.family.name} guests")
+    """Where the VM keeps UEFI variables in a vars file: write a variable of refvm's own
+    before the reboots (read back after each: bhyve relaunches on the same vars file, QEMU
+    and libvirt reset in place) and return its value; None where there is no vars file (CSM;
+    bhyve before 13.1 boots one ROM without one) or no command to reach it, said in the
+    results."""
+    why = ctx.vm.backend.lacks("vars-file", ctx.vm.spec.firmware)
+    if why is None and ctx.guest.family.name not in EFI_STEPS(None):
+        why = f"no UEFI variable commands for {ctx.guest.family.name} guests"
+    if why is not None:
+        ctx.record("efi_var_across_reboots", f"not asked: {why}")
         return None
     value = f"reboot-{boot[:24]}".encode()
     write_var(ctx, REBOOT_VAR, REFVM_GUID, value)
-    ctx.record("efi_var_across_reboots", f"{REBOOT_VAR} kept")
+    if read_var(ctx, REBOOT_VAR, REFVM_GUID) != value:
+        raise GuestFailure(f"wrote the UEFI variable {REBOOT_VAR}, but reading it back gave "
+                           f"something else (before any reboot)")
     return value
 
 

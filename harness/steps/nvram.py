@@ -172,22 +172,26 @@ def vars_size_refused(ctx, args):
         try:
             ctx.vm.runner.restart(ctx.vm)
         except InfraError as err:
-            ctx.record("hypervisor_refused", refusal_words(str(err)))
+            ctx.record("hypervisor_refused", size_refusal(str(err)))
             return
         info = ctx.vm.machine.wait_exit(REFUSAL_SECONDS)
     finally:
         os.truncate(path, 0)  # never a half-right vars file left behind for anything else
     if info is not None and info.kind == "error":
-        ctx.record("hypervisor_refused", refusal_words(info.detail))
+        ctx.record("hypervisor_refused", size_refusal(info.detail))
         return
     raise GuestFailure(f"the hypervisor started the VM with a {args['size']}-byte vars file"
                        + (f" and it ended as {info}" if info else
                           f" and it was still running {REFUSAL_SECONDS:.0f}s later"))
 
 
-def refusal_words(text: str) -> str:
+def size_refusal(text: str) -> str:
     """The hypervisor's line about the size (QEMU: "... has invalid size N" / "its size must
-    be ...", bhyve: "Invalid bootrom variable size N"), else the whole message."""
+    be ...", bhyve: "Invalid bootrom variable size N"). A failure that names no size is not
+    the refusal asked for (a missing bootrom, a tap that cannot be made): an InfraError."""
     lines = [part.strip() for line in text.splitlines() for part in line.split(" | ")]
-    words = [line for line in lines if "bytes" in line or "size" in line]
-    return (words[-1] if words else text.strip())[:300]
+    words = [line for line in lines if "size" in line.lower()]
+    if not words:
+        raise InfraError(f"the hypervisor did not start, but not over the vars file's size: "
+                         f"{text.strip()[:300]}")
+    return words[-1][:300]

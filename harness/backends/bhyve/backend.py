@@ -99,6 +99,10 @@ def open_nmdm(path):
         raise
 
 
+# What bhyve prints when vm_checkpoint fails (snapshot.c); it keeps running.
+CHECKPOINT_FAILED = "Unable to perform the requested operation"
+
+
 @dataclass(frozen=True)
 class Programs:
     """Where the external programs are; tests point these at a test double."""
@@ -230,10 +234,15 @@ class BhyveBackend(Backend):
                  for argv in self.command_lines(spec, again=True) if argv != plan.loader]
         (spec.logdir / "command-restore.txt").write_text(
             "".join(shlex.join(argv) + "\n" for argv in lines))
+        return self._prepared_machine(spec, plan, restore_from=Path(state))
+
+    def _prepared_machine(self, spec: VmSpec, plan, restore_from: Path | None = None):
+        """A BhyveMachine with its bridge, taps and consoles made (prepare), destroyed again
+        if that fails; bhyve itself runs at resume()."""
         machine = BhyveMachine(spec, plan, self.programs,
                                relaunch_on_reboot=self.relaunch_on_reboot
                                or spec.survive_reboot,
-                               stop_grace=self.stop_grace, restore_from=Path(state))
+                               stop_grace=self.stop_grace, restore_from=restore_from)
         try:
             machine.prepare()
         except BaseException:
@@ -384,16 +393,7 @@ class BhyveBackend(Backend):
             fw.make_vars_copy(template, bootrom.vars)
         (spec.logdir / ("command-again.txt" if again else "command.txt")).write_text(
             "".join(shlex.join(argv) + "\n" for argv in self.command_lines(spec, again)))
-        machine = BhyveMachine(spec, plan, self.programs,
-                               relaunch_on_reboot=self.relaunch_on_reboot
-                               or spec.survive_reboot,
-                               stop_grace=self.stop_grace)
-        try:
-            machine.prepare()
-        except BaseException:
-            machine.destroy()
-            raise
-        return machine
+        return self._prepared_machine(spec, plan)
 
 
 class BhyveMachine(Machine):
@@ -408,6 +408,7 @@ class BhyveMachine(Machine):
         self.restore_from = restore_from
         self._suspending = False  # save() asked bhyve to checkpoint and exit
         self._suspend_to: Path | None = None
+        self._suspend_failed = False  # then destroy() removes what a late checkpoint wrote
         self._child_from = 0  # where the running program's output starts in the log
         self.relaunch_on_reboot = relaunch_on_reboot
         self.stop_grace = stop_grace
@@ -558,20 +559,34 @@ class BhyveMachine(Machine):
             self._suspending, self._suspend_to = True, Path(state)
         try:
             self._call(suspend_argv(self.programs.bhyvectl, self.spec.name, state), must=True)
-            info = self.wait_exit(timeout)
+            asked = time.monotonic()
+            info = self._wait_checkpoint(timeout)
             missing = [path.name for path in files if not path.is_file()]
             if info is None or info.kind != "suspended" or missing:
                 raise InfraError(
                     f"bhyve did not suspend {self.spec.name} into {state}: "
-                    + (f"still running after {timeout:.0f}s" if info is None else str(info))
+                    + (f"still running after {time.monotonic() - asked:.0f}s" if info is None
+                       else str(info))
                     + (f"; missing {', '.join(missing)}" if missing else "")
                     + f"; bhyve said: {self._child_output() or 'nothing'}")
         except BaseException:
-            self._suspending = False
+            # _suspending stays set: a checkpoint that ends after all must not read as a guest
+            # reboot and be relaunched; destroy() removes what it writes late.
+            self._suspend_failed = True
             for path in files:  # none was there before: this suspend made them
                 path.unlink(missing_ok=True)
             raise
         return files
+
+    def _wait_checkpoint(self, timeout: float) -> ExitInfo | None:
+        """bhyve's exit after a suspend request, or None: at ``timeout``, or at once when bhyve
+        says the checkpoint failed (it then goes on running)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            info = self.wait_exit(min(left, 1.0))
+            if info is not None or CHECKPOINT_FAILED in self._child_output(20):
+                return info
+        return None
 
     def poll(self) -> ExitInfo | None:
         return self._exit if self._done.is_set() else None
@@ -597,6 +612,8 @@ class BhyveMachine(Machine):
         bridge, self.bridge = self.bridge, None
         consoles, self._consoles = self._consoles, []
         restored = state_files(self.restore_from) if self.restore_from else []
+        if self._suspend_failed and self._suspend_to is not None:
+            restored += state_files(self._suspend_to)
         run_all(lambda: self._stop_bhyve(proc),
                 lambda: self._run(self.plan.destroy),  # vmrun.sh: "Cleanup /dev/vmm entry"
                 *[functools.partial(self._run, tap_destroy_argv(ifconfig, tap)) for tap in taps],

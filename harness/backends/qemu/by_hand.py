@@ -43,10 +43,11 @@ def commands(backend, spec: VmSpec, _machine=None) -> tuple[list, list[str]]:
         if made.path.name == SEED_DISC:
             kept = spec.logdir / SEED_DISC
             shutil.copyfile(disk.path, kept)  # the workdir's copy goes with the harness's VM
+            os.chmod(kept, 0o600)  # a host key's private half: for the one who runs the lines
             lines.append(["cp", str(kept), SEED_DISC])
             notes.append(f"{SEED_DISC}: the cloud image's seed disc of this run (its console "
                          f"user, with the password hashed, and a throwaway host key), kept "
-                         f"in {spec.logdir}")
+                         f"in {spec.logdir}, readable by its owner only")
             continue
         lines.append(["qemu-img", "create", "-q", "-f", "raw", str(made.path),
                       str(os.stat(disk.path).st_size)])
