@@ -645,5 +645,7 @@ def test_only_a_failure_naming_the_size_counts_as_the_vars_files_refusal():
     qemu = ("QEMU failed to start: ...; its log says:\nqemu-system-x86_64: -drive if=pflash: "
             "device /w/uefi-vars.fd: its size must be a non-zero multiple of 0x1000")
     assert "multiple of 0x1000" in size_refusal(qemu)
+    pflash = "qemu-system-x86_64: device requires 540672 bytes, block backend provides 2048 bytes"
+    assert size_refusal(pflash) == pflash
     with pytest.raises(InfraError, match="not over the vars file's size: .*bootrom not found"):
         size_refusal("bhyve exited 4: bootrom not found: /usr/local/share/uefi-firmware/X.fd")

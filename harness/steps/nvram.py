@@ -10,6 +10,7 @@ file of the wrong size, handed to the hypervisor on purpose, is refused before t
 from __future__ import annotations
 
 import os
+import re
 
 from .. import schema as s
 from ..errors import GuestFailure, InfraError
@@ -186,11 +187,12 @@ def vars_size_refused(ctx, args):
 
 
 def size_refusal(text: str) -> str:
-    """The hypervisor's line about the size (QEMU: "... has invalid size N" / "its size must
-    be ...", bhyve: "Invalid bootrom variable size N"). A failure that names no size is not
-    the refusal asked for (a missing bootrom, a tap that cannot be made): an InfraError."""
+    """The hypervisor's line about the size (QEMU: "its size must be a non-zero multiple of
+    0x1000", or pflash's "device requires N bytes, block backend provides M bytes"; bhyve:
+    "Invalid bootrom variable size N"). A failure that names no size or byte count is not the
+    refusal asked for (a missing bootrom, a tap that cannot be made): an InfraError."""
     lines = [part.strip() for line in text.splitlines() for part in line.split(" | ")]
-    words = [line for line in lines if "size" in line.lower()]
+    words = [line for line in lines if re.search(r"(?i)\bsize\b|\d+ bytes\b", line)]
     if not words:
         raise InfraError(f"the hypervisor did not start, but not over the vars file's size: "
                          f"{text.strip()[:300]}")
