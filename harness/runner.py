@@ -32,8 +32,6 @@ from .model import DiskAttach, NicAttach, SerialAttach
 from .vmspec import SEED_DISC, Disk, Nic, SerialPort, VmSpec
 
 
-
-
 def new_run_id() -> str:
     return new_id()
 
